@@ -1,9 +1,48 @@
-//! Core traits and types of catga-cluster.
+//! Core traits and types of catga-cluster: node identity, the leadership
+//! snapshot, the [`ClusterCoordinator`] trait, fences, errors, the forwarder
+//! and lock contracts, the singleton-task runner and configuration.
+//!
+//! This crate has no Raft and no HTTP server in it: `catga-cluster-raft`
+//! implements [`ClusterCoordinator`] with openraft, `catga-cluster-tower` and
+//! `catga-cluster-axum` build middleware and routes on top of the traits.
+//!
+//! ```
+//! use catga_cluster_core::{ClusterCoordinator, NotLeaderReason};
+//!
+//! // Leader-only work, generic over any coordinator.
+//! async fn leader_only<C: ClusterCoordinator>(coord: &C) -> Result<u64, NotLeaderReason> {
+//!     let fence = coord.ensure_leader().await.map_err(|e| e.reason)?;
+//!     Ok(fence.term)
+//! }
+//! ```
+//!
+//! # Features
+//!
+//! * `config` (default): [`config::ClusterConfig`] from JSON, TOML and
+//!   environment variables.
+//! * `serde`: serialisation of the public types.
+//! * `test-util`: [`testing::ManualCoordinator`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod coordinator;
+pub mod error;
+pub mod forward;
+pub mod leadership;
+pub mod lock;
 pub mod node;
+pub mod protocol;
+pub mod singleton;
 
 #[cfg(feature = "config")]
 pub mod config;
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+
+pub use coordinator::{ClusterCoordinator, LeaderExecution, LeaderFence};
+pub use error::{BoxError, ClusterError, NotLeader, NotLeaderReason};
+pub use forward::ForwardRequest;
+pub use leadership::{LeaderInfo, Leadership, Role};
+pub use lock::{DistributedLock, FencingToken, LockError, LockGuard};
 pub use node::{Endpoint, EndpointError, NodeId, NodeInfo, NodeNameError};
+pub use singleton::{SingletonRunner, SingletonTask, TaskContext};

@@ -198,7 +198,8 @@ impl Endpoint {
         if trimmed.contains('#') {
             return Err(EndpointError::new(input, "it must not have a fragment"));
         }
-        if authority.port().is_some() && authority.port_u16().is_none() {
+        let after_host = &authority.as_str()[authority.host().len()..];
+        if !after_host.is_empty() && authority.port_u16().is_none() {
             return Err(EndpointError::new(input, "the port is not valid"));
         }
         let host = authority.host().to_ascii_lowercase();
@@ -207,6 +208,14 @@ impl Endpoint {
             None => format!("{scheme}://{host}"),
         };
         Ok(Endpoint(normalised.into()))
+    }
+
+    /// An endpoint from a string already in normal form (crate-internal
+    /// constants only).
+    #[cfg_attr(not(any(test, feature = "test-util")), allow(dead_code))]
+    pub(crate) fn from_normalised(s: &'static str) -> Self {
+        debug_assert_eq!(Endpoint::parse(s).map(|e| e.0), Ok(Arc::from(s)));
+        Endpoint(s.into())
     }
 
     /// The normalised URL, without a trailing slash.
@@ -348,7 +357,7 @@ mod tests {
     fn endpoint_rejects_bad_input() {
         let cases = [
             ("", "empty"),
-            ("localhost:5000", "scheme"),
+            ("localhost:5000", "absolute"),
             ("/just/a/path", "absolute"),
             ("ftp://host", "scheme"),
             ("http://host:5000/api", "path"),

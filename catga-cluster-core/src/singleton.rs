@@ -1,0 +1,862 @@
+//! Singleton tasks: background work that runs on the leader only.
+//!
+//! A [`SingletonTask`] is started by a [`SingletonRunner`] when this node
+//! gains leadership and cancelled when it loses it. The runner is driven by
+//! the coordinator's leadership channel (no polling loop) and guarantees that
+//! at most one run of a task exists in this process at any time: after a
+//! loss it cancels the run and waits (bounded by
+//! [`SingletonConfig::stop_timeout`]) for it to finish; a run that ignores
+//! cancellation is reported, and no new run starts until it has finished.
+//!
+//! Each run receives a [`LeaderFence`]: pass it to the resources the task
+//! writes to, so that a run on a deposed leader cannot overwrite its
+//! successor's work even across processes.
+//!
+//! A run that returns (successfully or not) while the node still leads is
+//! restarted after an exponential [`Backoff`] with jitter; the backoff resets
+//! when leadership is gained anew or after a run that lasted
+//! [`SingletonConfig::reset_after`].
+//!
+//! ```
+//! # #[cfg(feature = "test-util")] {
+//! use catga_cluster_core::singleton::{singleton_fn, SingletonRunner, SingletonState};
+//! use catga_cluster_core::testing::ManualCoordinator;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let coord = ManualCoordinator::new_follower();
+//! let task = singleton_fn("outbox", |ctx| async move {
+//!     // Work until leadership is lost, tagging writes with ctx.fence().
+//!     ctx.cancelled().await;
+//!     Ok(())
+//! });
+//! let handle = SingletonRunner::new(coord.clone(), task).spawn();
+//! coord.set_leader();
+//! let mut states = handle.subscribe();
+//! states.wait_for(|s| matches!(s, SingletonState::Running { .. })).await.unwrap();
+//! handle.shutdown().await;
+//! # });
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::coordinator::leadership_lost;
+use crate::{BoxError, ClusterCoordinator, LeaderFence, Leadership};
+
+const TARGET: &str = "catga_cluster::singleton";
+
+/// Background work that must run on exactly one node: the leader.
+pub trait SingletonTask: Send + Sync + 'static {
+    /// A stable name, used in logs.
+    fn name(&self) -> &str;
+
+    /// Runs until the work is done or `ctx` is cancelled. Return promptly
+    /// after cancellation.
+    fn run(&self, ctx: TaskContext) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// What a run of a [`SingletonTask`] receives.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    fence: LeaderFence,
+    cancel: CancellationToken,
+    attempt: u64,
+}
+
+impl TaskContext {
+    /// The fence of the leadership this run belongs to.
+    pub fn fence(&self) -> LeaderFence {
+        self.fence
+    }
+
+    /// The token cancelled the moment leadership is lost or the runner stops.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Resolves when the run must stop.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// `true` once the run must stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// How many runs of this task the runner has started, this one included.
+    pub fn attempt(&self) -> u64 {
+        self.attempt
+    }
+}
+
+/// A [`SingletonTask`] made of a name and a closure; see [`singleton_fn`].
+pub struct FnTask<F> {
+    name: String,
+    f: F,
+}
+
+impl<F> fmt::Debug for FnTask<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnTask").field("name", &self.name).finish()
+    }
+}
+
+/// A singleton task from a closure that returns the run's future.
+pub fn singleton_fn<F, Fut>(name: impl Into<String>, f: F) -> FnTask<F>
+where
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send,
+{
+    FnTask {
+        name: name.into(),
+        f,
+    }
+}
+
+impl<F, Fut> SingletonTask for FnTask<F>
+where
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self, ctx: TaskContext) -> impl Future<Output = Result<(), BoxError>> + Send {
+        (self.f)(ctx)
+    }
+}
+
+/// Exponential backoff settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffConfig {
+    /// The first delay.
+    pub initial: Duration,
+    /// The largest delay.
+    pub max: Duration,
+    /// The factor between two delays (at least 1).
+    pub multiplier: f64,
+    /// The share of each delay that is random, from 0 (none) to 1: a delay
+    /// `d` becomes a uniform draw from `[d × (1 − jitter), d]`.
+    pub jitter: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.5,
+        }
+    }
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    config: BackoffConfig,
+    failures: u32,
+    rng: fastrand::Rng,
+}
+
+impl Backoff {
+    /// A backoff with a random jitter seed.
+    pub fn new(config: BackoffConfig) -> Self {
+        Backoff::with_seed(config, fastrand::u64(..))
+    }
+
+    /// A backoff whose jitter is reproducible from `seed`.
+    pub fn with_seed(config: BackoffConfig, seed: u64) -> Self {
+        Backoff {
+            config,
+            failures: 0,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// The delay before the next attempt; each call grows the next one.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.ceiling();
+        self.failures = self.failures.saturating_add(1);
+        let jitter = self.config.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 - jitter * self.rng.f64();
+        base.mul_f64(factor)
+    }
+
+    /// The delay before jitter that the next call to
+    /// [`next_delay`](Backoff::next_delay) starts from.
+    pub fn ceiling(&self) -> Duration {
+        let multiplier = self.config.multiplier.max(1.0);
+        let exponent = i32::try_from(self.failures).unwrap_or(i32::MAX);
+        let secs = self.config.initial.as_secs_f64() * multiplier.powi(exponent);
+        if !secs.is_finite() || secs >= self.config.max.as_secs_f64() {
+            self.config.max
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+
+    /// Starts over from the initial delay.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// How many delays were handed out since the last reset.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+/// Settings of a [`SingletonRunner`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SingletonConfig {
+    /// How long to wait for a cancelled run to finish before reporting it as
+    /// stuck. No new run starts until it has finished anyway.
+    pub stop_timeout: Duration,
+    /// Deadline of the leadership check before each run.
+    pub ensure_timeout: Duration,
+    /// Restart delays for runs that return while the node leads.
+    pub backoff: BackoffConfig,
+    /// A run that lasted at least this long resets the backoff.
+    pub reset_after: Duration,
+}
+
+impl Default for SingletonConfig {
+    fn default() -> Self {
+        SingletonConfig {
+            stop_timeout: Duration::from_secs(10),
+            ensure_timeout: Duration::from_secs(5),
+            backoff: BackoffConfig::default(),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SingletonConfig {
+    /// Sets [`stop_timeout`](SingletonConfig::stop_timeout).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ensure_timeout`](SingletonConfig::ensure_timeout).
+    pub fn ensure_timeout(mut self, timeout: Duration) -> Self {
+        self.ensure_timeout = timeout;
+        self
+    }
+
+    /// Sets [`backoff`](SingletonConfig::backoff).
+    pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets [`reset_after`](SingletonConfig::reset_after).
+    pub fn reset_after(mut self, after: Duration) -> Self {
+        self.reset_after = after;
+        self
+    }
+}
+
+/// What a runner is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SingletonState {
+    /// Waiting for this node to lead.
+    Idle,
+    /// A run is under way.
+    Running {
+        /// The run's fence.
+        fence: LeaderFence,
+        /// The run's number.
+        attempt: u64,
+    },
+    /// The last run returned while the node leads; the next starts after
+    /// `delay`.
+    Backoff {
+        /// How many restarts in a row, this one included.
+        failures: u32,
+        /// The delay before the restart.
+        delay: Duration,
+    },
+    /// The run was cancelled and the runner waits for it to finish.
+    Stopping {
+        /// The cancelled run's fence.
+        fence: LeaderFence,
+    },
+    /// The cancelled run did not finish within the stop timeout. No new run
+    /// starts until it does.
+    Stuck {
+        /// The stuck run's fence.
+        fence: LeaderFence,
+    },
+    /// The runner has shut down.
+    Stopped,
+}
+
+/// Runs a [`SingletonTask`] on the leader.
+#[derive(Debug)]
+pub struct SingletonRunner<C, T> {
+    coordinator: C,
+    task: Arc<T>,
+    config: SingletonConfig,
+    seed: Option<u64>,
+}
+
+impl<C, T> SingletonRunner<C, T>
+where
+    C: ClusterCoordinator,
+    T: SingletonTask,
+{
+    /// A runner with the default [`SingletonConfig`].
+    pub fn new(coordinator: C, task: T) -> Self {
+        SingletonRunner {
+            coordinator,
+            task: Arc::new(task),
+            config: SingletonConfig::default(),
+            seed: None,
+        }
+    }
+
+    /// Replaces the settings.
+    pub fn config(mut self, config: SingletonConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Makes the backoff jitter reproducible.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Starts the runner on the current tokio runtime.
+    pub fn spawn(self) -> SingletonHandle {
+        let (state_tx, state_rx) = watch::channel(SingletonState::Idle);
+        let shutdown = CancellationToken::new();
+        let span = tracing::info_span!(
+            target: TARGET,
+            "singleton",
+            task = self.task.name(),
+            node_id = %self.coordinator.node().id,
+        );
+        let driver = Driver {
+            backoff: match self.seed {
+                Some(seed) => Backoff::with_seed(self.config.backoff, seed),
+                None => Backoff::new(self.config.backoff),
+            },
+            coordinator: self.coordinator,
+            task: self.task,
+            config: self.config,
+            state: state_tx,
+            shutdown: shutdown.clone(),
+            attempts: 0,
+        };
+        let join = tokio::spawn(driver.drive().instrument(span));
+        SingletonHandle {
+            state: state_rx,
+            shutdown,
+            join: Some(join),
+        }
+    }
+}
+
+/// Controls a spawned [`SingletonRunner`].
+///
+/// Dropping the handle stops the runner as well (without waiting).
+#[derive(Debug)]
+pub struct SingletonHandle {
+    state: watch::Receiver<SingletonState>,
+    shutdown: CancellationToken,
+    join: Option<JoinHandle<()>>,
+}
+
+impl SingletonHandle {
+    /// The runner's current state.
+    pub fn state(&self) -> SingletonState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of state changes.
+    pub fn subscribe(&self) -> watch::Receiver<SingletonState> {
+        self.state.clone()
+    }
+
+    /// Cancels the current run, waits for it (bounded by the stop timeout)
+    /// and stops the runner.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(join) = self.join.take() {
+            if let Err(e) = join.await {
+                tracing::error!(target: TARGET, error = %e, "singleton runner failed");
+            }
+        }
+    }
+}
+
+impl Drop for SingletonHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+struct Driver<C, T> {
+    coordinator: C,
+    task: Arc<T>,
+    config: SingletonConfig,
+    backoff: Backoff,
+    state: watch::Sender<SingletonState>,
+    shutdown: CancellationToken,
+    attempts: u64,
+}
+
+/// Why a run ended, as the driver sees it.
+enum RunEnd {
+    Returned(Result<Result<(), BoxError>, tokio::task::JoinError>),
+    LeadershipLost,
+    Shutdown,
+}
+
+impl<C: ClusterCoordinator, T: SingletonTask> Driver<C, T> {
+    async fn drive(mut self) {
+        let mut rx = self.coordinator.subscribe();
+        let mut last_term = None;
+        'outer: loop {
+            self.set_state(SingletonState::Idle);
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                led = rx.wait_for(Leadership::is_leader) => if led.is_err() { break },
+            }
+            let check = tokio::time::timeout(
+                self.config.ensure_timeout,
+                self.coordinator.ensure_leader(),
+            );
+            let fence = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                checked = check => match checked {
+                    Ok(Ok(fence)) => fence,
+                    Ok(Err(not_leader)) => {
+                        tracing::debug!(target: TARGET, %not_leader, "leadership not confirmed");
+                        if !self.next_change(&mut rx).await { break }
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::warn!(target: TARGET, "leadership check timed out");
+                        if !self.next_change(&mut rx).await { break }
+                        continue;
+                    }
+                },
+            };
+            if last_term != Some(fence.term) {
+                last_term = Some(fence.term);
+                self.backoff.reset();
+            }
+
+            loop {
+                let started = Instant::now();
+                let (end, mut run) = self.run_once(fence, &mut rx).await;
+                match end {
+                    RunEnd::Returned(result) => {
+                        match result {
+                            Ok(Ok(())) => {
+                                tracing::info!(target: TARGET, %fence, "run returned")
+                            }
+                            Ok(Err(error)) => {
+                                tracing::warn!(target: TARGET, %fence, %error, "run failed")
+                            }
+                            Err(error) => {
+                                tracing::error!(target: TARGET, %fence, %error, "run panicked")
+                            }
+                        }
+                        if started.elapsed() >= self.config.reset_after {
+                            self.backoff.reset();
+                        }
+                        let delay = self.backoff.next_delay();
+                        self.set_state(SingletonState::Backoff {
+                            failures: self.backoff.failures(),
+                            delay,
+                        });
+                        tracing::info!(target: TARGET, ?delay, "restarting after backoff");
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => break 'outer,
+                            () = leadership_lost(&mut rx, fence.term) => continue 'outer,
+                            () = tokio::time::sleep(delay) => continue,
+                        }
+                    }
+                    RunEnd::LeadershipLost => {
+                        tracing::info!(target: TARGET, %fence, "leadership lost; stopping the run");
+                        if !self.stop(fence, &mut run).await {
+                            break 'outer;
+                        }
+                        continue 'outer;
+                    }
+                    RunEnd::Shutdown => {
+                        self.stop(fence, &mut run).await;
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        self.set_state(SingletonState::Stopped);
+        tracing::info!(target: TARGET, "singleton runner stopped");
+    }
+
+    /// Starts one run and waits for it to end, for leadership to be lost or
+    /// for shutdown. Returns the run's handle and cancellation token for
+    /// [`Driver::stop`].
+    async fn run_once(
+        &mut self,
+        fence: LeaderFence,
+        rx: &mut watch::Receiver<Leadership>,
+    ) -> (RunEnd, Run) {
+        self.attempts += 1;
+        let cancel = self.shutdown.child_token();
+        let ctx = TaskContext {
+            fence,
+            cancel: cancel.clone(),
+            attempt: self.attempts,
+        };
+        let task = self.task.clone();
+        let span = tracing::info_span!(target: TARGET, "run", term = fence.term, index = fence.index, attempt = self.attempts);
+        let mut join = tokio::spawn(async move { task.run(ctx).await }.instrument(span));
+        self.set_state(SingletonState::Running {
+            fence,
+            attempt: self.attempts,
+        });
+        tracing::info!(target: TARGET, %fence, attempt = self.attempts, "run started");
+        let end = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => RunEnd::Shutdown,
+            () = leadership_lost(rx, fence.term) => RunEnd::LeadershipLost,
+            result = &mut join => RunEnd::Returned(result),
+        };
+        (end, Run { join, cancel })
+    }
+
+    /// Cancels a run and waits for it to finish: bounded, then reported as
+    /// stuck, then unbounded (no second run may start while it exists) unless
+    /// the runner shuts down. Returns `false` on shutdown.
+    async fn stop(&mut self, fence: LeaderFence, run: &mut Run) -> bool {
+        if run.join.is_finished() {
+            return !self.shutdown.is_cancelled();
+        }
+        run.cancel.cancel();
+        self.set_state(SingletonState::Stopping { fence });
+        let bounded = tokio::time::timeout(self.config.stop_timeout, &mut run.join).await;
+        if bounded.is_ok() {
+            return !self.shutdown.is_cancelled();
+        }
+        tracing::error!(
+            target: TARGET,
+            %fence,
+            stop_timeout = ?self.config.stop_timeout,
+            "the run ignored cancellation; no new run starts until it finishes"
+        );
+        self.set_state(SingletonState::Stuck { fence });
+        if self.shutdown.is_cancelled() {
+            run.join.abort();
+            return false;
+        }
+        tokio::select! {
+            _ = &mut run.join => {
+                tracing::info!(target: TARGET, %fence, "the stuck run finished");
+                true
+            }
+            () = self.shutdown.cancelled() => {
+                run.join.abort();
+                false
+            }
+        }
+    }
+
+    /// Waits for the next leadership change; `false` on shutdown.
+    async fn next_change(&self, rx: &mut watch::Receiver<Leadership>) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => false,
+            changed = rx.changed() => changed.is_ok(),
+        }
+    }
+
+    fn set_state(&self, state: SingletonState) {
+        self.state.send_replace(state);
+    }
+}
+
+struct Run {
+    join: JoinHandle<Result<(), BoxError>>,
+    cancel: CancellationToken,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::testing::ManualCoordinator;
+    use crate::{Endpoint, NodeId, NodeInfo};
+
+    fn other() -> NodeInfo {
+        NodeInfo::new(NodeId::new(2), Endpoint::parse("http://127.0.0.1:2").unwrap())
+    }
+
+    async fn wait_state(
+        rx: &mut watch::Receiver<SingletonState>,
+        what: &str,
+        pred: impl FnMut(&SingletonState) -> bool,
+    ) -> SingletonState {
+        tokio::time::timeout(Duration::from_secs(30), rx.wait_for(pred))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("runner alive")
+            .clone()
+    }
+
+    fn is_running(s: &SingletonState) -> bool {
+        matches!(s, SingletonState::Running { .. })
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_resets() {
+        let config = BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+            jitter: 0.5,
+        };
+        // Replay a failure with CATGA_TEST_SEED=<seed>.
+        let seed = std::env::var("CATGA_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| fastrand::u64(..));
+        eprintln!("backoff jitter seed {seed} (replay with CATGA_TEST_SEED={seed})");
+        let mut backoff = Backoff::with_seed(config, seed);
+        let ceilings: Vec<_> = (0..6)
+            .map(|_| {
+                let ceiling = backoff.ceiling();
+                let delay = backoff.next_delay();
+                assert!(delay <= ceiling && delay >= ceiling / 2, "{delay:?} vs {ceiling:?}");
+                ceiling
+            })
+            .collect();
+        assert_eq!(
+            ceilings,
+            [100, 200, 400, 800, 1000, 1000].map(Duration::from_millis)
+        );
+        backoff.reset();
+        assert_eq!(backoff.ceiling(), Duration::from_millis(100));
+        assert_eq!(backoff.failures(), 0);
+
+        // Without jitter the delays are exact.
+        let mut exact = Backoff::with_seed(BackoffConfig { jitter: 0.0, ..config }, seed);
+        assert_eq!(exact.next_delay(), Duration::from_millis(100));
+        assert_eq!(exact.next_delay(), Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn starts_on_leadership_and_stops_on_loss() {
+        let coord = ManualCoordinator::new_follower();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let runs = runs.clone();
+            singleton_fn("t", move |ctx| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    ctx.cancelled().await;
+                    Ok(())
+                }
+            })
+        };
+        let handle = SingletonRunner::new(coord.clone(), task).spawn();
+        let mut states = handle.subscribe();
+        assert_eq!(handle.state(), SingletonState::Idle);
+
+        coord.set_leader();
+        let state = wait_state(&mut states, "running", is_running).await;
+        assert!(matches!(state, SingletonState::Running { fence, .. } if fence.term == 1));
+
+        coord.set_follower(Some(other()));
+        wait_state(&mut states, "idle", |s| *s == SingletonState::Idle).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+        handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn never_two_runs_under_rapid_flips() {
+        let coord = ManualCoordinator::new_follower();
+        let active = Arc::new(AtomicUsize::new(0));
+        let max_active = Arc::new(AtomicUsize::new(0));
+        let fences = Arc::new(Mutex::new(Vec::<LeaderFence>::new()));
+        let task = {
+            let (active, max_active, fences) = (active.clone(), max_active.clone(), fences.clone());
+            singleton_fn("flips", move |ctx| {
+                let (active, max_active, fences) =
+                    (active.clone(), max_active.clone(), fences.clone());
+                async move {
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    max_active.fetch_max(now, Ordering::SeqCst);
+                    fences.lock().unwrap().push(ctx.fence());
+                    // Linger after cancellation to widen any overlap window.
+                    ctx.cancelled().await;
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+        };
+        let handle = SingletonRunner::new(coord.clone(), task).spawn();
+        let mut states = handle.subscribe();
+        for round in 0..100 {
+            coord.set_leader();
+            if round % 3 == 0 {
+                wait_state(&mut states, "running", is_running).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+            coord.set_follower(if round % 2 == 0 { Some(other()) } else { None });
+            if round % 5 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        coord.set_leader();
+        wait_state(&mut states, "final run", |s| {
+            matches!(s, SingletonState::Running { fence, .. } if fence.term == 101)
+        })
+        .await;
+        handle.shutdown().await;
+
+        assert_eq!(max_active.load(Ordering::SeqCst), 1, "two runs overlapped");
+        assert_eq!(active.load(Ordering::SeqCst), 0);
+        let fences = fences.lock().unwrap();
+        assert!(fences.len() >= 34, "only {} runs", fences.len());
+        for pair in fences.windows(2) {
+            assert!(pair[1] > pair[0], "fences not increasing: {pair:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stuck_run_is_reported_and_blocks_a_second_copy() {
+        let coord = ManualCoordinator::new_follower();
+        let starts = Arc::new(AtomicU64::new(0));
+        let release = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (starts, release) = (starts.clone(), release.clone());
+            singleton_fn("stubborn", move |ctx| {
+                let (starts, release) = (starts.clone(), release.clone());
+                async move {
+                    let n = starts.fetch_add(1, Ordering::SeqCst);
+                    if n == 0 {
+                        // Ignores cancellation until the test lets it go.
+                        while !release.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    } else {
+                        ctx.cancelled().await;
+                    }
+                    Ok(())
+                }
+            })
+        };
+        let config = SingletonConfig::default().stop_timeout(Duration::from_millis(500));
+        let handle = SingletonRunner::new(coord.clone(), task).config(config).spawn();
+        let mut states = handle.subscribe();
+
+        coord.set_leader();
+        wait_state(&mut states, "running", is_running).await;
+        coord.set_follower(None);
+        wait_state(&mut states, "stuck", |s| matches!(s, SingletonState::Stuck { .. })).await;
+
+        // Leadership comes back while the old run still runs: no second copy.
+        coord.set_leader();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        assert!(matches!(handle.state(), SingletonState::Stuck { .. }));
+
+        // Once it finishes, a new run starts under the new term.
+        release.store(true, Ordering::SeqCst);
+        let state = wait_state(&mut states, "second run", is_running).await;
+        assert!(matches!(state, SingletonState::Running { fence, attempt: 2 } if fence.term == 2));
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        handle.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_task_restarts_with_growing_backoff() {
+        let coord = ManualCoordinator::new_leader();
+        let task = singleton_fn("fails", |_ctx| async { Err::<(), BoxError>("boom".into()) });
+        let config = SingletonConfig::default().backoff(BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.0,
+        });
+        let handle = SingletonRunner::new(coord.clone(), task).config(config).spawn();
+        let mut states = handle.subscribe();
+        let mut delays = Vec::new();
+        for n in 1..=4u32 {
+            let state = wait_state(&mut states, "backoff", |s| {
+                matches!(s, SingletonState::Backoff { failures, .. } if *failures == n)
+            })
+            .await;
+            if let SingletonState::Backoff { delay, .. } = state {
+                delays.push(delay);
+            }
+        }
+        assert_eq!(delays, [100, 200, 400, 800].map(Duration::from_millis));
+
+        // A new leadership term resets the backoff.
+        coord.set_follower(None);
+        wait_state(&mut states, "idle", |s| *s == SingletonState::Idle).await;
+        coord.set_leader();
+        let state = wait_state(&mut states, "backoff after reset", |s| {
+            matches!(s, SingletonState::Backoff { .. })
+        })
+        .await;
+        assert_eq!(
+            state,
+            SingletonState::Backoff {
+                failures: 1,
+                delay: Duration::from_millis(100)
+            }
+        );
+        handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_cancels_the_run_and_stops() {
+        let coord = ManualCoordinator::new_leader();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let task = {
+            let cancelled = cancelled.clone();
+            singleton_fn("t", move |ctx| {
+                let cancelled = cancelled.clone();
+                async move {
+                    ctx.cancelled().await;
+                    cancelled.store(true, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+        };
+        let handle = SingletonRunner::new(coord, task).spawn();
+        let mut states = handle.subscribe();
+        wait_state(&mut states, "running", is_running).await;
+        handle.shutdown().await;
+        assert!(cancelled.load(Ordering::SeqCst));
+        assert_eq!(*states.borrow(), SingletonState::Stopped);
+    }
+}
