@@ -158,7 +158,10 @@ pub trait ClusterCoordinator: Send + Sync + 'static {
                     // Leadership moved between the snapshot and the check:
                     // wait for the next change.
                     Ok(Err(_)) => {
-                        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                        if tokio::time::timeout_at(deadline, rx.changed())
+                            .await
+                            .is_err()
+                        {
                             return Err(ClusterError::Timeout {
                                 operation: "waiting for leadership",
                                 after: timeout,

@@ -100,10 +100,14 @@ impl NotLeader {
     }
 
     /// The refusal that a snapshot implies for a node that is not leader:
-    /// `lease-expired` for a leader whose lease lapsed, `not-leader` with the
+    /// `transferring` for a leader handing over, `lease-expired` for a leader
+    /// whose lease lapsed, `not-leader` with the
     /// hint where another leader is known, `no-leader` otherwise.
     pub fn from_leadership(snapshot: &Leadership, local: NodeId) -> Self {
         match &snapshot.leader {
+            Some(leader) if leader.id == local && snapshot.transferring => {
+                NotLeader::new(NotLeaderReason::Transferring).with_leader(leader)
+            }
             Some(leader) if leader.id == local => {
                 NotLeader::new(NotLeaderReason::LeaseExpired).with_leader(leader)
             }

@@ -95,6 +95,9 @@ pub struct Leadership {
     /// tracks it. [`Leadership::is_leader`] compares it with the clock, so a
     /// snapshot read late never over-states leadership.
     pub lease_deadline: Option<Instant>,
+    /// This node leads but is handing leadership over: it no longer claims
+    /// leadership.
+    pub transferring: bool,
     /// A local counter that increases on every change.
     pub epoch: u64,
 }
@@ -106,6 +109,7 @@ impl Leadership {
     pub fn is_leader(&self) -> bool {
         self.role == Role::Leader
             && self.lease_valid
+            && !self.transferring
             && self.lease_deadline.is_none_or(|d| Instant::now() < d)
     }
 

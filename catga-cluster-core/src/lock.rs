@@ -162,7 +162,9 @@ pub fn validate_lock_name(name: &str) -> Result<(), LockError> {
 
 fn validate_ttl(ttl: Duration) -> Result<(), LockError> {
     if ttl.is_zero() {
-        return Err(LockError::Invalid("the lease (ttl) must be positive".into()));
+        return Err(LockError::Invalid(
+            "the lease (ttl) must be positive".into(),
+        ));
     }
     Ok(())
 }
@@ -224,7 +226,9 @@ impl LocalInner {
     ) -> Option<T> {
         let mut state = self.state();
         match state.held.get(name) {
-            Some(held) if held.token == token && held.expires > Instant::now() => Some(f(&mut state)),
+            Some(held) if held.token == token && held.expires > Instant::now() => {
+                Some(f(&mut state))
+            }
             _ => None,
         }
     }
@@ -326,7 +330,10 @@ impl LockGuard for LocalLockGuard {
         let expires = *self.expires.lock().unwrap_or_else(|e| e.into_inner());
         !self.done
             && Instant::now() < expires
-            && self.inner.with_holder(&self.name, self.token, |_| ()).is_some()
+            && self
+                .inner
+                .with_holder(&self.name, self.token, |_| ())
+                .is_some()
     }
 
     fn renew(&self, ttl: Duration) -> impl Future<Output = Result<(), LockError>> + Send {
@@ -413,7 +420,10 @@ mod tests {
             .expect("granted after expiry");
         assert!(second.token() > first.token());
         assert!(!first.is_valid());
-        assert!(matches!(first.renew(LONG).await, Err(LockError::Lost { .. })));
+        assert!(matches!(
+            first.renew(LONG).await,
+            Err(LockError::Lost { .. })
+        ));
         assert!(matches!(first.release().await, Err(LockError::Lost { .. })));
         assert!(second.is_valid());
     }
@@ -421,7 +431,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiter_is_woken_by_release_and_wait_is_bounded() {
         let locks = LocalLock::new();
-        let held = locks.try_acquire("a", LONG, Duration::ZERO).await.unwrap().unwrap();
+        let held = locks
+            .try_acquire("a", LONG, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
         let none = locks
             .try_acquire("a", LONG, Duration::from_millis(50))
             .await
@@ -461,15 +475,17 @@ mod tests {
     #[tokio::test]
     async fn invalid_requests_are_refused() {
         let locks = LocalLock::new();
-        for (name, ttl) in [
-            ("", LONG),
-            ("x\n", LONG),
-            ("ok", Duration::ZERO),
-        ] {
-            let err = locks.try_acquire(name, ttl, Duration::ZERO).await.unwrap_err();
+        for (name, ttl) in [("", LONG), ("x\n", LONG), ("ok", Duration::ZERO)] {
+            let err = locks
+                .try_acquire(name, ttl, Duration::ZERO)
+                .await
+                .unwrap_err();
             assert!(matches!(err, LockError::Invalid(_)), "{err}");
         }
         let long = "n".repeat(MAX_LOCK_NAME_LEN + 1);
-        assert!(locks.try_acquire(&long, LONG, Duration::ZERO).await.is_err());
+        assert!(locks
+            .try_acquire(&long, LONG, Duration::ZERO)
+            .await
+            .is_err());
     }
 }

@@ -169,7 +169,12 @@ impl Endpoint {
             .map_err(|_| EndpointError::new(input, "it is not a valid URL"))?;
         let scheme = match uri.scheme_str().map(str::to_ascii_lowercase) {
             Some(s) if s == "http" || s == "https" => s,
-            Some(_) => return Err(EndpointError::new(input, "the scheme must be http or https")),
+            Some(_) => {
+                return Err(EndpointError::new(
+                    input,
+                    "the scheme must be http or https",
+                ))
+            }
             None => {
                 return Err(EndpointError::new(
                     input,
@@ -238,7 +243,9 @@ impl Endpoint {
         // An `Endpoint` is only built from a URI that parsed; re-parsing the
         // normalised form cannot fail, but fall back to the root path rather
         // than panic.
-        self.0.parse().unwrap_or_else(|_| http::Uri::from_static("/"))
+        self.0
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"))
     }
 }
 
@@ -382,7 +389,13 @@ mod tests {
         assert_eq!(NodeId::from_name("replica-3").unwrap(), NodeId::new(3));
         assert_eq!(NodeId::from_name("42").unwrap(), NodeId::new(42));
         assert_eq!("node7".parse::<NodeId>().unwrap(), NodeId::new(7));
-        for bad in ["", "node", "no de1", "n0de1x", "node99999999999999999999999"] {
+        for bad in [
+            "",
+            "node",
+            "no de1",
+            "n0de1x",
+            "node99999999999999999999999",
+        ] {
             assert!(NodeId::from_name(bad).is_err(), "{bad}");
         }
     }

@@ -38,6 +38,18 @@ pub enum RaftRpc {
     Vote,
     /// Snapshot installation.
     Snapshot,
+    /// Asks the receiver to start an election now (graceful hand-over).
+    Elect,
+}
+
+impl RaftRpc {
+    /// Every RPC, for routers that mount them all.
+    pub const ALL: [RaftRpc; 4] = [
+        RaftRpc::Append,
+        RaftRpc::Vote,
+        RaftRpc::Snapshot,
+        RaftRpc::Elect,
+    ];
 }
 
 /// The HTTP path of a Raft RPC.
@@ -46,5 +58,6 @@ pub const fn raft_rpc_path(rpc: RaftRpc) -> &'static str {
         RaftRpc::Append => "/cluster/raft/append",
         RaftRpc::Vote => "/cluster/raft/vote",
         RaftRpc::Snapshot => "/cluster/raft/snapshot",
+        RaftRpc::Elect => "/cluster/raft/elect",
     }
 }

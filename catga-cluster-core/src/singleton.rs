@@ -439,10 +439,8 @@ impl<C: ClusterCoordinator, T: SingletonTask> Driver<C, T> {
                 () = self.shutdown.cancelled() => break,
                 led = rx.wait_for(Leadership::is_leader) => if led.is_err() { break },
             }
-            let check = tokio::time::timeout(
-                self.config.ensure_timeout,
-                self.coordinator.ensure_leader(),
-            );
+            let check =
+                tokio::time::timeout(self.config.ensure_timeout, self.coordinator.ensure_leader());
             let fence = tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 checked = check => match checked {
@@ -609,7 +607,10 @@ mod tests {
     use crate::{Endpoint, NodeId, NodeInfo};
 
     fn other() -> NodeInfo {
-        NodeInfo::new(NodeId::new(2), Endpoint::parse("http://127.0.0.1:2").unwrap())
+        NodeInfo::new(
+            NodeId::new(2),
+            Endpoint::parse("http://127.0.0.1:2").unwrap(),
+        )
     }
 
     async fn wait_state(
@@ -647,7 +648,10 @@ mod tests {
             .map(|_| {
                 let ceiling = backoff.ceiling();
                 let delay = backoff.next_delay();
-                assert!(delay <= ceiling && delay >= ceiling / 2, "{delay:?} vs {ceiling:?}");
+                assert!(
+                    delay <= ceiling && delay >= ceiling / 2,
+                    "{delay:?} vs {ceiling:?}"
+                );
                 ceiling
             })
             .collect();
@@ -660,7 +664,13 @@ mod tests {
         assert_eq!(backoff.failures(), 0);
 
         // Without jitter the delays are exact.
-        let mut exact = Backoff::with_seed(BackoffConfig { jitter: 0.0, ..config }, seed);
+        let mut exact = Backoff::with_seed(
+            BackoffConfig {
+                jitter: 0.0,
+                ..config
+            },
+            seed,
+        );
         assert_eq!(exact.next_delay(), Duration::from_millis(100));
         assert_eq!(exact.next_delay(), Duration::from_millis(200));
     }
@@ -734,9 +744,11 @@ mod tests {
             }
         }
         coord.set_leader();
-        wait_state(&mut states, "final run", |s| {
-            matches!(s, SingletonState::Running { fence, .. } if fence.term == 101)
-        })
+        wait_state(
+            &mut states,
+            "final run",
+            |s| matches!(s, SingletonState::Running { fence, .. } if fence.term == 101),
+        )
         .await;
         handle.shutdown().await;
 
@@ -773,13 +785,18 @@ mod tests {
             })
         };
         let config = SingletonConfig::default().stop_timeout(Duration::from_millis(500));
-        let handle = SingletonRunner::new(coord.clone(), task).config(config).spawn();
+        let handle = SingletonRunner::new(coord.clone(), task)
+            .config(config)
+            .spawn();
         let mut states = handle.subscribe();
 
         coord.set_leader();
         wait_state(&mut states, "running", is_running).await;
         coord.set_follower(None);
-        wait_state(&mut states, "stuck", |s| matches!(s, SingletonState::Stuck { .. })).await;
+        wait_state(&mut states, "stuck", |s| {
+            matches!(s, SingletonState::Stuck { .. })
+        })
+        .await;
 
         // Leadership comes back while the old run still runs: no second copy.
         coord.set_leader();
@@ -805,13 +822,17 @@ mod tests {
             multiplier: 2.0,
             jitter: 0.0,
         });
-        let handle = SingletonRunner::new(coord.clone(), task).config(config).spawn();
+        let handle = SingletonRunner::new(coord.clone(), task)
+            .config(config)
+            .spawn();
         let mut states = handle.subscribe();
         let mut delays = Vec::new();
         for n in 1..=4u32 {
-            let state = wait_state(&mut states, "backoff", |s| {
-                matches!(s, SingletonState::Backoff { failures, .. } if *failures == n)
-            })
+            let state = wait_state(
+                &mut states,
+                "backoff",
+                |s| matches!(s, SingletonState::Backoff { failures, .. } if *failures == n),
+            )
             .await;
             if let SingletonState::Backoff { delay, .. } = state {
                 delays.push(delay);

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::{
-    ClusterCoordinator, Endpoint, LeaderFence, LeaderInfo, Leadership, NodeId, NodeInfo,
-    NotLeader, Role,
+    ClusterCoordinator, Endpoint, LeaderFence, LeaderInfo, Leadership, NodeId, NodeInfo, NotLeader,
+    Role,
 };
 
 /// A [`ClusterCoordinator`] driven by the test: it leads when told to.
@@ -163,7 +163,10 @@ mod tests {
     use crate::{LeaderExecution, NotLeaderReason};
 
     fn other() -> NodeInfo {
-        NodeInfo::new(NodeId::new(2), Endpoint::parse("http://127.0.0.1:2").unwrap())
+        NodeInfo::new(
+            NodeId::new(2),
+            Endpoint::parse("http://127.0.0.1:2").unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -202,18 +205,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waits_have_deadlines() {
         let coord = ManualCoordinator::new_follower();
-        assert!(coord.wait_for_leader(Duration::from_millis(10)).await.is_err());
+        assert!(coord
+            .wait_for_leader(Duration::from_millis(10))
+            .await
+            .is_err());
         assert!(coord
             .wait_for_leadership(Duration::from_millis(10))
             .await
             .is_err());
         let c2 = coord.clone();
-        let waiter = tokio::spawn(async move { c2.wait_for_leadership(Duration::from_secs(5)).await });
+        let waiter =
+            tokio::spawn(async move { c2.wait_for_leadership(Duration::from_secs(5)).await });
         tokio::task::yield_now().await;
         coord.set_leader();
         let fence = waiter.await.unwrap().unwrap();
         assert_eq!(fence.term, 1);
-        let leader = coord.wait_for_leader(Duration::from_millis(1)).await.unwrap();
+        let leader = coord
+            .wait_for_leader(Duration::from_millis(1))
+            .await
+            .unwrap();
         assert_eq!(leader.id, NodeId::new(1));
     }
 
@@ -262,7 +272,10 @@ mod tests {
             .await;
         assert!(matches!(
             outcome,
-            LeaderExecution::LeadershipLost { output: "stopped", .. }
+            LeaderExecution::LeadershipLost {
+                output: "stopped",
+                ..
+            }
         ));
     }
 }
