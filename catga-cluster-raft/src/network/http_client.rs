@@ -1,0 +1,336 @@
+//! The HTTP client side of the Raft transport.
+//!
+//! One pooled hyper-util client per node serves every peer: connections are
+//! kept alive and reused across RPCs. Each RPC is bounded by openraft's hard
+//! TTL; a connection that cannot be made is reported as `Unreachable`, so
+//! openraft backs off from that peer instead of hammering it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use catga_cluster_core::config::ClusterSecret;
+use catga_cluster_core::protocol::{raft_rpc_path, RaftRpc, TARGET_NODE_HEADER};
+use catga_cluster_core::{Endpoint, NodeId};
+use http::header::{AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{decode, encode, ElectRequest, ElectResult, CONTENT_TYPE};
+use crate::types::TypeConfig;
+
+/// The largest RPC answer accepted, in bytes.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Builds one [`HttpNetwork`] per peer, all sharing one pooled client.
+#[derive(Clone)]
+pub struct HttpNetworkFactory {
+    client: HttpClient,
+    local: NodeId,
+    authorization: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for HttpNetworkFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpNetworkFactory")
+            .field("local", &self.local)
+            .field("authenticated", &self.authorization.is_some())
+            .finish()
+    }
+}
+
+impl HttpNetworkFactory {
+    /// A factory for node `local`, sending `secret` as a bearer token.
+    pub fn new(local: NodeId, secret: Option<&ClusterSecret>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(8)
+            .build(connector);
+        let authorization = secret.and_then(|s| {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", s.expose())).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        HttpNetworkFactory {
+            client,
+            local,
+            authorization,
+        }
+    }
+
+    pub(crate) fn peer(&self, target: NodeId, addr: &str) -> HttpNetwork {
+        HttpNetwork {
+            client: self.client.clone(),
+            local: self.local,
+            target,
+            endpoint: Endpoint::parse(addr).map_err(|e| e.to_string()),
+            authorization: self.authorization.clone(),
+        }
+    }
+
+    /// Asks `target` to start an election now (graceful hand-over).
+    pub(crate) async fn send_elect(
+        &self,
+        target: NodeId,
+        addr: &str,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let peer = self.peer(target, addr);
+        let request = ElectRequest {
+            from: self.local,
+            term,
+        };
+        match peer
+            .call::<_, ElectResult>(RaftRpc::Elect, &request, timeout)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(failure) => Err(failure.to_string()),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
+    type Network = HttpNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> HttpNetwork {
+        self.peer(target, &node.addr)
+    }
+}
+
+/// The Raft RPC client for one peer.
+pub struct HttpNetwork {
+    client: HttpClient,
+    local: NodeId,
+    target: NodeId,
+    endpoint: Result<Endpoint, String>,
+    authorization: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for HttpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpNetwork")
+            .field("target", &self.target)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+/// Why an RPC failed before Raft on the other side answered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error("node {target} is unreachable: {reason}")]
+    Unreachable { target: NodeId, reason: String },
+    #[error("no answer from node {target} within {after:?}")]
+    Timeout { target: NodeId, after: Duration },
+    #[error("node {target} refused the RPC as too large")]
+    TooLarge { target: NodeId },
+    #[error("RPC to node {target} failed: {reason}")]
+    Network { target: NodeId, reason: String },
+}
+
+impl Failure {
+    fn into_rpc_error<E: std::error::Error>(
+        self,
+        action: RPCTypes,
+        local: NodeId,
+        entries: usize,
+    ) -> RPCError<NodeId, BasicNode, E> {
+        match self {
+            Failure::Unreachable { .. } => {
+                RPCError::Unreachable(Unreachable::new(&AnyError::error(self.to_string())))
+            }
+            Failure::Timeout { target, after } => RPCError::Timeout(Timeout {
+                action,
+                id: local,
+                target,
+                timeout: after,
+            }),
+            Failure::TooLarge { .. } if entries > 1 => {
+                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2) as u64))
+            }
+            Failure::TooLarge { .. } | Failure::Network { .. } => {
+                RPCError::Network(NetworkError::new(&AnyError::error(self.to_string())))
+            }
+        }
+    }
+}
+
+impl HttpNetwork {
+    /// Sends one RPC and decodes the answer, within `ttl`.
+    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        rpc: RaftRpc,
+        request: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, Failure> {
+        let target = self.target;
+        let endpoint = self
+            .endpoint
+            .as_ref()
+            .map_err(|reason| Failure::Unreachable {
+                target,
+                reason: reason.clone(),
+            })?;
+        let body = encode(request).map_err(|e| Failure::Network {
+            target,
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        let uri = format!("{endpoint}{}", raft_rpc_path(rpc));
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(CONTENT_TYPE_HEADER, CONTENT_TYPE)
+            .header(TARGET_NODE_HEADER, target.get());
+        if let Some(auth) = &self.authorization {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| Failure::Network {
+                target,
+                reason: e.to_string(),
+            })?;
+
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    Failure::Unreachable {
+                        target,
+                        reason: e.to_string(),
+                    }
+                } else {
+                    Failure::Network {
+                        target,
+                        reason: e.to_string(),
+                    }
+                }
+            })?;
+            let status = response.status();
+            let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| Failure::Network {
+                    target,
+                    reason: format!("reading the answer: {e}"),
+                })?
+                .to_bytes();
+            match status {
+                StatusCode::OK => decode(&bytes).map_err(|e| Failure::Network {
+                    target,
+                    reason: format!("the answer does not decode: {e}"),
+                }),
+                StatusCode::PAYLOAD_TOO_LARGE => Err(Failure::TooLarge { target }),
+                other => Err(Failure::Network {
+                    target,
+                    reason: format!(
+                        "answered {other}: {}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                    ),
+                }),
+            }
+        };
+        tokio::time::timeout(ttl, exchange)
+            .await
+            .unwrap_or(Err(Failure::Timeout { target, after: ttl }))
+    }
+
+    async fn raft_call<Req, Resp, E>(
+        &self,
+        rpc: RaftRpc,
+        action: RPCTypes,
+        request: &Req,
+        entries: usize,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        match self
+            .call::<Req, Result<Resp, RaftError<NodeId, E>>>(rpc, request, option.hard_ttl())
+            .await
+        {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(failure) => Err(failure.into_rpc_error(action, self.local, entries)),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for HttpNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let entries = rpc.entries.len();
+        self.raft_call(
+            RaftRpc::Append,
+            RPCTypes::AppendEntries,
+            &rpc,
+            entries,
+            &option,
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.raft_call(
+            RaftRpc::Snapshot,
+            RPCTypes::InstallSnapshot,
+            &rpc,
+            0,
+            &option,
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.raft_call(RaftRpc::Vote, RPCTypes::Vote, &rpc, 0, &option)
+            .await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(peer_backoff())
+    }
+}
+
+/// Delays between attempts to reach an unreachable peer: 25 ms doubling up
+/// to 400 ms, so a restarted peer is found again quickly.
+pub(crate) fn peer_backoff() -> impl Iterator<Item = Duration> + Send + 'static {
+    (0u32..).map(|i| Duration::from_millis(25u64.saturating_mul(1 << i.min(4))))
+}

@@ -1,0 +1,1045 @@
+//! The Raft node: built from a [`ClusterConfig`], it implements
+//! [`ClusterCoordinator`] with a lease-safe `is_leader()`, writes with
+//! deadlines, membership changes and graceful hand-over.
+//!
+//! # Lease rule
+//!
+//! openraft 0.9 leaders never step down by themselves when cut off from the
+//! majority. [`RaftNode::is_leader`] is therefore true only while the node is
+//! Leader **and** the newest heartbeat acknowledged by a quorum was sent less
+//! than `election_timeout_max − lease_margin` ago. Followers that acknowledged
+//! it neither vote for another candidate nor start an election until
+//! `election_timeout_max` after they *received* it, which is later than it was
+//! sent, so no other node can become leader while `is_leader()` is true
+//! (assuming clocks that advance at about the same rate; the margin, one
+//! heartbeat interval by default, absorbs scheduling and publication delays).
+//! A watcher task follows openraft's metrics and re-publishes the snapshot
+//! the moment the lease lapses, so subscribers see the change within one
+//! tick.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use catga_cluster_core::config::ClusterConfig;
+use catga_cluster_core::{
+    ClusterCoordinator, ClusterError, Endpoint, LeaderFence, LeaderInfo, Leadership, NodeId,
+    NodeInfo, NotLeader, NotLeaderReason, Role,
+};
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
+};
+use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::log_store::{LogStore, StoreIdentity};
+use crate::network::http_client::HttpNetworkFactory;
+use crate::network::RaftRpcHandler;
+use crate::snapshot_store::SnapshotStore;
+use crate::state_machine::{validate_command, KvValue, StateMachineConfig, StateMachineStore};
+use crate::transport::NetworkFactory;
+use crate::types::{Command, CommandResponse, Operation, Raft};
+
+const TARGET: &str = "catga_cluster::raft";
+
+/// How a node reaches its peers.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Raft RPCs over HTTP (the default).
+    #[default]
+    Http,
+    /// The in-process network of [`crate::network::memory`], for tests.
+    #[cfg(feature = "test-util")]
+    Memory(crate::network::memory::MemoryNetwork),
+}
+
+/// Where a node keeps its state.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Storage {
+    /// As the configuration says: on disk at `PersistentStatePath`, in memory
+    /// when it is not set.
+    #[default]
+    FromConfig,
+    /// In memory, whatever the configuration says.
+    Memory,
+    /// On disk in this directory.
+    Disk(PathBuf),
+}
+
+/// Settings of a node beyond the cluster configuration.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeOptions {
+    /// The deadline of every write. A write that misses it has an unknown
+    /// outcome.
+    pub write_timeout: Duration,
+    /// The safety margin subtracted from the lease (see the module docs).
+    /// Defaults to the heartbeat interval.
+    pub lease_margin: Option<Duration>,
+    /// How long a hand-over waits for the successor to take over.
+    pub handover_timeout: Option<Duration>,
+    /// Take a snapshot after this many log entries.
+    pub snapshot_every: u64,
+    /// State machine settings.
+    pub state_machine: StateMachineConfig,
+    /// How a new member's catch-up is bounded.
+    pub catch_up_timeout: Duration,
+    /// Whether a node with empty storage bootstraps the configured members.
+    /// Turn it off for a node that joins a running cluster: it then waits
+    /// until the leader adds it.
+    pub bootstrap: bool,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            write_timeout: Duration::from_secs(5),
+            lease_margin: None,
+            handover_timeout: None,
+            snapshot_every: 5000,
+            state_machine: StateMachineConfig::default(),
+            catch_up_timeout: Duration::from_secs(30),
+            bootstrap: true,
+        }
+    }
+}
+
+impl NodeOptions {
+    /// Sets [`write_timeout`](NodeOptions::write_timeout).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Sets [`lease_margin`](NodeOptions::lease_margin).
+    pub fn lease_margin(mut self, margin: Duration) -> Self {
+        self.lease_margin = Some(margin);
+        self
+    }
+
+    /// Sets [`handover_timeout`](NodeOptions::handover_timeout).
+    pub fn handover_timeout(mut self, timeout: Duration) -> Self {
+        self.handover_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`snapshot_every`](NodeOptions::snapshot_every).
+    pub fn snapshot_every(mut self, entries: u64) -> Self {
+        self.snapshot_every = entries;
+        self
+    }
+
+    /// Sets [`state_machine`](NodeOptions::state_machine).
+    pub fn state_machine(mut self, config: StateMachineConfig) -> Self {
+        self.state_machine = config;
+        self
+    }
+
+    /// Sets [`catch_up_timeout`](NodeOptions::catch_up_timeout).
+    pub fn catch_up_timeout(mut self, timeout: Duration) -> Self {
+        self.catch_up_timeout = timeout;
+        self
+    }
+
+    /// Sets [`bootstrap`](NodeOptions::bootstrap).
+    pub fn bootstrap(mut self, bootstrap: bool) -> Self {
+        self.bootstrap = bootstrap;
+        self
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is not valid.
+    #[error(transparent)]
+    Config(#[from] catga_cluster_core::config::ConfigError),
+    /// The Raft timings are not valid.
+    #[error("invalid Raft timings: {0}")]
+    Timings(String),
+    /// The log could not be opened.
+    #[error(transparent)]
+    LogStore(#[from] crate::log_store::LogStoreError),
+    /// The snapshot store could not be opened.
+    #[error("cannot open the snapshot store: {0}")]
+    SnapshotStore(String),
+    /// The state machine could not be restored.
+    #[error(transparent)]
+    StateMachine(#[from] crate::state_machine::StateMachineError),
+    /// openraft refused to start.
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// Builds a [`RaftNode`].
+#[derive(Debug)]
+pub struct RaftNodeBuilder {
+    config: ClusterConfig,
+    transport: Transport,
+    storage: Storage,
+    options: NodeOptions,
+}
+
+impl RaftNodeBuilder {
+    /// Chooses the transport.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Chooses the storage.
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Replaces the options.
+    pub fn options(mut self, options: NodeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Opens storage, starts Raft and, on a node that has never been part of
+    /// a cluster, bootstraps the configured members.
+    ///
+    /// Bootstrap is safe when all nodes start at once in any order: every
+    /// node with empty storage initialises with the same member map, which
+    /// openraft accepts; a node with data is never initialised again.
+    pub async fn start(self) -> Result<RaftNode, StartError> {
+        let config = self.config;
+        config.validate()?;
+        let local = config.node.clone();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let raft_config = openraft::Config {
+            cluster_name: config.cluster_name.clone(),
+            heartbeat_interval: ms(config.heartbeat_interval),
+            election_timeout_min: ms(config.election_timeout_min),
+            election_timeout_max: ms(config.election_timeout_max),
+            install_snapshot_timeout: ms(config.election_timeout_max.max(Duration::from_secs(2))),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.options.snapshot_every),
+            snapshot_max_chunk_size: 1024 * 1024,
+            max_in_snapshot_log_to_keep: 500,
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Timings(e.to_string()))?;
+
+        let dir = match &self.storage {
+            Storage::FromConfig => config.persistent_state_path.clone(),
+            Storage::Memory => None,
+            Storage::Disk(dir) => Some(dir.clone()),
+        };
+        let (log_store, snapshots) = match &dir {
+            Some(dir) => {
+                let identity = StoreIdentity {
+                    node_id: local.id,
+                    cluster_name: config.cluster_name.clone(),
+                };
+                let log = LogStore::open(&dir.join("log"), &identity)?;
+                let snapshots = SnapshotStore::open(&dir.join("snapshots"))
+                    .map_err(|e| StartError::SnapshotStore(e.to_string()))?;
+                (log, snapshots)
+            }
+            None => (LogStore::memory(), SnapshotStore::memory()),
+        };
+        let sm = StateMachineStore::open(snapshots, self.options.state_machine.clone())?;
+
+        let network = match &self.transport {
+            Transport::Http => NetworkFactory::Http(Box::new(HttpNetworkFactory::new(
+                local.id,
+                config.secret.as_ref(),
+            ))),
+            #[cfg(feature = "test-util")]
+            Transport::Memory(net) => NetworkFactory::Memory(net.factory(local.id)),
+        };
+        let raft = Raft::new(
+            local.id,
+            Arc::new(raft_config),
+            network.clone(),
+            log_store,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let handler = RaftRpcHandler::new(raft.clone(), local.id, config.secret.clone());
+        #[cfg(feature = "test-util")]
+        if let Transport::Memory(net) = &self.transport {
+            net.register(local.id, handler.clone());
+        }
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized && !self.options.bootstrap {
+            tracing::info!(target: TARGET, node_id = %local.id, "empty storage; waiting to be added to a cluster");
+        } else if !initialized {
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .all_nodes()
+                .map(|n| (n.id, BasicNode::new(n.endpoint.as_str())))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    tracing::info!(target: TARGET, node_id = %local.id, "bootstrapped the configured members")
+                }
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                    tracing::debug!(target: TARGET, "already part of a cluster; not bootstrapping")
+                }
+                Err(e) => return Err(StartError::Raft(e.to_string())),
+            }
+        } else {
+            tracing::info!(target: TARGET, node_id = %local.id, "restarted from stored state");
+        }
+
+        let lease = config.election_timeout_max.saturating_sub(
+            self.options
+                .lease_margin
+                .unwrap_or(config.heartbeat_interval),
+        );
+        let handover_timeout = self
+            .options
+            .handover_timeout
+            .unwrap_or(config.election_timeout_max * 4);
+        let (leadership, _) = watch::channel(Leadership::default());
+        let inner = Arc::new(Inner {
+            raft,
+            info: local,
+            config,
+            leadership,
+            sm,
+            handler,
+            network,
+            transferring: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            lease,
+            handover_timeout,
+            options: self.options,
+            leader_changes: AtomicU64::new(0),
+            recent_changes: Mutex::new(VecDeque::new()),
+            shutdown: CancellationToken::new(),
+            watcher: Mutex::new(None),
+            #[cfg(feature = "test-util")]
+            memory: match self.transport {
+                Transport::Memory(net) => Some(net),
+                Transport::Http => None,
+            },
+        });
+        let watcher = tokio::spawn(watch_metrics(inner.clone()));
+        *inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
+        Ok(RaftNode { inner })
+    }
+}
+
+/// A running Raft node. Clones share it.
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft,
+    info: NodeInfo,
+    config: ClusterConfig,
+    leadership: watch::Sender<Leadership>,
+    sm: StateMachineStore,
+    handler: RaftRpcHandler,
+    network: NetworkFactory,
+    transferring: AtomicBool,
+    stopped: AtomicBool,
+    lease: Duration,
+    handover_timeout: Duration,
+    options: NodeOptions,
+    leader_changes: AtomicU64,
+    recent_changes: Mutex<VecDeque<Instant>>,
+    shutdown: CancellationToken,
+    watcher: Mutex<Option<JoinHandle<()>>>,
+    #[cfg(feature = "test-util")]
+    memory: Option<crate::network::memory::MemoryNetwork>,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("node", &self.inner.info)
+            .field("leadership", &*self.inner.leadership.borrow())
+            .finish()
+    }
+}
+
+/// A health snapshot of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RaftHealth {
+    /// Raft runs (it has not stopped on a fatal error or shut down).
+    pub running: bool,
+    /// The fatal error that stopped Raft, if any.
+    pub fatal: Option<String>,
+    /// This node's role.
+    pub role: Role,
+    /// The current term.
+    pub term: u64,
+    /// The known leader.
+    pub leader: Option<LeaderInfo>,
+    /// Whether this node leads under a valid lease.
+    pub lease_valid: bool,
+    /// Entries in the log that are not applied yet.
+    pub apply_lag: u64,
+    /// How far behind the leader this node's log is, where known (leader
+    /// only knows its followers; followers report 0).
+    pub replication_lag: u64,
+    /// Leader changes seen since start.
+    pub leader_changes: u64,
+    /// Leader changes seen in the last ten seconds.
+    pub recent_leader_changes: usize,
+}
+
+/// A member of the cluster, for status pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The member.
+    pub node: NodeInfo,
+    /// Whether it votes.
+    pub voter: bool,
+}
+
+/// The status of a node, for `/cluster/status`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// This node.
+    pub node: NodeInfo,
+    /// The leadership snapshot.
+    pub leadership: Leadership,
+    /// The members, voters and learners.
+    pub members: Vec<MemberStatus>,
+    /// The last log index.
+    pub last_log_index: u64,
+    /// The last applied log index.
+    pub last_applied: u64,
+}
+
+impl RaftNode {
+    /// A builder for a node from `config`.
+    pub fn builder(config: ClusterConfig) -> RaftNodeBuilder {
+        RaftNodeBuilder {
+            config,
+            transport: Transport::default(),
+            storage: Storage::default(),
+            options: NodeOptions::default(),
+        }
+    }
+
+    /// The openraft handle, for what this crate does not wrap.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The server side of the Raft RPCs, to mount on an HTTP router.
+    pub fn rpc_handler(&self) -> RaftRpcHandler {
+        self.inner.handler.clone()
+    }
+
+    /// The cluster configuration the node started with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// The local state machine (reads are local; use
+    /// [`RaftNode::read`] for linearizable reads).
+    pub fn state_machine(&self) -> &StateMachineStore {
+        &self.inner.sm
+    }
+
+    fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// The health snapshot.
+    pub fn health(&self) -> RaftHealth {
+        let m = self.metrics();
+        let leadership = self.inner.leadership.borrow().clone();
+        let last_log = m.last_log_index.unwrap_or(0);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let replication_lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.values()
+                    .map(|matched| last_log.saturating_sub(matched.map_or(0, |l| l.index)))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        let recent = {
+            let mut recent = self
+                .inner
+                .recent_changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            prune_recent(&mut recent);
+            recent.len()
+        };
+        RaftHealth {
+            running: m.running_state.is_ok() && m.state != ServerState::Shutdown,
+            fatal: m.running_state.err().map(|e| e.to_string()),
+            role: leadership.role,
+            term: m.current_term,
+            lease_valid: leadership.is_leader(),
+            leader: leadership.leader,
+            apply_lag: last_log.saturating_sub(applied),
+            replication_lag,
+            leader_changes: self.inner.leader_changes.load(Ordering::Relaxed),
+            recent_leader_changes: recent,
+        }
+    }
+
+    /// The node's status: leadership, members and log positions.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .filter_map(|(id, node)| {
+                Endpoint::parse(&node.addr)
+                    .ok()
+                    .map(|endpoint| MemberStatus {
+                        node: NodeInfo::new(*id, endpoint),
+                        voter: voters.contains(id),
+                    })
+            })
+            .collect();
+        NodeStatus {
+            node: self.inner.info.clone(),
+            leadership: self.inner.leadership.borrow().clone(),
+            members,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+        }
+    }
+
+    /// The known leader's node info, where its endpoint is known.
+    pub fn leader(&self) -> Option<NodeInfo> {
+        let l = self.inner.leadership.borrow();
+        let leader = l.leader.as_ref()?;
+        Some(NodeInfo::new(leader.id, leader.endpoint.clone()?))
+    }
+
+    fn not_leader_from(&self, forward: Option<&ForwardToLeader<NodeId, BasicNode>>) -> NotLeader {
+        if self.inner.transferring.load(Ordering::SeqCst) {
+            return NotLeader::new(NotLeaderReason::Transferring);
+        }
+        match forward.and_then(|f| f.leader_id) {
+            Some(id) if id != self.inner.info.id => {
+                let mut e = NotLeader::new(NotLeaderReason::NotLeader).with_leader_id(id);
+                if let Some(endpoint) = forward
+                    .and_then(|f| f.leader_node.as_ref())
+                    .and_then(|n| Endpoint::parse(&n.addr).ok())
+                {
+                    e = e.with_leader_endpoint(endpoint);
+                }
+                e
+            }
+            _ => NotLeader::from_leadership(&self.inner.leadership.borrow(), self.inner.info.id),
+        }
+    }
+
+    /// Proposes `op` on this node, which must lead, within the write
+    /// deadline.
+    ///
+    /// A write that reaches its deadline after it was proposed reports
+    /// [`ClusterError::UnknownOutcome`]: it may still commit. Retry it with
+    /// the same `request_id` to learn its answer without applying it twice.
+    pub async fn write(
+        &self,
+        op: Operation,
+        request_id: Option<String>,
+    ) -> Result<CommandResponse, ClusterError> {
+        let command = Command {
+            request_id,
+            leader_time_ms: wall_clock_ms(),
+            op,
+        };
+        validate_command(&command).map_err(ClusterError::InvalidRequest)?;
+        if self.inner.transferring.load(Ordering::SeqCst) {
+            return Err(NotLeader::new(NotLeaderReason::Transferring).into());
+        }
+        let deadline = self.inner.options.write_timeout;
+        match tokio::time::timeout(deadline, self.inner.raft.client_write(command)).await {
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(self.not_leader_from(Some(&f)).into())
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Other(Box::new(e))),
+            Ok(Err(RaftError::Fatal(e))) => Err(fatal(e)),
+            Err(_) => Err(ClusterError::UnknownOutcome {
+                operation: "the write",
+                after: deadline,
+            }),
+        }
+    }
+
+    /// A linearizable read of a key: confirms leadership with a quorum,
+    /// waits until the state machine caught up, then reads. Leader only.
+    pub async fn read(&self, key: &str) -> Result<Option<KvValue>, ClusterError> {
+        self.ensure_leader().await?;
+        Ok(self.inner.sm.get(key))
+    }
+
+    /// Adds a node: as a learner first, waits (bounded) for it to catch up,
+    /// then promotes it to voter. Leader only.
+    pub async fn add_member(&self, node: NodeInfo) -> Result<(), ClusterError> {
+        let timeout = self.inner.options.catch_up_timeout;
+        let raft = &self.inner.raft;
+        let learner = tokio::time::timeout(
+            timeout,
+            raft.add_learner(node.id, BasicNode::new(node.endpoint.as_str()), true),
+        )
+        .await;
+        self.membership_result(learner, "adding the learner", timeout)?;
+        let voters = tokio::time::timeout(
+            timeout,
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node.id])), false),
+        )
+        .await;
+        self.membership_result(voters, "promoting the learner", timeout)?;
+        tracing::info!(target: TARGET, node = %node, "member added");
+        Ok(())
+    }
+
+    /// Removes a node from the voters and the cluster. Leader only.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
+        let timeout = self.inner.options.catch_up_timeout;
+        let known = self
+            .metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(n, _)| *n == id);
+        if !known {
+            return Err(ClusterError::InvalidRequest(format!(
+                "node {id} is not a member"
+            )));
+        }
+        let raft = &self.inner.raft;
+        let changed = tokio::time::timeout(
+            timeout,
+            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+        )
+        .await;
+        self.membership_result(changed, "removing the voter", timeout)?;
+        let still_node = self
+            .metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(n, _)| *n == id);
+        if still_node {
+            let removed = tokio::time::timeout(
+                timeout,
+                raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
+            )
+            .await;
+            self.membership_result(removed, "removing the node", timeout)?;
+        }
+        tracing::info!(target: TARGET, node_id = %id, "member removed");
+        Ok(())
+    }
+
+    fn membership_result<T>(
+        &self,
+        result: Result<MembershipResult<T>, tokio::time::error::Elapsed>,
+        operation: &'static str,
+        after: Duration,
+    ) -> Result<T, ClusterError> {
+        match result {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(self.not_leader_from(Some(&f)).into())
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(ClusterError::InvalidRequest(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(fatal(e)),
+            Err(_) => Err(ClusterError::UnknownOutcome { operation, after }),
+        }
+    }
+
+    /// Hands leadership to `to`, or to the most up-to-date voter, and waits
+    /// (bounded) until a new leader is known. Returns the new leader.
+    ///
+    /// This node stops claiming leadership first (so leader-only work stops
+    /// and `is_leader()` turns false), then asks exactly one successor to
+    /// start an election. If no successor takes over in time, this node
+    /// resumes leading.
+    pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<NodeId, ClusterError> {
+        let m = self.metrics();
+        if m.state != ServerState::Leader {
+            return Err(self.not_leader_from(None).into());
+        }
+        let me = self.inner.info.id;
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let target = match to {
+            Some(id) if id == me => return Ok(me),
+            Some(id) if !voters.contains(&id) => {
+                return Err(ClusterError::InvalidRequest(format!(
+                    "node {id} is not a voter"
+                )))
+            }
+            Some(id) => id,
+            None => {
+                let matched = m.replication.clone().unwrap_or_default();
+                voters
+                    .iter()
+                    .filter(|id| **id != me)
+                    .max_by_key(|id| {
+                        (
+                            matched.get(id).copied().flatten().map(|l| l.index),
+                            std::cmp::Reverse(**id),
+                        )
+                    })
+                    .copied()
+                    .ok_or_else(|| {
+                        ClusterError::InvalidRequest("no other voter to hand over to".into())
+                    })?
+            }
+        };
+        let addr = membership
+            .get_node(&target)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+
+        // openraft's leader grants a successor's vote only once its own vote
+        // is older than the leader lease: wait for that while still leading.
+        let lease = self.inner.config.election_timeout_max;
+        if let Ok(Some(elected_at)) = self
+            .inner
+            .raft
+            .with_raft_state(|st| st.vote_last_modified())
+            .await
+        {
+            tokio::time::sleep_until(elected_at + lease + Duration::from_millis(1)).await;
+        }
+
+        self.inner.transferring.store(true, Ordering::SeqCst);
+        republish(&self.inner, &self.metrics());
+        tracing::info!(target: TARGET, to = %target, term = m.current_term, "handing leadership over");
+
+        let timeout = self.inner.handover_timeout;
+        let outcome = async {
+            // The successor must hold every entry the leader has, or the
+            // leader will not vote for it. New writes are refused from here.
+            let mut metrics = self.inner.raft.metrics();
+            let caught_up = tokio::time::timeout(timeout, async {
+                metrics
+                    .wait_for(|m| {
+                        let last = m.last_log_index;
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&target).copied().flatten())
+                            .is_some_and(|matched| Some(matched.index) >= last)
+                    })
+                    .await
+                    .map(|_| ())
+            })
+            .await;
+            if !matches!(caught_up, Ok(Ok(()))) {
+                return Err(ClusterError::Timeout {
+                    operation: "waiting for the successor to catch up",
+                    after: timeout,
+                });
+            }
+            // Ask the successor to stand; followers that heard from this
+            // leader recently refuse to vote until their lease lapses, so in
+            // clusters of five or more stop heartbeats after a first try.
+            let deadline = Instant::now() + timeout;
+            let mut paused = false;
+            let result = loop {
+                self.inner
+                    .network
+                    .send_elect(target, &addr, m.current_term, timeout)
+                    .await
+                    .map_err(|e| ClusterError::Other(e.into()))?;
+                let round = (Instant::now() + lease).min(deadline);
+                let mut metrics = self.inner.raft.metrics();
+                let waited = tokio::time::timeout_at(round, async {
+                    metrics
+                        .wait_for(|m| m.current_leader.is_some_and(|l| l != me))
+                        .await
+                        .map(|m| m.current_leader)
+                })
+                .await;
+                match waited {
+                    Ok(Ok(Some(leader))) => break Ok(leader),
+                    Ok(_) => break Err(ClusterError::Shutdown),
+                    Err(_) if Instant::now() >= deadline => {
+                        break Err(ClusterError::Timeout {
+                            operation: "leadership hand-over",
+                            after: timeout,
+                        })
+                    }
+                    Err(_) => {
+                        if !paused {
+                            self.inner.raft.runtime_config().heartbeat(false);
+                            paused = true;
+                        }
+                    }
+                }
+            };
+            if paused {
+                self.inner.raft.runtime_config().heartbeat(true);
+            }
+            result
+        }
+        .await;
+        self.inner.transferring.store(false, Ordering::SeqCst);
+        republish(&self.inner, &self.metrics());
+        match &outcome {
+            Ok(leader) => {
+                tracing::info!(target: TARGET, new_leader = %leader, "leadership handed over")
+            }
+            Err(e) => tracing::warn!(target: TARGET, error = %e, "hand-over failed; still leading"),
+        }
+        outcome
+    }
+
+    /// Stops the node gracefully: a leader first hands leadership over
+    /// (bounded), then Raft stops.
+    pub async fn shutdown(&self) {
+        if self.inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let m = self.metrics();
+        let others = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id != self.inner.info.id);
+        if m.state == ServerState::Leader && others {
+            if let Err(e) = self.transfer_leadership(None).await {
+                tracing::warn!(target: TARGET, error = %e, "stopping without a successor");
+            }
+            // Stay silent from here on: the old leader must not start
+            // competing for leadership while it stops.
+            self.inner.transferring.store(true, Ordering::SeqCst);
+        }
+        self.stop_now().await;
+    }
+
+    /// Stops the node at once, without handing leadership over: what a
+    /// crash looks like to the other nodes.
+    pub async fn stop_now(&self) {
+        if self.inner.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        #[cfg(feature = "test-util")]
+        if let Some(net) = &self.inner.memory {
+            net.unregister(self.inner.info.id);
+        }
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(target: TARGET, error = %e, "raft did not shut down cleanly");
+        }
+        self.inner.shutdown.cancel();
+        let watcher = self
+            .inner
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
+        }
+        self.inner.leadership.send_modify(|l| {
+            l.role = Role::Shutdown;
+            l.leader = None;
+            l.lease_valid = false;
+            l.lease_deadline = None;
+            l.epoch += 1;
+        });
+        tracing::info!(target: TARGET, node_id = %self.inner.info.id, "raft node stopped");
+    }
+}
+
+type MembershipResult<T> = Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
+
+fn fatal(e: openraft::error::Fatal<NodeId>) -> ClusterError {
+    match e {
+        openraft::error::Fatal::StorageError(s) => ClusterError::Storage(s.to_string()),
+        _ => ClusterError::Shutdown,
+    }
+}
+
+/// Milliseconds since the Unix epoch on this node's clock.
+pub(crate) fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn prune_recent(recent: &mut VecDeque<Instant>) {
+    let horizon = Duration::from_secs(10);
+    while recent.front().is_some_and(|t| t.elapsed() > horizon) {
+        recent.pop_front();
+    }
+}
+
+/// Computes the leadership snapshot from openraft's metrics.
+fn snapshot_from(inner: &Inner, m: &RaftMetrics<NodeId, BasicNode>, now: Instant) -> Leadership {
+    let role = match m.state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
+    };
+    let leader = m.current_leader.map(|id| LeaderInfo {
+        id,
+        endpoint: m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .and_then(|n| Endpoint::parse(&n.addr).ok()),
+    });
+    let (lease_valid, lease_deadline) = match (m.state, m.millis_since_quorum_ack) {
+        (ServerState::Leader, Some(age)) if m.running_state.is_ok() => {
+            let deadline = now.checked_sub(Duration::from_millis(age)).unwrap_or(now) + inner.lease;
+            (deadline > now, Some(deadline))
+        }
+        _ => (false, None),
+    };
+    Leadership {
+        role,
+        term: m.current_term,
+        leader,
+        lease_valid,
+        lease_deadline,
+        transferring: inner.transferring.load(Ordering::SeqCst),
+        epoch: 0,
+    }
+}
+
+/// Publishes a new snapshot; a change of the lease deadline alone is stored
+/// without waking subscribers.
+fn publish(inner: &Inner, mut next: Leadership) {
+    inner.leadership.send_if_modified(|current| {
+        next.epoch = current.epoch;
+        if next == *current {
+            return false;
+        }
+        let only_deadline = Leadership {
+            lease_deadline: current.lease_deadline,
+            ..next.clone()
+        } == *current;
+        if current.leader.as_ref().map(|l| l.id) != next.leader.as_ref().map(|l| l.id)
+            && next.leader.is_some()
+        {
+            inner.leader_changes.fetch_add(1, Ordering::Relaxed);
+            let mut recent = inner
+                .recent_changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            recent.push_back(Instant::now());
+            prune_recent(&mut recent);
+        }
+        if only_deadline {
+            current.lease_deadline = next.lease_deadline;
+            return false;
+        }
+        next.epoch += 1;
+        tracing::debug!(
+            target: TARGET,
+            node_id = %inner.info.id,
+            role = %next.role,
+            term = next.term,
+            leader_id = ?next.leader.as_ref().map(|l| l.id),
+            lease_valid = next.lease_valid,
+            "leadership changed"
+        );
+        *current = next;
+        true
+    });
+}
+
+fn republish(inner: &Inner, m: &RaftMetrics<NodeId, BasicNode>) {
+    publish(inner, snapshot_from(inner, m, Instant::now()));
+}
+
+async fn watch_metrics(inner: Arc<Inner>) {
+    let mut metrics = inner.raft.metrics();
+    loop {
+        let snapshot = {
+            let m = metrics.borrow_and_update();
+            snapshot_from(&inner, &m, Instant::now())
+        };
+        let deadline = snapshot.lease_deadline.filter(|_| snapshot.lease_valid);
+        publish(&inner, snapshot);
+        let lapse = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = inner.shutdown.cancelled() => break,
+            changed = metrics.changed() => if changed.is_err() { break },
+            () = lapse => {}
+        }
+    }
+}
+
+impl ClusterCoordinator for RaftNode {
+    fn node(&self) -> &NodeInfo {
+        &self.inner.info
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Leadership> {
+        self.inner.leadership.subscribe()
+    }
+
+    fn leadership(&self) -> Leadership {
+        self.inner.leadership.borrow().clone()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.inner.leadership.borrow().is_leader()
+    }
+
+    async fn ensure_leader(&self) -> Result<LeaderFence, NotLeader> {
+        if self.inner.transferring.load(Ordering::SeqCst) {
+            return Err(NotLeader::new(NotLeaderReason::Transferring));
+        }
+        let term = self.inner.raft.metrics().borrow().current_term;
+        let timeout = self.inner.config.election_timeout_max * 2;
+        match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await {
+            Ok(Ok(read_log_id)) => {
+                let m = self.inner.raft.metrics().borrow().clone();
+                if m.current_term != term || m.state != ServerState::Leader {
+                    return Err(self.not_leader_from(None));
+                }
+                Ok(LeaderFence {
+                    term,
+                    index: read_log_id.map_or(0, |l| l.index),
+                })
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(self.not_leader_from(Some(&f)))
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) | Err(_) => {
+                Err(NotLeader::new(NotLeaderReason::LeaseExpired)
+                    .with_leader_id(self.inner.info.id)
+                    .with_leader_endpoint(self.inner.info.endpoint.clone()))
+            }
+            Ok(Err(RaftError::Fatal(_))) => Err(NotLeader::new(NotLeaderReason::NoLeader)),
+        }
+    }
+}

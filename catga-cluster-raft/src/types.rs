@@ -1,0 +1,160 @@
+//! The Raft type configuration and the commands replicated through the log.
+//!
+//! Every entry of the log carries a [`Command`]: the operation, the time the
+//! leader stamped on it (lease expiry is decided from that stamp, never from
+//! a follower's clock) and an optional request id that makes a retried
+//! command apply once.
+
+use std::io::Cursor;
+
+use catga_cluster_core::NodeId;
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of catga-cluster.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A log entry of this cluster.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A log id of this cluster.
+pub type LogId = openraft::LogId<NodeId>;
+/// A vote of this cluster.
+pub type Vote = openraft::Vote<NodeId>;
+/// A storage error of this cluster.
+pub type StorageError = openraft::StorageError<NodeId>;
+/// The membership as stored with the state machine.
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+/// A snapshot's metadata.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+/// The openraft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A command replicated through the Raft log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The client's request id: a retried command with the same id is applied
+    /// once and answered with the first answer.
+    pub request_id: Option<String>,
+    /// Milliseconds since the Unix epoch on the leader's clock when it
+    /// proposed the command.
+    pub leader_time_ms: u64,
+    /// What to do.
+    pub op: Operation,
+}
+
+impl Command {
+    /// A command without a request id.
+    pub fn new(op: Operation, leader_time_ms: u64) -> Self {
+        Command {
+            request_id: None,
+            leader_time_ms,
+            op,
+        }
+    }
+}
+
+/// The operations of the replicated state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Does nothing; commits a barrier.
+    Noop,
+    /// Writes a key, optionally only if its revision matches (`Some(0)`: only
+    /// if absent).
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Compare-and-set: the revision the key must have.
+        expected_revision: Option<u64>,
+    },
+    /// Deletes a key, optionally only if its revision matches.
+    Delete {
+        /// The key.
+        key: String,
+        /// Compare-and-set: the revision the key must have.
+        expected_revision: Option<u64>,
+    },
+    /// Takes a lock for `owner` if it is free or its lease lapsed.
+    LockAcquire {
+        /// The lock's name.
+        name: String,
+        /// Who asks.
+        owner: String,
+        /// The lease, in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Extends the lease of a held lock.
+    LockRenew {
+        /// The lock's name.
+        name: String,
+        /// The holder.
+        owner: String,
+        /// The holder's fencing token.
+        token: u64,
+        /// The new lease, in milliseconds from the command's time.
+        ttl_ms: u64,
+    },
+    /// Releases a held lock.
+    LockRelease {
+        /// The lock's name.
+        name: String,
+        /// The holder.
+        owner: String,
+        /// The holder's fencing token.
+        token: u64,
+    },
+}
+
+/// The answer of the state machine to one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CommandResponse {
+    /// Blank, membership and no-op entries.
+    Empty,
+    /// A key was written; its new revision.
+    Written {
+        /// The revision of the key after the write.
+        revision: u64,
+    },
+    /// A key was deleted (`existed`: whether it was there).
+    Deleted {
+        /// Whether the key existed.
+        existed: bool,
+    },
+    /// A compare-and-set did not match.
+    RevisionMismatch {
+        /// The key's current revision (0: absent).
+        current: u64,
+    },
+    /// The lock was granted or renewed.
+    LockGranted {
+        /// The fencing token: the log index of the granting entry.
+        token: u64,
+        /// When the lease ends, in leader milliseconds since the Unix epoch.
+        expires_at_ms: u64,
+    },
+    /// The lock is held by someone else until `expires_at_ms`.
+    LockHeld {
+        /// When the holder's lease ends.
+        expires_at_ms: u64,
+    },
+    /// The lock was released.
+    LockReleased,
+    /// The token no longer holds the lock.
+    LockLost,
+    /// The command was rejected as invalid.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
