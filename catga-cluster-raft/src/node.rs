@@ -95,6 +95,10 @@ pub struct NodeOptions {
     /// Turn it off for a node that joins a running cluster: it then waits
     /// until the leader adds it.
     pub bootstrap: bool,
+    /// Whether followers run the fast failure detector (see
+    /// `detect_leader_failure` in the source: survivors stand one after the
+    /// other once the leader lease has lapsed, instead of splitting votes).
+    pub fast_failover: bool,
 }
 
 impl Default for NodeOptions {
@@ -107,6 +111,7 @@ impl Default for NodeOptions {
             state_machine: StateMachineConfig::default(),
             catch_up_timeout: Duration::from_secs(30),
             bootstrap: true,
+            fast_failover: true,
         }
     }
 }
@@ -145,6 +150,12 @@ impl NodeOptions {
     /// Sets [`catch_up_timeout`](NodeOptions::catch_up_timeout).
     pub fn catch_up_timeout(mut self, timeout: Duration) -> Self {
         self.catch_up_timeout = timeout;
+        self
+    }
+
+    /// Sets [`fast_failover`](NodeOptions::fast_failover).
+    pub fn fast_failover(mut self, enabled: bool) -> Self {
+        self.fast_failover = enabled;
         self
     }
 
@@ -335,6 +346,9 @@ impl RaftNodeBuilder {
         });
         let watcher = tokio::spawn(watch_metrics(inner.clone()));
         *inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
+        if inner.options.fast_failover {
+            tokio::spawn(detect_leader_failure(Arc::downgrade(&inner)));
+        }
         Ok(RaftNode { inner })
     }
 }
@@ -993,6 +1007,74 @@ async fn watch_metrics(inner: Arc<Inner>) {
             () = inner.shutdown.cancelled() => break,
             changed = metrics.changed() => if changed.is_err() { break },
             () = lapse => {}
+        }
+    }
+}
+
+/// The fast failure detector.
+///
+/// openraft's own timer starts an election `election_timeout_max` plus a
+/// random `[min, max)` after the last message from the leader, on a tick of
+/// 1.5 heartbeats; with three nodes the two survivors often time out on the
+/// same tick and split the vote. This detector lets the survivors stand one
+/// after the other instead: a follower that has not heard from its leader for
+/// the whole leader lease (`election_timeout_max`) triggers an election after
+/// a further delay of its rank among the other voters (by id) times one
+/// heartbeat interval. Safety is unchanged: voters still refuse to vote while
+/// they hear from a live leader.
+async fn detect_leader_failure(weak: std::sync::Weak<Inner>) {
+    let Some(inner) = weak.upgrade() else { return };
+    let heartbeat = inner.config.heartbeat_interval;
+    let lease = inner.config.election_timeout_max;
+    let me = inner.info.id;
+    let shutdown = inner.shutdown.clone();
+    drop(inner);
+    let poll = (heartbeat / 4).max(Duration::from_millis(5));
+    let mut last_attempt: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.transferring.load(Ordering::SeqCst) {
+            continue;
+        }
+        let view = inner
+            .raft
+            .with_raft_state(move |st| {
+                let membership = st.membership_state.effective().membership();
+                let leader = st.vote_ref().leader_id().voted_for();
+                let mut others: Vec<NodeId> = membership
+                    .voter_ids()
+                    .filter(|id| Some(*id) != leader)
+                    .collect();
+                others.sort();
+                let rank = others.iter().position(|id| *id == me);
+                (st.server_state, st.vote_last_modified(), rank)
+            })
+            .await;
+        let Ok((ServerState::Follower, Some(heard), Some(rank))) = view else {
+            continue;
+        };
+        let stagger = heartbeat * u32::try_from(rank).unwrap_or(u32::MAX);
+        let now = Instant::now();
+        if now < heard + lease + stagger {
+            continue;
+        }
+        if last_attempt.is_some_and(|t| now < t + lease) {
+            continue;
+        }
+        last_attempt = Some(now);
+        tracing::info!(
+            target: TARGET,
+            node_id = %me,
+            silent_ms = now.duration_since(heard).as_millis() as u64,
+            rank,
+            "no word from the leader for a whole lease; starting an election"
+        );
+        if inner.raft.trigger().elect().await.is_err() {
+            return;
         }
     }
 }

@@ -320,7 +320,11 @@ fn reopen_restores_entries_vote_and_committed() {
 fn committed_lags_at_most_the_flush_interval_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let options = small_segments().committed_flush_interval(8);
+        // The leaked store keeps its directory lock: this test shares the
+        // directory on purpose.
+        let options = small_segments()
+            .committed_flush_interval(8)
+            .exclusive(false);
         let mut store = LogStore::open_with(dir.path(), &identity(), options.clone()).unwrap();
         store.blocking_append(entries(1, 1..=50)).await.unwrap();
         for i in 1..=45 {
@@ -342,7 +346,9 @@ fn committed_lags_at_most_the_flush_interval_after_a_crash() {
         assert_eq!(all(&mut store).await.len(), 50);
 
         // Every call is durable with an interval of 1.
-        let options = small_segments().committed_flush_interval(1);
+        let options = small_segments()
+            .committed_flush_interval(1)
+            .exclusive(false);
         drop(store);
         let mut store = LogStore::open_with(dir.path(), &identity(), options.clone()).unwrap();
         store.save_committed(Some(lid(1, 49))).await.unwrap();
@@ -922,4 +928,22 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         rt().block_on(run_ops(dir.path(), ops))?;
     }
+}
+
+#[test]
+fn a_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = catga_cluster_raft::log_store::StoreIdentity::new(1u64, "c");
+    let first = catga_cluster_raft::log_store::LogStore::open(dir.path(), &identity).unwrap();
+    let err = catga_cluster_raft::log_store::LogStore::open(dir.path(), &identity).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            catga_cluster_raft::log_store::LogStoreError::Locked { .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(first);
+    catga_cluster_raft::log_store::LogStore::open(dir.path(), &identity).unwrap();
 }

@@ -22,6 +22,18 @@ pub enum LogStoreError {
         source: io::Error,
     },
 
+    /// Another process (or another node in this process) has the directory
+    /// open.
+    #[error(
+        "the raft data directory {} is in use by another process; each node needs its own \
+         data directory, and a node must not run twice",
+        dir.display()
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+
     /// The directory belongs to another node or another cluster.
     #[error(
         "the raft data directory {} belongs to node {found_node} of cluster {found_cluster:?}, \

@@ -126,6 +126,11 @@ pub struct LogStoreOptions {
     /// property, so a lagging value is harmless. `1` writes (with fsync)
     /// on every call, which openraft makes on every commit. Default: 64.
     pub committed_flush_interval: u64,
+    /// Whether the store takes an exclusive lock on its directory, so that a
+    /// second process (or a second node in this process) cannot open it.
+    /// Turn it off only where the directory is shared on purpose, such as a
+    /// test that simulates a crash by leaking a store. Default: on.
+    pub exclusive: bool,
 }
 
 impl Default for LogStoreOptions {
@@ -133,6 +138,7 @@ impl Default for LogStoreOptions {
         LogStoreOptions {
             segment_bytes: 16 << 20,
             committed_flush_interval: 64,
+            exclusive: true,
         }
     }
 }
@@ -146,6 +152,12 @@ impl LogStoreOptions {
     /// Sets [`LogStoreOptions::segment_bytes`].
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         self.segment_bytes = bytes;
+        self
+    }
+
+    /// Sets [`LogStoreOptions::exclusive`].
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
         self
     }
 
@@ -168,11 +180,16 @@ fn write_map(map: &EntryMap) -> RwLockWriteGuard<'_, BTreeMap<u64, Entry>> {
     map.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The file whose exclusive lock marks a directory as in use.
+const LOCK_FILE: &str = "LOCK";
+
 /// The durable part of a store: its directory and write-ahead log.
 #[derive(Debug)]
 struct Disk {
     dir: PathBuf,
     wal: Wal,
+    /// Holds an exclusive lock on the directory while the store is open.
+    _lock: std::fs::File,
 }
 
 /// The Raft log of one node, in memory or on disk.
@@ -428,6 +445,26 @@ impl LogStore {
         options: LogStoreOptions,
     ) -> Result<LogStore, LogStoreError> {
         record::create_dir_durable(dir).map_err(|e| LogStoreError::io(dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LogStoreError::io(&lock_path, e))?;
+        match if options.exclusive {
+            lock.try_lock()
+        } else {
+            Ok(())
+        } {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogStoreError::Locked {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(LogStoreError::io(&lock_path, e)),
+        }
         check_identity(dir, identity)?;
         for name in META_FILES {
             let tmp = dir.join(temp_name(name));
@@ -463,6 +500,7 @@ impl LogStore {
             disk: Some(Arc::new(Mutex::new(Disk {
                 dir: dir.to_path_buf(),
                 wal,
+                _lock: lock,
             }))),
         })
     }
