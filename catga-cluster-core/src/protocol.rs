@@ -40,15 +40,21 @@ pub enum RaftRpc {
     Snapshot,
     /// Asks the receiver to start an election now (graceful hand-over).
     Elect,
+    /// A command forwarded by a follower to the leader.
+    Propose,
+    /// A linearizable read forwarded by a follower to the leader.
+    Read,
 }
 
 impl RaftRpc {
     /// Every RPC, for routers that mount them all.
-    pub const ALL: [RaftRpc; 4] = [
+    pub const ALL: [RaftRpc; 6] = [
         RaftRpc::Append,
         RaftRpc::Vote,
         RaftRpc::Snapshot,
         RaftRpc::Elect,
+        RaftRpc::Propose,
+        RaftRpc::Read,
     ];
 }
 
@@ -59,5 +65,7 @@ pub const fn raft_rpc_path(rpc: RaftRpc) -> &'static str {
         RaftRpc::Vote => "/cluster/raft/vote",
         RaftRpc::Snapshot => "/cluster/raft/snapshot",
         RaftRpc::Elect => "/cluster/raft/elect",
+        RaftRpc::Propose => "/cluster/raft/propose",
+        RaftRpc::Read => "/cluster/raft/read",
     }
 }

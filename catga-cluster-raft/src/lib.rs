@@ -28,6 +28,8 @@
 //!   ([`network::memory::MemoryNetwork`]).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod kv;
+pub mod lock;
 pub mod log_store;
 pub mod network;
 pub mod node;
@@ -36,6 +38,8 @@ pub mod state_machine;
 mod transport;
 pub mod types;
 
+pub use kv::CasOutcome;
+pub use lock::{RaftLock, RaftLockGuard};
 pub use network::RaftRpcHandler;
 pub use node::{
     NodeOptions, RaftHealth, RaftNode, RaftNodeBuilder, StartError, Storage, Transport,

@@ -39,11 +39,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log_store::{LogStore, StoreIdentity};
 use crate::network::http_client::HttpNetworkFactory;
-use crate::network::RaftRpcHandler;
+use crate::network::{ElectRequest, ElectResult, RaftRpcHandler};
 use crate::snapshot_store::SnapshotStore;
-use crate::state_machine::{validate_command, KvValue, StateMachineConfig, StateMachineStore};
+use crate::state_machine::{validate_command, StateMachineConfig, StateMachineStore};
 use crate::transport::NetworkFactory;
 use crate::types::{Command, CommandResponse, Operation, Raft};
+use catga_cluster_core::protocol::RaftRpc;
 
 const TARGET: &str = "catga_cluster::raft";
 
@@ -87,6 +88,9 @@ pub struct NodeOptions {
     pub handover_timeout: Option<Duration>,
     /// Take a snapshot after this many log entries.
     pub snapshot_every: u64,
+    /// How many log entries a snapshot leaves in the log (a follower that
+    /// lags further receives the snapshot instead).
+    pub logs_to_keep: u64,
     /// State machine settings.
     pub state_machine: StateMachineConfig,
     /// How a new member's catch-up is bounded.
@@ -108,6 +112,7 @@ impl Default for NodeOptions {
             lease_margin: None,
             handover_timeout: None,
             snapshot_every: 5000,
+            logs_to_keep: 500,
             state_machine: StateMachineConfig::default(),
             catch_up_timeout: Duration::from_secs(30),
             bootstrap: true,
@@ -138,6 +143,12 @@ impl NodeOptions {
     /// Sets [`snapshot_every`](NodeOptions::snapshot_every).
     pub fn snapshot_every(mut self, entries: u64) -> Self {
         self.snapshot_every = entries;
+        self
+    }
+
+    /// Sets [`logs_to_keep`](NodeOptions::logs_to_keep).
+    pub fn logs_to_keep(mut self, entries: u64) -> Self {
+        self.logs_to_keep = entries;
         self
     }
 
@@ -237,7 +248,8 @@ impl RaftNodeBuilder {
             install_snapshot_timeout: ms(config.election_timeout_max.max(Duration::from_secs(2))),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.options.snapshot_every),
             snapshot_max_chunk_size: 1024 * 1024,
-            max_in_snapshot_log_to_keep: 500,
+            max_in_snapshot_log_to_keep: self.options.logs_to_keep,
+            purge_batch_size: 64,
             max_payload_entries: 64,
             ..Default::default()
         }
@@ -281,36 +293,6 @@ impl RaftNodeBuilder {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let handler = RaftRpcHandler::new(raft.clone(), local.id, config.secret.clone());
-        #[cfg(feature = "test-util")]
-        if let Transport::Memory(net) = &self.transport {
-            net.register(local.id, handler.clone());
-        }
-
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized && !self.options.bootstrap {
-            tracing::info!(target: TARGET, node_id = %local.id, "empty storage; waiting to be added to a cluster");
-        } else if !initialized {
-            let members: BTreeMap<NodeId, BasicNode> = config
-                .all_nodes()
-                .map(|n| (n.id, BasicNode::new(n.endpoint.as_str())))
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) => {
-                    tracing::info!(target: TARGET, node_id = %local.id, "bootstrapped the configured members")
-                }
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                    tracing::debug!(target: TARGET, "already part of a cluster; not bootstrapping")
-                }
-                Err(e) => return Err(StartError::Raft(e.to_string())),
-            }
-        } else {
-            tracing::info!(target: TARGET, node_id = %local.id, "restarted from stored state");
-        }
-
         let lease = config.election_timeout_max.saturating_sub(
             self.options
                 .lease_margin
@@ -321,13 +303,14 @@ impl RaftNodeBuilder {
             .handover_timeout
             .unwrap_or(config.election_timeout_max * 4);
         let (leadership, _) = watch::channel(Leadership::default());
-        let inner = Arc::new(Inner {
+        let secret = config.secret.clone();
+        let inner = Arc::new_cyclic(|weak| Inner {
+            handler: RaftRpcHandler::new(raft.clone(), local.id, secret, weak.clone()),
             raft,
             info: local,
             config,
             leadership,
             sm,
-            handler,
             network,
             transferring: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -344,6 +327,38 @@ impl RaftNodeBuilder {
                 Transport::Http => None,
             },
         });
+        #[cfg(feature = "test-util")]
+        if let Some(net) = &inner.memory {
+            net.register(inner.info.id, inner.handler.clone());
+        }
+        let raft = &inner.raft;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized && !inner.options.bootstrap {
+            tracing::info!(target: TARGET, node_id = %inner.info.id, "empty storage; waiting to be added to a cluster");
+        } else if !initialized {
+            let members: BTreeMap<NodeId, BasicNode> = inner
+                .config
+                .all_nodes()
+                .map(|n| (n.id, BasicNode::new(n.endpoint.as_str())))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    tracing::info!(target: TARGET, node_id = %inner.info.id, "bootstrapped the configured members")
+                }
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                    tracing::debug!(target: TARGET, "already part of a cluster; not bootstrapping")
+                }
+                Err(e) => {
+                    let _ = raft.shutdown().await;
+                    return Err(StartError::Raft(e.to_string()));
+                }
+            }
+        } else {
+            tracing::info!(target: TARGET, node_id = %inner.info.id, "restarted from stored state");
+        }
         let watcher = tokio::spawn(watch_metrics(inner.clone()));
         *inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
         if inner.options.fast_failover {
@@ -359,7 +374,7 @@ pub struct RaftNode {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     raft: Raft,
     info: NodeInfo,
     config: ClusterConfig,
@@ -442,6 +457,18 @@ pub struct NodeStatus {
 }
 
 impl RaftNode {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        RaftNode { inner }
+    }
+
+    pub(crate) fn network(&self) -> &NetworkFactory {
+        &self.inner.network
+    }
+
+    pub(crate) fn options(&self) -> &NodeOptions {
+        &self.inner.options
+    }
+
     /// A builder for a node from `config`.
     pub fn builder(config: ClusterConfig) -> RaftNodeBuilder {
         RaftNodeBuilder {
@@ -600,13 +627,6 @@ impl RaftNode {
                 after: deadline,
             }),
         }
-    }
-
-    /// A linearizable read of a key: confirms leadership with a quorum,
-    /// waits until the state machine caught up, then reads. Leader only.
-    pub async fn read(&self, key: &str) -> Result<Option<KvValue>, ClusterError> {
-        self.ensure_leader().await?;
-        Ok(self.inner.sm.get(key))
     }
 
     /// Adds a node: as a learner first, waits (bounded) for it to catch up,
@@ -779,11 +799,17 @@ impl RaftNode {
             let deadline = Instant::now() + timeout;
             let mut paused = false;
             let result = loop {
-                self.inner
+                let request = ElectRequest {
+                    from: me,
+                    term: m.current_term,
+                };
+                let answer: ElectResult = self
+                    .inner
                     .network
-                    .send_elect(target, &addr, m.current_term, timeout)
+                    .call(target, &addr, RaftRpc::Elect, &request, timeout)
                     .await
                     .map_err(|e| ClusterError::Other(e.into()))?;
+                answer.map_err(|e| ClusterError::Other(e.into()))?;
                 let round = (Instant::now() + lease).min(deadline);
                 let mut metrics = self.inner.raft.metrics();
                 let waited = tokio::time::timeout_at(round, async {

@@ -431,6 +431,7 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
                 if held.expires_at_ms > now {
                     return CommandResponse::LockHeld {
                         expires_at_ms: held.expires_at_ms,
+                        remaining_ms: held.expires_at_ms - now,
                     };
                 }
             }
@@ -695,7 +696,8 @@ mod tests {
         assert_eq!(
             r,
             CommandResponse::LockHeld {
-                expires_at_ms: 1100
+                expires_at_ms: 1100,
+                remaining_ms: 50
             }
         );
         // Expired by the leader's time: granted to b with a higher token.
@@ -736,7 +738,8 @@ mod tests {
         assert_eq!(
             r,
             CommandResponse::LockHeld {
-                expires_at_ms: 50_600
+                expires_at_ms: 50_600,
+                remaining_ms: 600
             }
         );
         let r = apply(&mut sm, entry(2, 4, acquire("l", "b", 1000), 50_600, None)).await;

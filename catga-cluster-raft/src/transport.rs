@@ -1,17 +1,22 @@
-//! The network factory a node uses: HTTP, or the in-process test network.
+//! The network a node uses, HTTP or the in-process test network, behind one
+//! type: openraft's network traits are implemented once, here.
 
 use std::time::Duration;
 
+use catga_cluster_core::protocol::RaftRpc;
 use catga_cluster_core::NodeId;
-use openraft::error::{InstallSnapshotError, RPCError, RaftError};
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::network::http_client::{HttpNetwork, HttpNetworkFactory};
+use crate::network::http_client::{peer_backoff, HttpNetwork, HttpNetworkFactory};
+use crate::network::Failure;
 use crate::types::TypeConfig;
 
 #[derive(Debug, Clone)]
@@ -22,22 +27,27 @@ pub(crate) enum NetworkFactory {
 }
 
 impl NetworkFactory {
-    /// Asks `target` to start an election (graceful hand-over).
-    pub(crate) async fn send_elect(
-        &self,
-        target: NodeId,
-        addr: &str,
-        term: u64,
-        timeout: Duration,
-    ) -> Result<(), String> {
+    pub(crate) fn peer(&self, target: NodeId, addr: &str) -> Peer {
         match self {
-            NetworkFactory::Http(f) => f.send_elect(target, addr, term, timeout).await,
+            NetworkFactory::Http(f) => Peer::Http(Box::new(f.peer(target, addr))),
             #[cfg(feature = "test-util")]
             NetworkFactory::Memory(f) => {
                 let _ = addr;
-                f.send_elect(target, term, timeout).await
+                Peer::Memory(f.peer(target))
             }
         }
+    }
+
+    /// Sends one RPC to `target` at `addr` and decodes the answer.
+    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: NodeId,
+        addr: &str,
+        rpc: RaftRpc,
+        request: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, Failure> {
+        self.peer(target, addr).call(rpc, request, ttl).await
     }
 }
 
@@ -48,15 +58,68 @@ pub(crate) enum Peer {
     Memory(crate::network::memory::MemoryPeer),
 }
 
+impl Peer {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        rpc: RaftRpc,
+        request: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, Failure> {
+        match self {
+            Peer::Http(p) => p.call(rpc, request, ttl).await,
+            #[cfg(feature = "test-util")]
+            Peer::Memory(p) => p.call(rpc, request, ttl).await,
+        }
+    }
+
+    fn target(&self) -> NodeId {
+        match self {
+            Peer::Http(p) => p.target(),
+            #[cfg(feature = "test-util")]
+            Peer::Memory(p) => p.target(),
+        }
+    }
+
+    fn local(&self) -> NodeId {
+        match self {
+            Peer::Http(p) => p.local(),
+            #[cfg(feature = "test-util")]
+            Peer::Memory(p) => p.local(),
+        }
+    }
+
+    async fn raft_call<Req, Resp, E>(
+        &self,
+        rpc: RaftRpc,
+        action: RPCTypes,
+        request: &Req,
+        entries: usize,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        match self
+            .call::<Req, Result<Resp, RaftError<NodeId, E>>>(rpc, request, option.hard_ttl())
+            .await
+        {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(
+                self.target(),
+                remote,
+            ))),
+            Err(failure) => Err(failure.into_rpc_error(action, self.local(), entries)),
+        }
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        match self {
-            NetworkFactory::Http(f) => Peer::Http(Box::new(f.peer(target, &node.addr))),
-            #[cfg(feature = "test-util")]
-            NetworkFactory::Memory(f) => Peer::Memory(f.peer(target)),
-        }
+        self.peer(target, &node.addr)
     }
 }
 
@@ -69,11 +132,15 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        match self {
-            Peer::Http(p) => p.append_entries(rpc, option).await,
-            #[cfg(feature = "test-util")]
-            Peer::Memory(p) => p.append_entries(rpc, option).await,
-        }
+        let entries = rpc.entries.len();
+        self.raft_call(
+            RaftRpc::Append,
+            RPCTypes::AppendEntries,
+            &rpc,
+            entries,
+            &option,
+        )
+        .await
     }
 
     async fn install_snapshot(
@@ -81,11 +148,14 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        match self {
-            Peer::Http(p) => p.install_snapshot(rpc, option).await,
-            #[cfg(feature = "test-util")]
-            Peer::Memory(p) => p.install_snapshot(rpc, option).await,
-        }
+        self.raft_call(
+            RaftRpc::Snapshot,
+            RPCTypes::InstallSnapshot,
+            &rpc,
+            0,
+            &option,
+        )
+        .await
     }
 
     async fn vote(
@@ -93,18 +163,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>> {
-        match self {
-            Peer::Http(p) => p.vote(rpc, option).await,
-            #[cfg(feature = "test-util")]
-            Peer::Memory(p) => p.vote(rpc, option).await,
-        }
+        self.raft_call(RaftRpc::Vote, RPCTypes::Vote, &rpc, 0, &option)
+            .await
     }
 
     fn backoff(&self) -> Backoff {
-        match self {
-            Peer::Http(p) => p.backoff(),
-            #[cfg(feature = "test-util")]
-            Peer::Memory(p) => p.backoff(),
-        }
+        Backoff::new(peer_backoff())
     }
 }

@@ -147,6 +147,8 @@ pub enum CommandResponse {
     LockHeld {
         /// When the holder's lease ends.
         expires_at_ms: u64,
+        /// How much of the holder's lease was left when the command applied.
+        remaining_ms: u64,
     },
     /// The lock was released.
     LockReleased,

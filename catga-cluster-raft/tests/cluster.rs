@@ -69,7 +69,7 @@ async fn leader_crash_elects_a_new_leader_that_accepts_writes() {
     assert_ne!(new, old);
     let answer = write_on_leader(&cluster, put("b", "2"), "w2").await;
     assert!(matches!(answer, CommandResponse::Written { .. }));
-    let value = cluster.node(new).read("a").await.unwrap().unwrap();
+    let value = cluster.node(new).get("a").await.unwrap().unwrap();
     assert_eq!(value.value, b"1");
 }
 
@@ -170,7 +170,7 @@ async fn whole_cluster_restart_keeps_committed_state() {
     let leader = cluster.wait_for_leader().await;
     for i in 0..20 {
         let key = format!("key{i}");
-        let v = retry("linearizable read", || cluster.node(leader).read(&key)).await;
+        let v = retry("linearizable read", || cluster.node(leader).get(&key)).await;
         assert_eq!(v.unwrap().value, format!("value{i}").as_bytes());
     }
 }
@@ -450,7 +450,7 @@ async fn graceful_hand_over_moves_leadership_without_failing_writes() {
     node.shutdown().await;
     let next = cluster.wait_for_leader().await;
     assert_ne!(next, leader);
-    let v = retry("read after hand-over", || cluster.node(next).read("after")).await;
+    let v = retry("read after hand-over", || cluster.node(next).get("after")).await;
     assert_eq!(v.unwrap().value, b"2");
 }
 

@@ -17,21 +17,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
-    Unreachable,
-};
-use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
-use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, encode, ElectRequest, ElectResult, CONTENT_TYPE};
-use crate::types::TypeConfig;
+use super::{decode, encode, Failure, CONTENT_TYPE};
 
 /// The largest RPC answer accepted, in bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -40,7 +29,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Builds one [`HttpNetwork`] per peer, all sharing one pooled client.
 #[derive(Clone)]
-pub struct HttpNetworkFactory {
+pub(crate) struct HttpNetworkFactory {
     client: HttpClient,
     local: NodeId,
     authorization: Option<HeaderValue>,
@@ -57,7 +46,7 @@ impl std::fmt::Debug for HttpNetworkFactory {
 
 impl HttpNetworkFactory {
     /// A factory for node `local`, sending `secret` as a bearer token.
-    pub fn new(local: NodeId, secret: Option<&ClusterSecret>) -> Self {
+    pub(crate) fn new(local: NodeId, secret: Option<&ClusterSecret>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -87,40 +76,10 @@ impl HttpNetworkFactory {
             authorization: self.authorization.clone(),
         }
     }
-
-    /// Asks `target` to start an election now (graceful hand-over).
-    pub(crate) async fn send_elect(
-        &self,
-        target: NodeId,
-        addr: &str,
-        term: u64,
-        timeout: Duration,
-    ) -> Result<(), String> {
-        let peer = self.peer(target, addr);
-        let request = ElectRequest {
-            from: self.local,
-            term,
-        };
-        match peer
-            .call::<_, ElectResult>(RaftRpc::Elect, &request, timeout)
-            .await
-        {
-            Ok(answer) => answer,
-            Err(failure) => Err(failure.to_string()),
-        }
-    }
-}
-
-impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
-    type Network = HttpNetwork;
-
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> HttpNetwork {
-        self.peer(target, &node.addr)
-    }
 }
 
 /// The Raft RPC client for one peer.
-pub struct HttpNetwork {
+pub(crate) struct HttpNetwork {
     client: HttpClient,
     local: NodeId,
     target: NodeId,
@@ -137,47 +96,15 @@ impl std::fmt::Debug for HttpNetwork {
     }
 }
 
-/// Why an RPC failed before Raft on the other side answered.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Failure {
-    #[error("node {target} is unreachable: {reason}")]
-    Unreachable { target: NodeId, reason: String },
-    #[error("no answer from node {target} within {after:?}")]
-    Timeout { target: NodeId, after: Duration },
-    #[error("node {target} refused the RPC as too large")]
-    TooLarge { target: NodeId },
-    #[error("RPC to node {target} failed: {reason}")]
-    Network { target: NodeId, reason: String },
-}
-
-impl Failure {
-    fn into_rpc_error<E: std::error::Error>(
-        self,
-        action: RPCTypes,
-        local: NodeId,
-        entries: usize,
-    ) -> RPCError<NodeId, BasicNode, E> {
-        match self {
-            Failure::Unreachable { .. } => {
-                RPCError::Unreachable(Unreachable::new(&AnyError::error(self.to_string())))
-            }
-            Failure::Timeout { target, after } => RPCError::Timeout(Timeout {
-                action,
-                id: local,
-                target,
-                timeout: after,
-            }),
-            Failure::TooLarge { .. } if entries > 1 => {
-                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2) as u64))
-            }
-            Failure::TooLarge { .. } | Failure::Network { .. } => {
-                RPCError::Network(NetworkError::new(&AnyError::error(self.to_string())))
-            }
-        }
-    }
-}
-
 impl HttpNetwork {
+    pub(crate) fn target(&self) -> NodeId {
+        self.target
+    }
+
+    pub(crate) fn local(&self) -> NodeId {
+        self.local
+    }
+
     /// Sends one RPC and decodes the answer, within `ttl`.
     pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -254,78 +181,6 @@ impl HttpNetwork {
         tokio::time::timeout(ttl, exchange)
             .await
             .unwrap_or(Err(Failure::Timeout { target, after: ttl }))
-    }
-
-    async fn raft_call<Req, Resp, E>(
-        &self,
-        rpc: RaftRpc,
-        action: RPCTypes,
-        request: &Req,
-        entries: usize,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        match self
-            .call::<Req, Result<Resp, RaftError<NodeId, E>>>(rpc, request, option.hard_ttl())
-            .await
-        {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
-            Err(failure) => Err(failure.into_rpc_error(action, self.local, entries)),
-        }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for HttpNetwork {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let entries = rpc.entries.len();
-        self.raft_call(
-            RaftRpc::Append,
-            RPCTypes::AppendEntries,
-            &rpc,
-            entries,
-            &option,
-        )
-        .await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.raft_call(
-            RaftRpc::Snapshot,
-            RPCTypes::InstallSnapshot,
-            &rpc,
-            0,
-            &option,
-        )
-        .await
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<NodeId>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.raft_call(RaftRpc::Vote, RPCTypes::Vote, &rpc, 0, &option)
-            .await
-    }
-
-    fn backoff(&self) -> Backoff {
-        Backoff::new(peer_backoff())
     }
 }
 

@@ -11,20 +11,10 @@ use std::time::Duration;
 
 use catga_cluster_core::protocol::RaftRpc;
 use catga_cluster_core::NodeId;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
-};
-use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
-use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, encode, ElectRequest, ElectResult, RaftRpcHandler};
-use crate::types::TypeConfig;
+use super::{decode, encode, Failure, RaftRpcHandler};
 
 /// An in-process network. Clones share it.
 #[derive(Clone, Default)]
@@ -147,7 +137,7 @@ impl MemoryNetwork {
 
 /// Builds [`MemoryPeer`]s for one node.
 #[derive(Debug, Clone)]
-pub struct MemoryNetworkFactory {
+pub(crate) struct MemoryNetworkFactory {
     net: MemoryNetwork,
     local: NodeId,
 }
@@ -160,128 +150,53 @@ impl MemoryNetworkFactory {
             target,
         }
     }
-
-    pub(crate) async fn send_elect(
-        &self,
-        target: NodeId,
-        term: u64,
-        timeout: Duration,
-    ) -> Result<(), String> {
-        let request = ElectRequest {
-            from: self.local,
-            term,
-        };
-        match self
-            .peer(target)
-            .call::<_, ElectResult>(RaftRpc::Elect, &request, timeout)
-            .await
-        {
-            Ok(answer) => answer,
-            Err(e) => Err(e),
-        }
-    }
-}
-
-impl RaftNetworkFactory<TypeConfig> for MemoryNetworkFactory {
-    type Network = MemoryPeer;
-
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> MemoryPeer {
-        self.peer(target)
-    }
 }
 
 /// The in-process client for one peer.
 #[derive(Debug)]
-pub struct MemoryPeer {
+pub(crate) struct MemoryPeer {
     net: MemoryNetwork,
     local: NodeId,
     target: NodeId,
 }
 
 impl MemoryPeer {
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    pub(crate) fn target(&self) -> NodeId {
+        self.target
+    }
+
+    pub(crate) fn local(&self) -> NodeId {
+        self.local
+    }
+
+    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         rpc: RaftRpc,
         request: &Req,
         ttl: Duration,
-    ) -> Result<Resp, String> {
-        let handler = self.net.route(self.local, self.target)?;
-        let body = encode(request).map_err(|e| e.to_string())?;
+    ) -> Result<Resp, Failure> {
+        let target = self.target;
+        let unreachable = |reason| Failure::Unreachable { target, reason };
+        let handler = self.net.route(self.local, target).map_err(unreachable)?;
+        let body = encode(request).map_err(|e| Failure::Network {
+            target,
+            reason: e.to_string(),
+        })?;
         let answer = tokio::time::timeout(ttl, handler.dispatch(rpc, &body))
             .await
-            .map_err(|_| "timeout".to_owned())?
-            .map_err(|e| e.to_string())?;
-        // The answer travels back over the same link.
-        self.net.route(self.target, self.local)?;
-        decode(&answer).map_err(|e| e.to_string())
-    }
-
-    async fn raft_call<Req, Resp, E>(
-        &self,
-        rpc: RaftRpc,
-        action: RPCTypes,
-        request: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        match self
-            .call::<Req, Result<Resp, RaftError<NodeId, E>>>(rpc, request, option.hard_ttl())
-            .await
-        {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
-            Err(reason) if reason == "timeout" => Err(RPCError::Timeout(Timeout {
-                action,
-                id: self.local,
-                target: self.target,
-                timeout: option.hard_ttl(),
-            })),
-            Err(reason) if reason.contains("decode") => Err(RPCError::Network(NetworkError::new(
-                &AnyError::error(reason),
-            ))),
-            Err(reason) => Err(RPCError::Unreachable(Unreachable::new(&AnyError::error(
-                reason,
-            )))),
-        }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for MemoryPeer {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.raft_call(RaftRpc::Append, RPCTypes::AppendEntries, &rpc, &option)
-            .await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.raft_call(RaftRpc::Snapshot, RPCTypes::InstallSnapshot, &rpc, &option)
-            .await
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<NodeId>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.raft_call(RaftRpc::Vote, RPCTypes::Vote, &rpc, &option)
-            .await
-    }
-
-    fn backoff(&self) -> Backoff {
-        Backoff::new(super::http_client::peer_backoff())
+            .map_err(|_| Failure::Timeout { target, after: ttl })?
+            .map_err(|e| Failure::Network {
+                target,
+                reason: e.to_string(),
+            })?;
+        // The answer travels back over the same link: a cut here means the
+        // request may have taken effect.
+        self.net
+            .route(target, self.local)
+            .map_err(|reason| Failure::Network { target, reason })?;
+        decode(&answer).map_err(|e| Failure::Network {
+            target,
+            reason: format!("the answer does not decode: {e}"),
+        })
     }
 }

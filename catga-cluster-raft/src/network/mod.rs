@@ -10,28 +10,33 @@
 //! every answer Raft gave (including its errors), and a problem status for a
 //! request that never reached Raft.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::protocol::{RaftRpc, TARGET_NODE_HEADER};
-use catga_cluster_core::NodeId;
+use catga_cluster_core::{ClusterError, NodeId, NotLeader};
 use http::{HeaderMap, StatusCode};
-use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Timeout, Unreachable,
+};
+use openraft::network::RPCTypes;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::types::{Raft, TypeConfig};
+use crate::node::{Inner, RaftNode};
+use crate::state_machine::{KvValue, LockState};
+use crate::types::{CommandResponse, Operation, Raft, TypeConfig};
 
-pub mod http_client;
+pub(crate) mod http_client;
 #[cfg(feature = "test-util")]
 pub mod memory;
-
-pub use http_client::HttpNetworkFactory;
 
 /// The content type of Raft RPC bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.catga.raft+postcard";
@@ -51,6 +56,119 @@ pub(crate) type ElectResult = Result<(), String>;
 pub(crate) struct ElectRequest {
     pub(crate) from: NodeId,
     pub(crate) term: u64,
+}
+
+/// A command a follower forwards to the leader.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ProposeRequest {
+    pub(crate) request_id: Option<String>,
+    pub(crate) op: Operation,
+}
+
+/// A read a follower forwards to the leader.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum ReadRequest {
+    Get { key: String },
+    List { prefix: String, limit: usize },
+    Lock { name: String },
+}
+
+/// The leader's answer to a [`ReadRequest`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum ReadAnswer {
+    Value(Option<KvValue>),
+    Entries(Vec<(String, KvValue)>),
+    Lock {
+        state: Option<LockState>,
+        clock_ms: u64,
+    },
+}
+
+/// A cluster error as it crosses the wire.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum WireError {
+    NotLeader(NotLeader),
+    UnknownOutcome,
+    Timeout,
+    Invalid(String),
+    Shutdown,
+    Storage(String),
+    Other(String),
+}
+
+impl WireError {
+    pub(crate) fn from_cluster(e: &ClusterError) -> Self {
+        match e {
+            ClusterError::NotLeader(n) => WireError::NotLeader(n.clone()),
+            ClusterError::UnknownOutcome { .. } => WireError::UnknownOutcome,
+            ClusterError::Timeout { .. } => WireError::Timeout,
+            ClusterError::InvalidRequest(r) => WireError::Invalid(r.clone()),
+            ClusterError::Shutdown => WireError::Shutdown,
+            ClusterError::Storage(s) => WireError::Storage(s.clone()),
+            other => WireError::Other(other.to_string()),
+        }
+    }
+
+    pub(crate) fn into_cluster(self, operation: &'static str, after: Duration) -> ClusterError {
+        match self {
+            WireError::NotLeader(n) => ClusterError::NotLeader(n),
+            WireError::UnknownOutcome => ClusterError::UnknownOutcome { operation, after },
+            WireError::Timeout => ClusterError::Timeout { operation, after },
+            WireError::Invalid(r) => ClusterError::InvalidRequest(r),
+            WireError::Shutdown => ClusterError::Shutdown,
+            WireError::Storage(s) => ClusterError::Storage(s),
+            WireError::Other(s) => ClusterError::Other(s.into()),
+        }
+    }
+}
+
+pub(crate) type ProposeResult = Result<CommandResponse, WireError>;
+pub(crate) type ReadResult = Result<ReadAnswer, WireError>;
+
+/// Why an RPC failed before the other side answered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// Not delivered: the request cannot have taken effect.
+    #[error("node {target} is unreachable: {reason}")]
+    Unreachable { target: NodeId, reason: String },
+    #[error("no answer from node {target} within {after:?}")]
+    Timeout { target: NodeId, after: Duration },
+    #[error("node {target} refused the RPC as too large")]
+    TooLarge { target: NodeId },
+    #[error("RPC to node {target} failed: {reason}")]
+    Network { target: NodeId, reason: String },
+}
+
+impl Failure {
+    /// Whether the request surely did not reach the other side.
+    pub(crate) fn undelivered(&self) -> bool {
+        matches!(self, Failure::Unreachable { .. })
+    }
+
+    pub(crate) fn into_rpc_error<E: std::error::Error>(
+        self,
+        action: RPCTypes,
+        local: NodeId,
+        entries: usize,
+    ) -> RPCError<NodeId, BasicNode, E> {
+        match self {
+            Failure::Unreachable { .. } => {
+                RPCError::Unreachable(Unreachable::new(&AnyError::error(self.to_string())))
+            }
+            Failure::Timeout { target, after } => RPCError::Timeout(Timeout {
+                action,
+                id: local,
+                target,
+                timeout: after,
+            }),
+            Failure::TooLarge { .. } if entries > 1 => {
+                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2) as u64))
+            }
+            Failure::TooLarge { .. } | Failure::Network { .. } => {
+                RPCError::Network(NetworkError::new(&AnyError::error(self.to_string())))
+            }
+        }
+    }
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, postcard::Error> {
@@ -111,6 +229,7 @@ struct HandlerInner {
     raft: Raft,
     local: NodeId,
     secret: Option<ClusterSecret>,
+    node: Weak<Inner>,
 }
 
 impl std::fmt::Debug for RaftRpcHandler {
@@ -123,14 +242,24 @@ impl std::fmt::Debug for RaftRpcHandler {
 }
 
 impl RaftRpcHandler {
-    pub(crate) fn new(raft: Raft, local: NodeId, secret: Option<ClusterSecret>) -> Self {
+    pub(crate) fn new(
+        raft: Raft,
+        local: NodeId,
+        secret: Option<ClusterSecret>,
+        node: Weak<Inner>,
+    ) -> Self {
         RaftRpcHandler {
             inner: Arc::new(HandlerInner {
                 raft,
                 local,
                 secret,
+                node,
             }),
         }
+    }
+
+    fn node(&self) -> Option<RaftNode> {
+        self.inner.node.upgrade().map(RaftNode::from_inner)
     }
 
     /// This node's id.
@@ -204,6 +333,28 @@ impl RaftRpcHandler {
                     "asked to take over leadership; starting an election"
                 );
                 let answer: ElectResult = raft.trigger().elect().await.map_err(|e| e.to_string());
+                encode(&answer)
+            }
+            RaftRpc::Propose => {
+                let req: ProposeRequest = decode(body).map_err(bad)?;
+                let answer: ProposeResult = match self.node() {
+                    Some(node) => node
+                        .write(req.op, req.request_id)
+                        .await
+                        .map_err(|e| WireError::from_cluster(&e)),
+                    None => Err(WireError::Shutdown),
+                };
+                encode(&answer)
+            }
+            RaftRpc::Read => {
+                let req: ReadRequest = decode(body).map_err(bad)?;
+                let answer: ReadResult = match self.node() {
+                    Some(node) => node
+                        .read_local_linearizable(req)
+                        .await
+                        .map_err(|e| WireError::from_cluster(&e)),
+                    None => Err(WireError::Shutdown),
+                };
                 encode(&answer)
             }
             _ => return Err(RpcRejection::BadBody("unknown RPC".into())),
