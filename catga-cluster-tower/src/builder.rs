@@ -1,0 +1,55 @@
+//! `ServiceBuilder` methods for the cluster middleware.
+
+use tower::ServiceBuilder;
+use tower_layer::Stack;
+
+#[cfg(feature = "forward")]
+use crate::forward::ForwardToLeaderLayer;
+#[cfg(feature = "leader-only")]
+use crate::leader_only::LeaderOnlyLayer;
+
+mod sealed {
+    pub trait Sealed {}
+    impl<L> Sealed for tower::ServiceBuilder<L> {}
+}
+
+/// Adds the cluster middleware to [`ServiceBuilder`].
+///
+/// ```
+/// use catga_cluster_core::testing::ManualCoordinator;
+/// use catga_cluster_tower::ServiceBuilderExt;
+/// use tower::{service_fn, ServiceBuilder};
+///
+/// let coord = ManualCoordinator::new_leader();
+/// let _svc = ServiceBuilder::new()
+///     .leader_only(coord)
+///     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) }));
+/// ```
+pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
+    /// Serves only on the leader ([`LeaderOnlyLayer::new`]).
+    #[cfg(feature = "leader-only")]
+    fn leader_only<C>(self, coordinator: C) -> ServiceBuilder<Stack<LeaderOnlyLayer<C>, L>>;
+
+    /// Serves on the leader and forwards `http::Request`s to it from other
+    /// nodes ([`ForwardToLeaderLayer::new`]).
+    #[cfg(feature = "http-forwarder")]
+    fn forward_to_leader<C>(
+        self,
+        coordinator: C,
+    ) -> ServiceBuilder<Stack<ForwardToLeaderLayer<C, crate::HttpForwarder>, L>>;
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    #[cfg(feature = "leader-only")]
+    fn leader_only<C>(self, coordinator: C) -> ServiceBuilder<Stack<LeaderOnlyLayer<C>, L>> {
+        self.layer(LeaderOnlyLayer::new(coordinator))
+    }
+
+    #[cfg(feature = "http-forwarder")]
+    fn forward_to_leader<C>(
+        self,
+        coordinator: C,
+    ) -> ServiceBuilder<Stack<ForwardToLeaderLayer<C, crate::HttpForwarder>, L>> {
+        self.layer(ForwardToLeaderLayer::new(coordinator))
+    }
+}

@@ -1,0 +1,95 @@
+//! Tower middleware for catga-cluster: serve only on the leader, or forward
+//! to it.
+//!
+//! * [`LeaderOnlyLayer`]: on a node that does not lead, answer
+//!   [`NotLeader`](catga_cluster_core::NotLeader) without calling the inner
+//!   service.
+//! * [`ForwardToLeaderLayer`]: serve on the leader, forward from any other
+//!   node through a forwarder service: [`HttpForwarder`] (a streaming
+//!   reverse proxy, the default), [`JsonForwarder`] (typed serde commands),
+//!   or your own.
+//!
+//! Both work with any [`ClusterCoordinator`](catga_cluster_core::ClusterCoordinator):
+//! the Raft node of `catga-cluster-raft`, or a test double.
+//!
+//! ```no_run
+//! # #[cfg(all(feature = "http-forwarder", feature = "axum"))] {
+//! use axum::{routing::post, Router};
+//! use catga_cluster_core::testing::ManualCoordinator;
+//! use catga_cluster_tower::ForwardToLeaderLayer;
+//!
+//! let coord = ManualCoordinator::new_leader();
+//! let app: Router = Router::new()
+//!     .route("/orders", post(|| async { "created" }))
+//!     .layer(ForwardToLeaderLayer::new(coord));
+//! # let _ = app;
+//! # }
+//! ```
+//!
+//! # A custom forwarder
+//!
+//! A forwarder is any [`tower::Service`] over
+//! [`ForwardRequest`](catga_cluster_core::ForwardRequest) whose response is
+//! the inner service's. Here a hand-written one stands in for a gRPC client
+//! (the seed's `GrpcClusterForwarder`):
+//!
+//! ```
+//! use std::future::{ready, Ready};
+//! use std::task::{Context, Poll};
+//! use catga_cluster_core::{BoxError, ForwardRequest};
+//! use catga_cluster_core::testing::ManualCoordinator;
+//! use catga_cluster_tower::{ForwardToLeaderLayer, PlainPolicy};
+//! use tower::{service_fn, Layer, Service};
+//!
+//! #[derive(Clone)]
+//! struct GrpcForwarder; // would hold a tonic channel per leader
+//!
+//! impl Service<ForwardRequest<String>> for GrpcForwarder {
+//!     type Response = String;
+//!     type Error = BoxError;
+//!     type Future = Ready<Result<String, BoxError>>;
+//!
+//!     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+//!         Poll::Ready(Ok(()))
+//!     }
+//!
+//!     fn call(&mut self, f: ForwardRequest<String>) -> Self::Future {
+//!         ready(Ok(format!("{} sent to {} (hop {})", f.request, f.leader.endpoint, f.hops)))
+//!     }
+//! }
+//!
+//! let coord = ManualCoordinator::new_follower();
+//! let layer = ForwardToLeaderLayer::with_forwarder(coord, GrpcForwarder).policy(PlainPolicy);
+//! let _svc = layer.layer(service_fn(|r: String| async move { Ok::<_, BoxError>(r) }));
+//! ```
+//!
+//! # Features
+//!
+//! `leader-only`, `forward`, `http-forwarder`, `json-forwarder`, `axum`
+//! (axum's body type for the HTTP forwarder), and `full` (all, the default).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod builder;
+pub mod error;
+#[cfg(feature = "forward")]
+pub mod forward;
+#[cfg(feature = "http-forwarder")]
+pub mod http_forwarder;
+#[cfg(feature = "json-forwarder")]
+pub mod json_forwarder;
+#[cfg(feature = "leader-only")]
+pub mod leader_only;
+#[cfg(feature = "http-forwarder")]
+pub mod problem;
+
+pub use builder::ServiceBuilderExt;
+#[cfg(feature = "forward")]
+pub use forward::{
+    ForwardPolicy, ForwardToLeader, ForwardToLeaderLayer, HttpPolicy, MapError, PlainPolicy,
+};
+#[cfg(feature = "http-forwarder")]
+pub use http_forwarder::HttpForwarder;
+#[cfg(feature = "json-forwarder")]
+pub use json_forwarder::JsonForwarder;
+#[cfg(feature = "leader-only")]
+pub use leader_only::{LeaderOnly, LeaderOnlyLayer};
