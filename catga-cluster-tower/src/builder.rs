@@ -1,9 +1,11 @@
 //! `ServiceBuilder` methods for the cluster middleware.
 
+#[cfg(any(feature = "leader-only", feature = "http-forwarder"))]
 use tower::ServiceBuilder;
+#[cfg(any(feature = "leader-only", feature = "http-forwarder"))]
 use tower_layer::Stack;
 
-#[cfg(feature = "forward")]
+#[cfg(feature = "http-forwarder")]
 use crate::forward::ForwardToLeaderLayer;
 #[cfg(feature = "leader-only")]
 use crate::leader_only::LeaderOnlyLayer;

@@ -1,7 +1,5 @@
 //! What the forwarding middleware needs to know about a request type.
 
-use std::convert::Infallible;
-
 use catga_cluster_core::protocol::FORWARDED_HEADER;
 use catga_cluster_core::BoxError;
 use http::Method;
@@ -54,9 +52,9 @@ pub struct HttpPolicy;
 
 #[cfg(feature = "http-forwarder")]
 impl<RB: crate::problem::ResponseBody> MapError<http::Response<RB>> for HttpPolicy {
-    type Error = Infallible;
+    type Error = std::convert::Infallible;
 
-    fn map_error(&self, error: BoxError) -> Result<http::Response<RB>, Infallible> {
+    fn map_error(&self, error: BoxError) -> Result<http::Response<RB>, Self::Error> {
         Ok(crate::problem::Problem::from_error(error.as_ref()).into_response())
     }
 }
