@@ -1,6 +1,5 @@
 //! `ServiceBuilder` methods for the cluster middleware.
 
-#[cfg(any(feature = "leader-only", feature = "http-forwarder"))]
 use tower::ServiceBuilder;
 #[cfg(any(feature = "leader-only", feature = "http-forwarder"))]
 use tower_layer::Stack;
