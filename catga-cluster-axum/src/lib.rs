@@ -1,0 +1,81 @@
+//! The HTTP edge of catga-cluster: cluster routes, health, security,
+//! metrics and `application/problem+json` errors for axum.
+//!
+//! One call mounts every route of the HTTP contract into your router, and
+//! [`serve()`] runs it with a shutdown that hands leadership over before
+//! the node stops:
+//!
+//! ```no_run
+//! use axum::{routing::post, Router};
+//! use catga_cluster_axum::{serve, ClusterRoutes};
+//! use catga_cluster_core::config::ClusterConfig;
+//! use catga_cluster_raft::RaftNode;
+//! use catga_cluster_tower::ForwardToLeaderLayer;
+//!
+//! # #[cfg(feature = "raft")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ClusterConfig::load(Some("appsettings.json".as_ref()))?;
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:5000").await?;
+//! let node = RaftNode::builder(config).start().await?;
+//!
+//! let routes = ClusterRoutes::raft(node.clone());
+//! let orders = Router::new()
+//!     .route("/orders", post(|| async { "created" }))
+//!     // Followers forward writes to the leader; the answer names who served it.
+//!     .route_layer(ForwardToLeaderLayer::new(node.clone()))
+//!     .route_layer(routes.edge_layer());
+//! let app = routes.mount(orders);
+//!
+//! serve(listener, app, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What is in here
+//!
+//! * [`ClusterRoutes`]: the routes ([`routes`] has the table) — Raft RPC,
+//!   `/cluster/status`, membership, leadership transfer, locks, the
+//!   key-value store, forwarded typed commands ([`commands`]), health
+//!   ([`health`]), `/metrics` ([`metrics`]) and `/cluster/openapi.json`, all
+//!   built from one route table, so the OpenAPI document cannot drift.
+//! * [`problem`]: every error as `application/problem+json` with the
+//!   contract's slugs and statuses, and [`problem::handle_error`] for
+//!   axum's `HandleErrorLayer`.
+//! * [`auth`]: the cluster secret on protected routes (constant-time), or
+//!   loopback-only protected mode without one.
+//! * [`edge`]: `x-catga-served-by`, the opt-in `307` redirect mode and
+//!   forward metrics, for your own cluster-aware routes too.
+//! * [`serve()`]: stop accepting, hand over, drain, exit; with
+//!   [`HandshakeListener`] for TLS (bring your own acceptor).
+//!
+//! # Features
+//!
+//! * `raft` (default): the routes backed by `catga_cluster_raft::RaftNode`
+//!   ([`ClusterRoutes::raft`]). Without it the crate works with any
+//!   [`ClusterCoordinator`](catga_cluster_core::ClusterCoordinator).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The request bodies are read by the Raft-backed routes only.
+#[cfg_attr(not(feature = "raft"), allow(dead_code))]
+mod api;
+pub mod auth;
+pub mod commands;
+pub mod edge;
+pub mod health;
+pub mod listener;
+pub mod metrics;
+mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod serve;
+
+pub use commands::CommandRegistry;
+pub use edge::EdgeLayer;
+pub use health::{HealthOptions, HealthStatus};
+pub use listener::HandshakeListener;
+pub use metrics::ClusterMetrics;
+pub use problem::{handle_error, Problem};
+pub use routes::{ClusterRoutes, Limits};
+pub use serve::{serve, Serve, ShutdownHook};

@@ -1,0 +1,375 @@
+//! Prometheus metrics of the cluster, served on `GET /metrics`.
+//!
+//! Built on [`prometheus_client`], the Prometheus project's own Rust client
+//! (maintained, no global registry, no protobuf by default). `/metrics`
+//! answers the Prometheus text format 0.0.4, or OpenMetrics when the
+//! scraper's `Accept` header asks for `application/openmetrics-text`.
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `catga_cluster_role{role}` | gauge | 1 for this node's role (`leader`, `follower`, `candidate`, `learner`, `shutdown`), 0 for the others |
+//! | `catga_cluster_is_leader` | gauge | 1 while this node leads under a valid lease |
+//! | `catga_cluster_term` | gauge | the current Raft term |
+//! | `catga_cluster_health` | gauge | 0 healthy, 1 degraded, 2 unhealthy |
+//! | `catga_cluster_leader_changes_total` | counter | leader changes seen since the routes started |
+//! | `catga_cluster_leaderless_seconds_total` | counter | time without a known leader since the routes started |
+//! | `catga_cluster_forwards_total{outcome}` | counter | forwards to the leader by outcome: `ok`, `failed`, `timeout`, `no_leader` |
+//! | `catga_cluster_hop_limit_rejects_total` | counter | requests refused with `hop-limit` |
+//! | `catga_cluster_lock_grants_total` | counter | locks granted through the lock routes |
+//! | `catga_cluster_lock_waits_total` | counter | acquires that found the lock held and waited |
+//! | `catga_cluster_lock_held_total` | counter | acquires that gave up (`lock-held`) |
+//! | `catga_cluster_raft_last_log_index` | gauge | the last log index (with a backend that reports it) |
+//! | `catga_cluster_raft_last_applied_index` | gauge | the last applied index |
+//! | `catga_cluster_raft_apply_lag` | gauge | entries not applied yet |
+//!
+//! Register your own metrics with [`ClusterMetrics::register`]; they are
+//! served on the same route.
+//!
+//! ```
+//! use catga_cluster_axum::ClusterRoutes;
+//! use catga_cluster_core::testing::ManualCoordinator;
+//! use prometheus_client::metrics::counter::Counter;
+//!
+//! let routes = ClusterRoutes::new(ManualCoordinator::new_leader());
+//! let orders: Counter = Counter::default();
+//! routes.metrics().register("orders_created", "Orders created", orders.clone());
+//! orders.inc();
+//! let text = routes.metrics().encode_prometheus();
+//! assert!(text.contains("orders_created_total 1"));
+//! assert!(text.contains("catga_cluster_is_leader 1"));
+//! ```
+
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+
+use axum::response::Response;
+use catga_cluster_core::protocol::SERVED_BY_HEADER;
+use catga_cluster_core::{NodeId, Role};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Metric, Registry};
+
+use crate::health::{ClusterView, HealthStatus};
+use crate::problem::{response_slug, slug};
+
+/// The content type of the Prometheus text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+/// The content type of OpenMetrics text.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Outcome = [(&'static str, &'static str); 1];
+
+/// How a forward to the leader ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ForwardOutcome {
+    /// The leader answered.
+    Ok,
+    /// The leader could not be reached or broke the connection.
+    Failed,
+    /// The leader did not answer in time.
+    Timeout,
+    /// No leader was known.
+    NoLeader,
+}
+
+impl ForwardOutcome {
+    fn label(self) -> Outcome {
+        [(
+            "outcome",
+            match self {
+                ForwardOutcome::Ok => "ok",
+                ForwardOutcome::Failed => "failed",
+                ForwardOutcome::Timeout => "timeout",
+                ForwardOutcome::NoLeader => "no_leader",
+            },
+        )]
+    }
+}
+
+/// The metrics registry of the cluster routes; cheap to clone (shared).
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Mutex<Registry>,
+    forwards: Family<Outcome, Counter>,
+    hop_limit_rejects: Counter,
+    lock_grants: Counter,
+    lock_waits: Counter,
+    lock_held: Counter,
+}
+
+impl fmt::Debug for ClusterMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> Self {
+        ClusterMetrics::new()
+    }
+}
+
+impl ClusterMetrics {
+    /// A registry with the cluster's counters and no leadership gauges.
+    pub fn new() -> Self {
+        let forwards = Family::<Outcome, Counter>::default();
+        let hop_limit_rejects = Counter::default();
+        let lock_grants = Counter::default();
+        let lock_waits = Counter::default();
+        let lock_held = Counter::default();
+        let mut registry = Registry::default();
+        registry.register(
+            "catga_cluster_forwards",
+            "Forwards to the leader by outcome",
+            forwards.clone(),
+        );
+        registry.register(
+            "catga_cluster_hop_limit_rejects",
+            "Requests refused because they were already forwarded as often as allowed",
+            hop_limit_rejects.clone(),
+        );
+        registry.register(
+            "catga_cluster_lock_grants",
+            "Locks granted through the lock routes",
+            lock_grants.clone(),
+        );
+        registry.register(
+            "catga_cluster_lock_waits",
+            "Lock acquires that found the lock held and waited",
+            lock_waits.clone(),
+        );
+        registry.register(
+            "catga_cluster_lock_held",
+            "Lock acquires that gave up because the lock stayed held",
+            lock_held.clone(),
+        );
+        ClusterMetrics {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(registry),
+                forwards,
+                hop_limit_rejects,
+                lock_grants,
+                lock_waits,
+                lock_held,
+            }),
+        }
+    }
+
+    /// Adds the leadership gauges computed from `view` at every scrape.
+    pub(crate) fn with_view(self, view: &Arc<ClusterView>) -> Self {
+        self.registry()
+            .register_collector(Box::new(LeadershipCollector {
+                view: Arc::downgrade(view),
+            }));
+        self
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a metric of yours, served on `/metrics` with the
+    /// cluster's. Counter names must not end in `_total` (the encoder adds
+    /// it).
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry().register(name, help, metric);
+    }
+
+    /// Counts a forward to the leader.
+    pub fn record_forward(&self, outcome: ForwardOutcome) {
+        self.inner.forwards.get_or_create(&outcome.label()).inc();
+    }
+
+    /// Counts a `hop-limit` refusal.
+    pub fn record_hop_limit(&self) {
+        self.inner.hop_limit_rejects.inc();
+    }
+
+    /// Counts a granted lock.
+    pub fn record_lock_grant(&self) {
+        self.inner.lock_grants.inc();
+    }
+
+    /// Counts an acquire that found the lock held and waited.
+    pub fn record_lock_wait(&self) {
+        self.inner.lock_waits.inc();
+    }
+
+    /// Counts an acquire that gave up because the lock stayed held.
+    pub fn record_lock_held(&self) {
+        self.inner.lock_held.inc();
+    }
+
+    /// Counts what a response says about forwarding (see
+    /// [`EdgeLayer`](crate::edge::EdgeLayer)).
+    pub(crate) fn observe_response(&self, response: &Response, local: NodeId) {
+        match response_slug(response).as_deref() {
+            Some(slug::FORWARD_FAILED) => self.record_forward(ForwardOutcome::Failed),
+            Some(slug::FORWARD_TIMEOUT) => self.record_forward(ForwardOutcome::Timeout),
+            Some(slug::HOP_LIMIT) => self.record_hop_limit(),
+            _ => {
+                let served_by = response
+                    .headers()
+                    .get(SERVED_BY_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if served_by.is_some_and(|id| id != local.get()) {
+                    self.record_forward(ForwardOutcome::Ok);
+                }
+            }
+        }
+    }
+
+    /// The metrics in the Prometheus text format 0.0.4.
+    pub fn encode_prometheus(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry())
+        {
+            tracing::warn!(target: "catga_cluster::axum::metrics", error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    /// The metrics as OpenMetrics text.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry()) {
+            tracing::warn!(target: "catga_cluster::axum::metrics", error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// The gauges read from the cluster view at scrape time.
+struct LeadershipCollector {
+    view: Weak<ClusterView>,
+}
+
+impl fmt::Debug for LeadershipCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeadershipCollector")
+            .finish_non_exhaustive()
+    }
+}
+
+fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: N,
+) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn counter<N: prometheus_client::encoding::EncodeCounterValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: N,
+) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for LeadershipCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let Some(view) = self.view.upgrade() else {
+            return Ok(());
+        };
+        let report = view.report();
+        let snapshot = view.coord.leadership();
+        let facts = view.facts();
+
+        let mut roles = encoder.encode_descriptor(
+            "catga_cluster_role",
+            "This node's Raft role (1 for the current one)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for role in [
+            Role::Leader,
+            Role::Follower,
+            Role::Candidate,
+            Role::Learner,
+            Role::Shutdown,
+        ] {
+            let labels = [("role", role.as_str())];
+            let value = i64::from(snapshot.role == role);
+            roles.encode_family(&labels)?.encode_gauge(&value)?;
+        }
+        gauge(
+            &mut encoder,
+            "catga_cluster_is_leader",
+            "1 while this node leads under a valid lease",
+            i64::from(report.is_leader),
+        )?;
+        gauge(
+            &mut encoder,
+            "catga_cluster_term",
+            "The current Raft term",
+            snapshot.term,
+        )?;
+        let health: i64 = match report.status {
+            HealthStatus::Healthy => 0,
+            HealthStatus::Degraded => 1,
+            _ => 2,
+        };
+        gauge(
+            &mut encoder,
+            "catga_cluster_health",
+            "0 healthy, 1 degraded, 2 unhealthy",
+            health,
+        )?;
+        counter(
+            &mut encoder,
+            "catga_cluster_leader_changes",
+            "Leader changes seen since the routes started",
+            view.tracker.total_changes(),
+        )?;
+        counter(
+            &mut encoder,
+            "catga_cluster_leaderless_seconds",
+            "Time without a known leader since the routes started",
+            view.tracker.leaderless().as_secs_f64(),
+        )?;
+        if let Some(index) = facts.last_log_index {
+            gauge(
+                &mut encoder,
+                "catga_cluster_raft_last_log_index",
+                "The last Raft log index",
+                index,
+            )?;
+        }
+        if let Some(index) = facts.last_applied {
+            gauge(
+                &mut encoder,
+                "catga_cluster_raft_last_applied_index",
+                "The last applied Raft log index",
+                index,
+            )?;
+        }
+        gauge(
+            &mut encoder,
+            "catga_cluster_raft_apply_lag",
+            "Log entries not applied yet",
+            facts.apply_lag,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! The OpenAPI 3.1 document of the cluster routes, generated from the route
+//! table that also builds the router.
+
+use std::collections::BTreeMap;
+
+use catga_cluster_core::NodeInfo;
+use serde_json::{json, Map, Value};
+
+use crate::api::{all_schemas, ApiSchema, ProblemDoc};
+use crate::commands::CommandRegistry;
+use crate::routes::{BodyDoc, ContentDoc, ResponseDoc, RouteDef};
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn content(doc: ContentDoc) -> Value {
+    match doc {
+        ContentDoc::Json(name) => json!({ "application/json": { "schema": schema_ref(name) } }),
+        ContentDoc::AnyJson => json!({ "application/json": { "schema": {} } }),
+        ContentDoc::Problem => {
+            json!({ "application/problem+json": { "schema": schema_ref(ProblemDoc::NAME) } })
+        }
+        ContentDoc::Octets => json!({
+            "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } }
+        }),
+        ContentDoc::Metrics => json!({ "text/plain": { "schema": { "type": "string" } } }),
+    }
+}
+
+fn response(doc: &ResponseDoc) -> Value {
+    let mut out = Map::new();
+    out.insert("description".into(), doc.description.into());
+    out.insert("content".into(), content(doc.content));
+    if !doc.headers.is_empty() {
+        let headers: Map<String, Value> = doc
+            .headers
+            .iter()
+            .map(|h| ((*h).to_owned(), json!({ "schema": { "type": "string" } })))
+            .collect();
+        out.insert("headers".into(), Value::Object(headers));
+    }
+    Value::Object(out)
+}
+
+/// `/a/{b}/{*c}` → `/a/{b}/{c}` and the parameter names.
+fn template(path: &str) -> (String, Vec<String>) {
+    let mut params = Vec::new();
+    let segments: Vec<String> = path
+        .split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => {
+                    let name = name.trim_start_matches('*').to_owned();
+                    params.push(name.clone());
+                    format!("{{{name}}}")
+                }
+                None => segment.to_owned(),
+            },
+        )
+        .collect();
+    (segments.join("/"), params)
+}
+
+fn operation(def: &RouteDef, commands: &CommandRegistry) -> Value {
+    let (_, params) = template(&def.path);
+    let mut parameters: Vec<Value> = params
+        .iter()
+        .map(|name| {
+            let mut schema = json!({ "type": "string" });
+            if name == "command" && !commands.is_empty() {
+                schema["enum"] = json!(commands.names().collect::<Vec<_>>());
+            }
+            if name == "id" {
+                schema = json!({ "type": "integer", "minimum": 0 });
+            }
+            json!({ "name": name, "in": "path", "required": true, "schema": schema })
+        })
+        .collect();
+    for (name, description) in def.request_headers {
+        parameters.push(json!({
+            "name": name,
+            "in": "header",
+            "required": *name == catga_cluster_core::protocol::TARGET_NODE_HEADER,
+            "description": description,
+            "schema": { "type": "string" },
+        }));
+    }
+
+    let mut op = Map::new();
+    op.insert("operationId".into(), def.operation_id.as_ref().into());
+    op.insert("summary".into(), def.summary.into());
+    op.insert("tags".into(), json!([def.tag]));
+    if !parameters.is_empty() {
+        op.insert("parameters".into(), Value::Array(parameters));
+    }
+    let body = match def.body {
+        BodyDoc::None => None,
+        BodyDoc::Json(name) => Some((
+            true,
+            json!({ "application/json": { "schema": schema_ref(name) } }),
+        )),
+        BodyDoc::OptionalJson(name) => Some((
+            false,
+            json!({ "application/json": { "schema": schema_ref(name) } }),
+        )),
+        BodyDoc::AnyJson => Some((true, json!({ "application/json": { "schema": {} } }))),
+        BodyDoc::Octets => Some((
+            true,
+            json!({ "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } }),
+        )),
+    };
+    let mut responses: BTreeMap<String, Value> = def
+        .responses
+        .iter()
+        .map(|r| (r.status.to_string(), response(r)))
+        .collect();
+    let mut add = |status: u16, description: &'static str| {
+        responses.entry(status.to_string()).or_insert_with(|| {
+            response(&crate::routes::resp(
+                status,
+                description,
+                ContentDoc::Problem,
+            ))
+        });
+    };
+    if let Some((required, content)) = body {
+        op.insert(
+            "requestBody".into(),
+            json!({ "required": required, "content": content }),
+        );
+        add(400, "bad-request: malformed body or invalid values");
+        add(413, "payload-too-large");
+    }
+    if def.protected {
+        op.insert("security".into(), json!([{ "clusterSecret": [] }]));
+        add(401, "unauthorized: missing or wrong cluster secret");
+    }
+    add(504, "timeout: the route's deadline passed");
+    op.insert("responses".into(), json!(responses));
+    Value::Object(op)
+}
+
+/// The document for `table`.
+pub(crate) fn document(table: &[RouteDef], node: &NodeInfo, commands: &CommandRegistry) -> Value {
+    let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for def in table {
+        let (path, _) = template(&def.path);
+        paths.entry(path).or_default().insert(
+            def.method.as_str().to_ascii_lowercase(),
+            operation(def, commands),
+        );
+    }
+    let schemas: Map<String, Value> = all_schemas()
+        .into_iter()
+        .map(|(name, schema)| (name.to_owned(), schema))
+        .collect();
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "catga-cluster",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The cluster routes of a catga-cluster node: health, status, administration, Raft RPC, locks, the key-value store, forwarded commands and metrics. Errors are application/problem+json (RFC 9457).",
+        },
+        "servers": [{ "url": node.endpoint.as_str() }],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "clusterSecret": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the cluster secret; without one configured, protected routes answer loopback peers only",
+                },
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        assert_eq!(
+            template("/cluster/kv/{*key}"),
+            ("/cluster/kv/{key}".to_owned(), vec!["key".to_owned()])
+        );
+        assert_eq!(template("/metrics"), ("/metrics".to_owned(), vec![]));
+    }
+}

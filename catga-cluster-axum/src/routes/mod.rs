@@ -1,0 +1,1003 @@
+//! The cluster routes and the one call that mounts them.
+//!
+//! [`ClusterRoutes`] builds every route of the HTTP contract from one route
+//! table; the same table generates the
+//! OpenAPI document served on `GET /cluster/openapi.json`, so the two
+//! cannot drift. Each route carries its body limit (`413
+//! payload-too-large`), its deadline (`504 timeout`), its protection (see
+//! [`crate::auth`]) and, for routes that must run on the leader, the
+//! forwarding middleware of `catga-cluster-tower`.
+//!
+//! | method and path | access | backend |
+//! |---|---|---|
+//! | `GET /health/live`, `/health/ready`, `/health/leader` | open | any coordinator |
+//! | `GET /cluster/status`, `/cluster/openapi.json`, `/metrics` | open | any coordinator |
+//! | `POST /cluster/forward/{command}` | protected | any coordinator (forwarded to the leader) |
+//! | `POST /cluster/raft/{append,vote,snapshot,elect,propose,read}` | protected | `RaftNode` |
+//! | `POST /cluster/members`, `DELETE /cluster/members/{id}` | protected | `RaftNode` (forwarded to the leader) |
+//! | `POST /cluster/leadership/transfer` | protected | `RaftNode` (forwarded to the leader) |
+//! | `POST /cluster/locks/{name}/{acquire,renew,release}` | protected | `RaftNode` (any node) |
+//! | `GET`/`PUT`/`DELETE /cluster/kv/{key}` | protected | `RaftNode` (any node) |
+//!
+//! `/cluster/status` is open, like the health routes: it is read-only and
+//! shows what the health and metrics routes show, and operators and load
+//! balancers read it without credentials.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+use bytes::Bytes;
+use catga_cluster_core::config::ClusterSecret;
+use catga_cluster_core::protocol::FORWARD_PATH_PREFIX;
+use catga_cluster_core::{ClusterCoordinator, Role};
+use catga_cluster_tower::ForwardToLeaderLayer;
+use http::header::{ACCEPT, ALLOW, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::api::{ApiSchema, LeaderCheckDto, LeaderDto, LiveDto, NodeDto, ReadyDto, StatusDto};
+use crate::auth::ClusterAuthLayer;
+use crate::commands::CommandRegistry;
+use crate::edge::EdgeLayer;
+use crate::health::{ClusterView, HealthOptions, HealthProbe, HealthReport, HealthStatus};
+use crate::metrics::{ClusterMetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+use crate::openapi;
+use crate::problem::Problem;
+use crate::serve::{ShutdownHook, ShutdownProbe};
+
+#[cfg(feature = "raft")]
+mod raft;
+
+/// The paths of the routes this crate adds to those of
+/// [`catga_cluster_core::protocol`].
+pub mod paths {
+    /// Liveness probe.
+    pub const HEALTH_LIVE: &str = "/health/live";
+    /// Readiness probe.
+    pub const HEALTH_READY: &str = "/health/ready";
+    /// 200 on the leader only.
+    pub const HEALTH_LEADER: &str = "/health/leader";
+    /// Prometheus metrics.
+    pub const METRICS: &str = "/metrics";
+    /// The node's status.
+    pub const STATUS: &str = "/cluster/status";
+    /// The OpenAPI document.
+    pub const OPENAPI: &str = "/cluster/openapi.json";
+    /// Membership: `POST` adds a member.
+    pub const MEMBERS: &str = "/cluster/members";
+    /// Membership: `DELETE` removes member `{id}`.
+    pub const MEMBER: &str = "/cluster/members/{id}";
+    /// Leadership transfer.
+    pub const LEADERSHIP_TRANSFER: &str = "/cluster/leadership/transfer";
+    /// Lock acquire.
+    pub const LOCK_ACQUIRE: &str = "/cluster/locks/{name}/acquire";
+    /// Lock renew.
+    pub const LOCK_RENEW: &str = "/cluster/locks/{name}/renew";
+    /// Lock release.
+    pub const LOCK_RELEASE: &str = "/cluster/locks/{name}/release";
+    /// The key-value store (`{key}` may contain `/`).
+    pub const KV: &str = "/cluster/kv/{*key}";
+}
+
+/// Body limits, deadlines and lock defaults of the cluster routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// JSON bodies and routes without a body (default 64 KiB).
+    pub json_body: usize,
+    /// Key-value values (default 1 MiB, the store's largest value).
+    pub kv_body: usize,
+    /// Forwarded commands (default 1 MiB).
+    pub command_body: usize,
+    /// Raft RPCs (default 32 MiB; a larger batch is refused with 413 and
+    /// the sender splits it).
+    pub raft_body: usize,
+    /// The deadline of ordinary routes (default 30 s).
+    pub request_timeout: Duration,
+    /// The deadline of membership changes and leadership transfer
+    /// (default 120 s: catching a new member up can take long).
+    pub admin_timeout: Duration,
+    /// The deadline of Raft RPCs (default 60 s).
+    pub raft_timeout: Duration,
+    /// The longest `wait_ms` a lock acquire may ask for (default 30 s).
+    pub max_lock_wait: Duration,
+    /// The lease of a lock acquired or renewed without `ttl_ms`
+    /// (default 30 s).
+    pub default_lock_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            json_body: 64 * 1024,
+            kv_body: 1024 * 1024,
+            command_body: 1024 * 1024,
+            raft_body: 32 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            admin_timeout: Duration::from_secs(120),
+            raft_timeout: Duration::from_secs(60),
+            max_lock_wait: Duration::from_secs(30),
+            default_lock_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    /// Sets [`json_body`](Self::json_body).
+    pub fn json_body(mut self, bytes: usize) -> Self {
+        self.json_body = bytes;
+        self
+    }
+
+    /// Sets [`kv_body`](Self::kv_body).
+    pub fn kv_body(mut self, bytes: usize) -> Self {
+        self.kv_body = bytes;
+        self
+    }
+
+    /// Sets [`command_body`](Self::command_body).
+    pub fn command_body(mut self, bytes: usize) -> Self {
+        self.command_body = bytes;
+        self
+    }
+
+    /// Sets [`raft_body`](Self::raft_body).
+    pub fn raft_body(mut self, bytes: usize) -> Self {
+        self.raft_body = bytes;
+        self
+    }
+
+    /// Sets [`request_timeout`](Self::request_timeout).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`admin_timeout`](Self::admin_timeout).
+    pub fn admin_timeout(mut self, timeout: Duration) -> Self {
+        self.admin_timeout = timeout;
+        self
+    }
+
+    /// Sets [`raft_timeout`](Self::raft_timeout).
+    pub fn raft_timeout(mut self, timeout: Duration) -> Self {
+        self.raft_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_lock_wait`](Self::max_lock_wait).
+    pub fn max_lock_wait(mut self, wait: Duration) -> Self {
+        self.max_lock_wait = wait;
+        self
+    }
+
+    /// Sets [`default_lock_ttl`](Self::default_lock_ttl).
+    pub fn default_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.default_lock_ttl = ttl;
+        self
+    }
+}
+
+/// How requests travel to the leader on the forwarding routes.
+#[derive(Debug, Clone, Copy)]
+struct ForwardSettings {
+    hop_limit: u32,
+    hold: Duration,
+    timeout: Duration,
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        ForwardSettings {
+            hop_limit: 1,
+            hold: Duration::from_millis(600),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type Forwarding =
+    Arc<dyn Fn(MethodRouter<AppState>, ForwardSettings) -> MethodRouter<AppState> + Send + Sync>;
+
+/// The state every cluster route shares.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Shared>);
+
+pub(crate) struct Shared {
+    pub(crate) view: Arc<ClusterView>,
+    pub(crate) metrics: ClusterMetrics,
+    pub(crate) commands: CommandRegistry,
+    #[cfg_attr(not(feature = "raft"), allow(dead_code))]
+    pub(crate) limits: Limits,
+    pub(crate) openapi: Bytes,
+    #[cfg(feature = "raft")]
+    pub(crate) raft: Option<catga_cluster_raft::RaftNode>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What a route expects in its request body, for the OpenAPI document.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "raft"), allow(dead_code))]
+pub(crate) enum BodyDoc {
+    None,
+    Json(&'static str),
+    OptionalJson(&'static str),
+    AnyJson,
+    Octets,
+}
+
+/// What a response carries, for the OpenAPI document.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "raft"), allow(dead_code))]
+pub(crate) enum ContentDoc {
+    Json(&'static str),
+    AnyJson,
+    Problem,
+    Octets,
+    Metrics,
+}
+
+/// One documented response of a route.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResponseDoc {
+    pub(crate) status: u16,
+    pub(crate) description: &'static str,
+    pub(crate) content: ContentDoc,
+    pub(crate) headers: &'static [&'static str],
+}
+
+pub(crate) const fn resp(
+    status: u16,
+    description: &'static str,
+    content: ContentDoc,
+) -> ResponseDoc {
+    ResponseDoc {
+        status,
+        description,
+        content,
+        headers: &[],
+    }
+}
+
+/// One route of the table: how to serve it and how to document it.
+pub(crate) struct RouteDef {
+    pub(crate) method: Method,
+    pub(crate) path: Cow<'static, str>,
+    pub(crate) operation_id: Cow<'static, str>,
+    pub(crate) summary: &'static str,
+    pub(crate) tag: &'static str,
+    pub(crate) protected: bool,
+    pub(crate) forwarded: bool,
+    pub(crate) body: BodyDoc,
+    pub(crate) request_headers: &'static [(&'static str, &'static str)],
+    pub(crate) responses: Vec<ResponseDoc>,
+    pub(crate) limit: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) handler: Box<dyn Fn() -> MethodRouter<AppState> + Send + Sync>,
+}
+
+impl fmt::Debug for RouteDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteDef")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cluster routes of one node; see the [module docs](self).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use catga_cluster_axum::ClusterRoutes;
+/// use catga_cluster_core::testing::ManualCoordinator;
+///
+/// let coord = ManualCoordinator::new_leader();
+/// let app: Router = ClusterRoutes::new(coord)
+///     .mount(Router::new().route("/orders", get(|| async { "[]" })));
+/// # let _ = app;
+/// ```
+pub struct ClusterRoutes {
+    view: Arc<ClusterView>,
+    metrics: ClusterMetrics,
+    secret: Option<ClusterSecret>,
+    commands: CommandRegistry,
+    redirect: bool,
+    limits: Limits,
+    forward: ForwardSettings,
+    forwarding: Forwarding,
+    #[cfg(feature = "raft")]
+    raft: Option<catga_cluster_raft::RaftNode>,
+}
+
+impl fmt::Debug for ClusterRoutes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterRoutes")
+            .field("node", self.view.node())
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("commands", &self.commands)
+            .field("redirect", &self.redirect)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterRoutes {
+    /// The routes for any coordinator: health, status, metrics, OpenAPI and
+    /// forwarded commands. Without a secret the protected routes answer
+    /// loopback peers only (see [`crate::auth`]).
+    pub fn new<C>(coordinator: C) -> Self
+    where
+        C: ClusterCoordinator + Clone,
+    {
+        let view = Arc::new(ClusterView::new(Arc::new(coordinator.clone())));
+        let metrics = ClusterMetrics::new().with_view(&view);
+        let forwarding: Forwarding = Arc::new(move |route, settings: ForwardSettings| {
+            route.layer::<_, Infallible>(
+                ForwardToLeaderLayer::new(coordinator.clone())
+                    .hop_limit(settings.hop_limit)
+                    .hold_timeout(settings.hold)
+                    .timeout(Some(settings.timeout)),
+            )
+        });
+        let routes = ClusterRoutes {
+            view,
+            metrics,
+            secret: None,
+            commands: CommandRegistry::new(),
+            redirect: false,
+            limits: Limits::default(),
+            forward: ForwardSettings::default(),
+            forwarding,
+            #[cfg(feature = "raft")]
+            raft: None,
+        };
+        routes.view.tracker.ensure_started(&routes.view.coord);
+        routes
+    }
+
+    /// Every route, backed by a Raft node: adds Raft RPC, membership,
+    /// leadership transfer, locks and the key-value store, takes the
+    /// cluster secret from the node's configuration, and reports Raft's
+    /// health (fatal errors, apply lag, log indexes).
+    #[cfg(feature = "raft")]
+    pub fn raft(node: catga_cluster_raft::RaftNode) -> Self {
+        let secret = node.config().secret.clone();
+        let mut routes = ClusterRoutes::new(node.clone())
+            .secret(secret)
+            .health_probe(node.clone());
+        let election_max = node.config().election_timeout_max;
+        routes.forward.hold = (election_max * 2).max(Duration::from_millis(600));
+        routes.raft = Some(node);
+        routes
+    }
+
+    /// Requires `secret` on the protected routes (`None`: loopback peers
+    /// only). Replaces the secret taken from a Raft node's configuration
+    /// for the routes; the node's Raft RPC handler still checks its own
+    /// configured secret too.
+    pub fn secret(mut self, secret: Option<ClusterSecret>) -> Self {
+        self.secret = secret;
+        self
+    }
+
+    /// Serves these typed commands on `POST /cluster/forward/{command}`.
+    pub fn commands(mut self, commands: CommandRegistry) -> Self {
+        self.commands = commands;
+        self
+    }
+
+    /// Redirect mode for every cluster route: `307` to the leader instead
+    /// of `503 not-leader` (see [`crate::edge`]).
+    pub fn redirect(mut self, enabled: bool) -> Self {
+        self.redirect = enabled;
+        self
+    }
+
+    /// Replaces the body limits and deadlines.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Replaces the thresholds of the degraded state.
+    pub fn health_options(self, options: HealthOptions) -> Self {
+        self.view.set_options(options);
+        self
+    }
+
+    /// Adds what the backend knows about its health (a `RaftNode` is a
+    /// probe; [`ClusterRoutes::raft`] adds it).
+    pub fn health_probe(self, probe: impl HealthProbe) -> Self {
+        self.view.set_probe(Arc::new(probe));
+        self
+    }
+
+    /// How often a request may have been forwarded before a node refuses
+    /// to forward it again (default 1).
+    pub fn hop_limit(mut self, limit: u32) -> Self {
+        self.forward.hop_limit = limit;
+        self
+    }
+
+    /// How long a forwarding route waits for an election when no leader is
+    /// known (default 600 ms, or twice the maximum election timeout with a
+    /// Raft node).
+    pub fn forward_hold(mut self, hold: Duration) -> Self {
+        self.forward.hold = hold;
+        self
+    }
+
+    /// The deadline of a forwarded request (default 30 s).
+    pub fn forward_timeout(mut self, timeout: Duration) -> Self {
+        self.forward.timeout = timeout;
+        self
+    }
+
+    /// The node's health right now.
+    pub fn health(&self) -> HealthReport {
+        self.view.report()
+    }
+
+    /// The metrics registry served on `/metrics`.
+    pub fn metrics(&self) -> &ClusterMetrics {
+        &self.metrics
+    }
+
+    /// The layer for your own cluster-aware routes: `x-catga-served-by`,
+    /// forward metrics and, if enabled here, redirect mode.
+    pub fn edge_layer(&self) -> EdgeLayer {
+        EdgeLayer::new(self.view.node().id)
+            .redirect(self.redirect)
+            .metrics(self.metrics.clone())
+    }
+
+    /// The layer that protects a route like the cluster's protected routes.
+    pub fn auth_layer(&self) -> ClusterAuthLayer {
+        ClusterAuthLayer::new(self.secret.clone())
+    }
+
+    /// What [`serve`](crate::serve()) runs on shutdown: readiness turns to
+    /// `503`, a Raft leader hands leadership over, and Raft stops once the
+    /// connections are drained. `serve` finds it in the router on its own;
+    /// pass it explicitly when the routes are nested under a prefix.
+    pub fn shutdown_hook(&self) -> ShutdownHook {
+        ShutdownHook::new(
+            self.view.draining.clone(),
+            #[cfg(feature = "raft")]
+            self.raft.clone(),
+        )
+    }
+
+    /// The OpenAPI 3.1 document of the routes, as served on
+    /// `GET /cluster/openapi.json`.
+    pub fn openapi(&self) -> serde_json::Value {
+        openapi::document(&self.route_table(), self.view.node(), &self.commands)
+    }
+
+    /// The cluster routes as a router to merge into yours (or to nest; the
+    /// Raft RPC and forwarded-command paths must stay where peers expect
+    /// them, so nest only the routes your deployment reaches under a
+    /// prefix).
+    pub fn router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let table = self.route_table();
+        let openapi = openapi::document(&table, self.view.node(), &self.commands);
+        let state = AppState(Arc::new(Shared {
+            view: self.view.clone(),
+            metrics: self.metrics.clone(),
+            commands: self.commands.clone(),
+            limits: self.limits,
+            openapi: Bytes::from(openapi.to_string()),
+            #[cfg(feature = "raft")]
+            raft: self.raft.clone(),
+        }));
+        let mut router: Router<AppState> = Router::new();
+        for def in table {
+            let mut route = (def.handler)();
+            if def.forwarded {
+                route = (self.forwarding)(route, self.forward);
+            }
+            route = route
+                .layer::<_, Infallible>(TimeoutLayer::with_status_code(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    def.timeout,
+                ))
+                .layer::<_, Infallible>(RequestBodyLimitLayer::new(def.limit));
+            if def.protected {
+                route = route.layer::<_, Infallible>(self.auth_layer());
+            }
+            router = router.route(&def.path, route);
+        }
+        router
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(middleware::map_response(normalize))
+            .layer(middleware::from_fn_with_state(
+                self.shutdown_hook(),
+                answer_probe,
+            ))
+            .layer(self.edge_layer())
+            .with_state(state)
+    }
+
+    /// Merges the cluster routes into `app`: the one call a service needs.
+    pub fn mount<S>(&self, app: Router<S>) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        app.merge(self.router())
+    }
+
+    /// The route table: every cluster route, how it is served and
+    /// documented.
+    pub(crate) fn route_table(&self) -> Vec<RouteDef> {
+        let l = self.limits;
+        let forward_timeout = self.forward.timeout + self.forward.hold + Duration::from_secs(5);
+        let mut table = vec![
+            RouteDef {
+                method: Method::GET,
+                path: paths::HEALTH_LIVE.into(),
+                operation_id: "healthLive".into(),
+                summary: "Liveness: fails only when Raft stopped on a fatal error",
+                tag: "health",
+                protected: false,
+                forwarded: false,
+                body: BodyDoc::None,
+                request_headers: &[],
+                responses: vec![
+                    resp(200, "the process serves", ContentDoc::Json(LiveDto::NAME)),
+                    resp(
+                        503,
+                        "Raft stopped on a fatal error",
+                        ContentDoc::Json(LiveDto::NAME),
+                    ),
+                ],
+                limit: l.json_body,
+                timeout: l.request_timeout,
+                handler: Box::new(|| get(health_live)),
+            },
+            RouteDef {
+                method: Method::GET,
+                path: paths::HEALTH_READY.into(),
+                operation_id: "healthReady".into(),
+                summary: "Readiness: healthy or degraded answer 200, unhealthy 503",
+                tag: "health",
+                protected: false,
+                forwarded: false,
+                body: BodyDoc::None,
+                request_headers: &[],
+                responses: vec![
+                    resp(200, "healthy or degraded", ContentDoc::Json(ReadyDto::NAME)),
+                    resp(503, "unhealthy", ContentDoc::Json(ReadyDto::NAME)),
+                ],
+                limit: l.json_body,
+                timeout: l.request_timeout,
+                handler: Box::new(|| get(health_ready)),
+            },
+            RouteDef {
+                method: Method::GET,
+                path: paths::HEALTH_LEADER.into(),
+                operation_id: "healthLeader".into(),
+                summary:
+                    "200 on the leader only, for load balancers that send writes straight to it",
+                tag: "health",
+                protected: false,
+                forwarded: false,
+                body: BodyDoc::None,
+                request_headers: &[],
+                responses: vec![
+                    resp(
+                        200,
+                        "this node leads",
+                        ContentDoc::Json(LeaderCheckDto::NAME),
+                    ),
+                    resp(
+                        503,
+                        "this node does not lead",
+                        ContentDoc::Json(LeaderCheckDto::NAME),
+                    ),
+                ],
+                limit: l.json_body,
+                timeout: l.request_timeout,
+                handler: Box::new(|| get(health_leader)),
+            },
+            RouteDef {
+                method: Method::GET,
+                path: paths::STATUS.into(),
+                operation_id: "clusterStatus".into(),
+                summary: "The node's role, term, leader, members and log positions",
+                tag: "cluster",
+                protected: false,
+                forwarded: false,
+                body: BodyDoc::None,
+                request_headers: &[],
+                responses: vec![resp(200, "the status", ContentDoc::Json(StatusDto::NAME))],
+                limit: l.json_body,
+                timeout: l.request_timeout,
+                handler: Box::new(|| get(cluster_status)),
+            },
+            RouteDef {
+                method: Method::GET,
+                path: paths::OPENAPI.into(),
+                operation_id: "openapi".into(),
+                summary: "This document",
+                tag: "cluster",
+                protected: false,
+                forwarded: false,
+                body: BodyDoc::None,
+                request_headers: &[],
+                responses: vec![resp(200, "an OpenAPI 3.1 document", ContentDoc::AnyJson)],
+                limit: l.json_body,
+                timeout: l.request_timeout,
+                handler: Box::new(|| get(openapi_document)),
+            },
+            RouteDef {
+                method: Method::GET,
+                path: paths::METRICS.into(),
+                operation_id: "metrics".into(),
+                summary: "Prometheus metrics (text 0.0.4, or OpenMetrics on request)",
+                tag: "metrics",
+                protected: false,
+                forwarded: false,
+                body: BodyDoc::None,
+                request_headers: &[],
+                responses: vec![resp(200, "the metrics", ContentDoc::Metrics)],
+                limit: l.json_body,
+                timeout: l.request_timeout,
+                handler: Box::new(|| get(metrics_text)),
+            },
+            RouteDef {
+                method: Method::POST,
+                path: format!("{FORWARD_PATH_PREFIX}{{command}}").into(),
+                operation_id: "forwardCommand".into(),
+                summary: "Runs a typed command on the leader (the server side of JsonForwarder)",
+                tag: "commands",
+                protected: true,
+                forwarded: true,
+                body: BodyDoc::AnyJson,
+                request_headers: &[(
+                    catga_cluster_core::protocol::FORWARDED_HEADER,
+                    "how often the request was forwarded already",
+                )],
+                responses: vec![
+                    resp(200, "the command's answer", ContentDoc::AnyJson),
+                    resp(404, "no command of that name", ContentDoc::Problem),
+                    resp(502, "forward-failed", ContentDoc::Problem),
+                    resp(503, "no-leader", ContentDoc::Problem),
+                    resp(508, "hop-limit", ContentDoc::Problem),
+                ],
+                limit: l.command_body,
+                timeout: forward_timeout,
+                handler: Box::new(|| post(forward_command)),
+            },
+        ];
+        #[cfg(feature = "raft")]
+        if self.raft.is_some() {
+            table.extend(raft::routes(&l, forward_timeout + l.admin_timeout));
+        }
+        table.sort_by(|a, b| a.path.cmp(&b.path));
+        table
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the handlers
+// ---------------------------------------------------------------------------
+
+/// A JSON answer.
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(error) => {
+            tracing::error!(target: "catga_cluster::axum", %error, "cannot encode an answer");
+            Problem::internal().into_response()
+        }
+    }
+}
+
+/// Reads a request body (its limit is enforced by the route's layer).
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, Problem> {
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => {
+            let problem = Problem::from_error(&error);
+            if problem.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Err(problem)
+            } else {
+                Err(Problem::bad_request("the request body could not be read"))
+            }
+        }
+    }
+}
+
+/// Decodes a JSON body; an empty body decodes as `empty` when given.
+#[cfg_attr(not(feature = "raft"), allow(dead_code))]
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    empty: Option<T>,
+) -> Result<T, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        if let Some(default) = empty {
+            return Ok(default);
+        }
+        return Err(Problem::bad_request("a JSON body is required"));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| Problem::bad_request(format!("the body is not valid: {e}")))
+}
+
+fn role_str(role: Role) -> &'static str {
+    role.as_str()
+}
+
+// ---------------------------------------------------------------------------
+// Handlers that work with any coordinator
+// ---------------------------------------------------------------------------
+
+async fn health_live(State(state): State<AppState>) -> Response {
+    let report = state.view.report();
+    let (status, body) = if report.live {
+        (
+            StatusCode::OK,
+            LiveDto {
+                status: HealthStatus::Healthy.as_str(),
+                reason: None,
+                detail: None,
+            },
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            LiveDto {
+                status: HealthStatus::Unhealthy.as_str(),
+                reason: report.reason.map(|r| r.slug()),
+                detail: report.detail,
+            },
+        )
+    };
+    json(status, &body)
+}
+
+async fn health_ready(State(state): State<AppState>) -> Response {
+    let report = state.view.report();
+    let status = if report.status == HealthStatus::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(
+        status,
+        &ReadyDto {
+            status: report.status.as_str(),
+            role: role_str(report.role),
+            leader: report.leader.as_ref().map(LeaderDto::from),
+            reason: report.reason.map(|r| r.slug()),
+            detail: report.detail,
+        },
+    )
+}
+
+async fn health_leader(State(state): State<AppState>) -> Response {
+    let report = state.view.report();
+    let leads = report.is_leader && !state.view.draining.load(Ordering::SeqCst);
+    let status = if leads {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        &LeaderCheckDto {
+            is_leader: leads,
+            node: NodeDto::from(state.view.node()),
+            role: role_str(report.role),
+            leader: report.leader.as_ref().map(LeaderDto::from),
+        },
+    )
+}
+
+async fn cluster_status(State(state): State<AppState>) -> Response {
+    let snapshot = state.view.coord.leadership();
+    let lease_valid = snapshot.lease_valid
+        && snapshot
+            .lease_deadline
+            .is_none_or(|d| tokio::time::Instant::now() < d);
+    let facts = state.view.facts();
+    #[cfg_attr(not(feature = "raft"), allow(unused_mut))]
+    let mut dto = StatusDto {
+        node: NodeDto::from(state.view.node()),
+        role: role_str(snapshot.role),
+        term: snapshot.term,
+        leader: snapshot.leader.as_ref().map(LeaderDto::from),
+        lease_valid,
+        transferring: snapshot.transferring,
+        members: Vec::new(),
+        last_log_index: facts.last_log_index.unwrap_or(0),
+        last_applied: facts.last_applied.unwrap_or(0),
+    };
+    #[cfg(feature = "raft")]
+    if let Some(node) = &state.raft {
+        let status = node.status();
+        dto.members = raft::members(&status);
+        dto.last_log_index = status.last_log_index;
+        dto.last_applied = status.last_applied;
+    }
+    json(StatusCode::OK, &dto)
+}
+
+async fn openapi_document(State(state): State<AppState>) -> Response {
+    let mut response = Response::new(Body::from(state.openapi.clone()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (body, content_type) = if openmetrics {
+        (state.metrics.encode_openmetrics(), OPENMETRICS_CONTENT_TYPE)
+    } else {
+        (state.metrics.encode_prometheus(), PROMETHEUS_CONTENT_TYPE)
+    };
+    let mut response = Response::new(Body::from(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+async fn forward_command(
+    State(state): State<AppState>,
+    Path(command): Path<String>,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(body).await {
+        Ok(bytes) => bytes,
+        Err(problem) => return problem.into_response(),
+    };
+    state.commands.dispatch(&command, bytes).await
+}
+
+// ---------------------------------------------------------------------------
+// Middleware of the cluster router
+// ---------------------------------------------------------------------------
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!(target: "catga_cluster::axum", "a cluster route panicked");
+    Problem::internal().into_response()
+}
+
+/// Answers [`serve`](crate::serve())'s question for the shutdown hook.
+async fn answer_probe(State(hook): State<ShutdownHook>, request: Request, next: Next) -> Response {
+    if request.extensions().get::<ShutdownProbe>().is_some() {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        response.extensions_mut().insert(hook);
+        return response;
+    }
+    next.run(request).await
+}
+
+/// Makes every error answer of the cluster routes a problem document:
+/// axum's and tower-http's own answers (405, 413, 408/504, extractor
+/// rejections) arrive with plain or empty bodies.
+async fn normalize(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    // Only axum's and tower-http's own answers: no body type, or plain
+    // text. Handlers' JSON (health bodies) and problems stay as they are.
+    let plain = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !plain {
+        return response;
+    }
+    let allow = response.headers().get(ALLOW).cloned();
+    let (parts, body) = response.into_parts();
+    let problem = match status {
+        StatusCode::METHOD_NOT_ALLOWED => Problem::method_not_allowed(
+            allow
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::payload_too_large(None),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Problem::timeout(None),
+        StatusCode::NOT_FOUND => Problem::not_found("no such resource"),
+        StatusCode::INTERNAL_SERVER_ERROR => Problem::internal(),
+        s if s.is_client_error() => {
+            // Extractor rejections describe the input, never internals.
+            let text = http_body_util::Limited::new(body, 1024)
+                .collect()
+                .await
+                .ok()
+                .and_then(|c| String::from_utf8(c.to_bytes().to_vec()).ok())
+                .filter(|t| !t.trim().is_empty())
+                .unwrap_or_else(|| s.canonical_reason().unwrap_or("bad request").to_owned());
+            let mut problem = Problem::bad_request(text);
+            if s != StatusCode::BAD_REQUEST {
+                problem = Problem::new(
+                    s,
+                    crate::problem::slug::BAD_REQUEST,
+                    "Bad request",
+                    problem.detail().to_owned(),
+                );
+            }
+            problem
+        }
+        s => Problem::new(
+            s,
+            crate::problem::slug::INTERNAL,
+            "Internal error",
+            s.canonical_reason().unwrap_or("the request failed"),
+        ),
+    };
+    let mut out = problem.into_response();
+    for (name, value) in &parts.headers {
+        if name != CONTENT_TYPE
+            && name != http::header::CONTENT_LENGTH
+            && !out.headers().contains_key(name)
+        {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use catga_cluster_core::protocol::CLUSTER_PREFIX;
+
+    use super::*;
+
+    #[test]
+    fn paths_live_under_the_cluster_prefix() {
+        for path in [
+            paths::STATUS,
+            paths::OPENAPI,
+            paths::MEMBERS,
+            paths::MEMBER,
+            paths::LEADERSHIP_TRANSFER,
+            paths::LOCK_ACQUIRE,
+            paths::LOCK_RENEW,
+            paths::LOCK_RELEASE,
+            paths::KV,
+        ] {
+            assert!(path.starts_with(CLUSTER_PREFIX), "{path}");
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! A three-node cluster over real sockets on `127.0.0.1:0`, each node
+//! served with `catga_cluster_axum::serve`: forwarding to the leader, the
+//! hop limit, typed commands, and a graceful shutdown of the leader during
+//! a stream of writes.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use catga_cluster_axum::{serve, ClusterRoutes, CommandRegistry};
+use catga_cluster_core::config::ClusterConfig;
+use catga_cluster_core::protocol::{FORWARDED_HEADER, SERVED_BY_HEADER};
+use catga_cluster_core::{ClusterCoordinator, Endpoint, NodeId, NodeInfo};
+use catga_cluster_raft::{RaftNode, Storage};
+use catga_cluster_tower::{ForwardToLeaderLayer, JsonForwarder, PlainPolicy};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower::{Layer, ServiceExt};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// One cluster at a time: three clusters of three nodes at once on two
+/// cores would starve heartbeats and make leadership move mid-test.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+struct Sum {
+    sum: i64,
+    by: u64,
+}
+
+struct Node {
+    id: NodeId,
+    addr: SocketAddr,
+    raft: RaftNode,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+}
+
+/// `POST /orders`: runs on the leader (forwarded there from followers),
+/// stores the order in the replicated store and says who ran it.
+async fn create_order(State(node): State<RaftNode>, body: Bytes) -> Result<String, StatusCode> {
+    let id = node.state_machine().last_applied().map_or(0, |l| l.index);
+    node.put(&format!("orders/{id}"), body.to_vec())
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    Ok(format!("{}", node.node().id))
+}
+
+fn app(node: &RaftNode) -> Router {
+    let me = node.node().id.get();
+    let mut commands = CommandRegistry::new();
+    commands
+        .register(
+            "add",
+            tower::service_fn(move |cmd: Add| async move {
+                Ok::<_, Infallible>(Sum {
+                    sum: cmd.a + cmd.b,
+                    by: me,
+                })
+            }),
+        )
+        .unwrap();
+    let routes = ClusterRoutes::raft(node.clone()).commands(commands);
+    let orders = Router::new()
+        .route("/orders", post(create_order))
+        .route_layer(ForwardToLeaderLayer::new(node.clone()))
+        .route_layer(routes.edge_layer())
+        .with_state(node.clone());
+    routes.mount(orders)
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let mut listeners = Vec::new();
+        let mut infos = Vec::new();
+        for i in 1..=3u64 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            infos.push(NodeInfo::new(
+                NodeId::new(i),
+                Endpoint::parse(&format!("http://{addr}")).unwrap(),
+            ));
+            listeners.push((listener, addr));
+        }
+        let mut nodes = Vec::new();
+        for (i, (listener, addr)) in listeners.into_iter().enumerate() {
+            let others = infos
+                .iter()
+                .filter(|n| n.id != infos[i].id)
+                .cloned()
+                .collect();
+            let config = ClusterConfig::new(infos[i].clone(), others).unwrap();
+            let raft = RaftNode::builder(config)
+                .storage(Storage::Memory)
+                .start()
+                .await
+                .unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let server = tokio::spawn(
+                serve(listener, app(&raft), async {
+                    let _ = stopped.await;
+                })
+                .drain_timeout(Duration::from_secs(10))
+                .into_future(),
+            );
+            nodes.push(Node {
+                id: infos[i].id,
+                addr,
+                raft,
+                stop: Some(stop),
+                server: Some(server),
+            });
+        }
+        let cluster = Cluster { nodes };
+        for node in &cluster.nodes {
+            node.raft.wait_for_leader(DEADLINE).await.unwrap();
+        }
+        cluster
+    }
+
+    /// The node that leads under a valid lease, waiting for one.
+    async fn leader(&self) -> &Node {
+        let live = self.nodes.iter().find(|n| n.server.is_some()).unwrap();
+        let info = live.raft.wait_for_leader(DEADLINE).await.unwrap();
+        let node = self.nodes.iter().find(|n| n.id == info.id).unwrap();
+        let mut rx = node.raft.subscribe();
+        tokio::time::timeout(DEADLINE, rx.wait_for(|l| l.is_leader()))
+            .await
+            .expect("the leader's lease holds in time")
+            .unwrap();
+        node
+    }
+
+    async fn stop_all(mut self) {
+        for node in &mut self.nodes {
+            if let Some(server) = node.server.take() {
+                server.abort();
+            }
+            node.raft.stop_now().await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Http {
+    fn new() -> Self {
+        Http {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Reply, String> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok(Reply {
+                status,
+                headers,
+                body,
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(15), exchange)
+            .await
+            .map_err(|_| "no answer in time".to_owned())?
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_sent_to_a_follower_is_served_by_the_leader() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start().await;
+    let http = Http::new();
+    let leader = cluster.leader().await;
+    let leader_id = leader.id;
+    let follower = cluster.nodes.iter().find(|n| n.id != leader_id).unwrap();
+
+    let reply = http
+        .call(
+            Method::POST,
+            follower.addr,
+            "/orders",
+            &[],
+            "{\"customer\":\"c\"}",
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    // The handler runs only where leadership holds, and the answer names
+    // the node that ran it: the leader, not the follower asked.
+    let served_by = reply.headers[SERVED_BY_HEADER].to_str().unwrap();
+    assert_eq!(reply.body, served_by);
+    assert_ne!(served_by, follower.id.to_string());
+    assert_eq!(served_by, leader_id.to_string());
+
+    // The key-value routes work on any node.
+    let put = http
+        .call(
+            Method::PUT,
+            follower.addr,
+            "/cluster/kv/greeting",
+            &[],
+            "hello",
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.status, 200);
+    let other = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader_id && n.id != follower.id)
+        .unwrap();
+    let got = http
+        .call(Method::GET, other.addr, "/cluster/kv/greeting", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.status, got.body.as_ref()),
+        (StatusCode::OK, &b"hello"[..])
+    );
+
+    // A typed command sent from a follower runs on the leader.
+    let forwarder = ForwardToLeaderLayer::with_forwarder(
+        follower.raft.clone(),
+        JsonForwarder::<Add, Sum>::new("add", None),
+    )
+    .policy(PlainPolicy)
+    .layer(tower::service_fn(|_: Add| async {
+        Err::<Sum, catga_cluster_core::BoxError>("must not run on a follower".into())
+    }));
+    let sum = forwarder.oneshot(Add { a: 20, b: 22 }).await.unwrap();
+    assert_eq!(
+        sum,
+        Sum {
+            sum: 42,
+            by: leader_id.get()
+        }
+    );
+
+    // A follower's status names the leader; only the leader passes /health/leader.
+    let status: serde_json::Value = serde_json::from_slice(
+        &http
+            .call(Method::GET, follower.addr, "/cluster/status", &[], "")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(status["leader"]["id"], leader_id.get());
+    assert_eq!(status["members"].as_array().unwrap().len(), 3);
+    let on_leader = http
+        .call(Method::GET, leader.addr, "/health/leader", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(on_leader.status, 200);
+    let on_follower = http
+        .call(Method::GET, follower.addr, "/health/leader", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(on_follower.status, 503);
+
+    // An admin request sent to a follower is forwarded to the leader, which
+    // hands leadership to the node named.
+    let moved = http
+        .call(
+            Method::POST,
+            other.addr,
+            "/cluster/leadership/transfer",
+            &[("content-type", "application/json")],
+            &format!("{{\"to\": {}}}", follower.id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+    let doc: serde_json::Value = serde_json::from_slice(&moved.body).unwrap();
+    assert_eq!(doc["leader"]["id"], follower.id.get());
+    assert_ne!(
+        moved.headers[SERVED_BY_HEADER].to_str().unwrap(),
+        other.id.to_string(),
+        "served by the leader, not the node asked"
+    );
+    let mut rx = follower.raft.subscribe();
+    tokio::time::timeout(DEADLINE, rx.wait_for(|l| l.is_leader()))
+        .await
+        .expect("the named node leads")
+        .unwrap();
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_hop_header_gets_508() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start().await;
+    let http = Http::new();
+    let leader_id = cluster.leader().await.id;
+    let follower = cluster.nodes.iter().find(|n| n.id != leader_id).unwrap();
+    for path in ["/orders", "/cluster/forward/add"] {
+        let reply = http
+            .call(
+                Method::POST,
+                follower.addr,
+                path,
+                &[
+                    (FORWARDED_HEADER, "1"),
+                    ("content-type", "application/json"),
+                ],
+                "{\"a\":1,\"b\":2}",
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status.as_u16(), 508, "{path}: {:?}", reply.body);
+        let doc: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(doc["type"], "hop-limit");
+        assert_eq!(
+            reply.headers["content-type"].to_str().unwrap(),
+            "application/problem+json"
+        );
+    }
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_of_the_leader_loses_no_write() {
+    let _serial = SERIAL.lock().await;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut cluster = Cluster::start().await;
+    let http = Http::new();
+    let leader_id = cluster.leader().await.id;
+    let addrs: Vec<(NodeId, SocketAddr)> = cluster.nodes.iter().map(|n| (n.id, n.addr)).collect();
+    let leader_index = cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == leader_id)
+        .unwrap();
+
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 30;
+    let acked = Arc::new(tokio::sync::Notify::new());
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let http = http.clone();
+        let addrs = addrs.clone();
+        let acked = acked.clone();
+        let count = count.clone();
+        writers.push(tokio::spawn(async move {
+            let mut written = BTreeMap::new();
+            // Every writer starts on the leader and moves on when it is refused.
+            let mut target = leader_index;
+            for i in 0..PER_WRITER {
+                let key = format!("stream/{w}/{i}");
+                let value = format!("value-{w}-{i}");
+                let deadline = tokio::time::Instant::now() + DEADLINE;
+                let revision = loop {
+                    let result = http
+                        .call(
+                            Method::PUT,
+                            addrs[target].1,
+                            &format!("/cluster/kv/{key}"),
+                            &[],
+                            &value,
+                        )
+                        .await;
+                    match result {
+                        Ok(reply) if reply.status == StatusCode::OK => {
+                            break reply.headers["x-catga-revision"]
+                                .to_str()
+                                .unwrap()
+                                .parse::<u64>()
+                                .unwrap();
+                        }
+                        // Refused (stopping node, no leader yet) or not
+                        // connected: the same idempotent write goes to the
+                        // next node.
+                        Ok(reply) => assert!(
+                            reply.status.is_server_error(),
+                            "{key}: {} {:?}",
+                            reply.status,
+                            reply.body
+                        ),
+                        Err(_) => {}
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{key} never written"
+                    );
+                    target = (target + 1) % addrs.len();
+                };
+                written.insert(key, (value, revision));
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                acked.notify_waiters();
+            }
+            written
+        }));
+    }
+
+    // Once a few writes are in, stop the leader gracefully.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while count.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+        let notified = acked.notified();
+        if count.load(std::sync::atomic::Ordering::SeqCst) >= 20 {
+            break;
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, notified).await.is_ok(),
+            "the writes did not start"
+        );
+    }
+    let old = &mut cluster.nodes[leader_index];
+    let _ = old.stop.take().unwrap().send(());
+    let server = old.server.take().unwrap();
+    let served = tokio::time::timeout(DEADLINE, server)
+        .await
+        .expect("the leader's server stops in time")
+        .unwrap();
+    served.unwrap();
+    assert!(!old.raft.health().running, "raft stops with the server");
+
+    let mut all = BTreeMap::new();
+    for writer in writers {
+        all.extend(writer.await.unwrap());
+    }
+    assert_eq!(all.len(), WRITERS * PER_WRITER);
+
+    // A survivor leads, and every acknowledged write is there.
+    let survivor = cluster.nodes.iter().find(|n| n.id != leader_id).unwrap();
+    let new_leader = survivor.raft.wait_for_leader(DEADLINE).await.unwrap();
+    assert_ne!(new_leader.id, leader_id);
+    for (key, (value, revision)) in &all {
+        let reply = http
+            .call(
+                Method::GET,
+                survivor.addr,
+                &format!("/cluster/kv/{key}"),
+                &[],
+                "",
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{key} lost");
+        assert_eq!(reply.body, value.as_bytes(), "{key}");
+        let stored: u64 = reply.headers["x-catga-revision"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(stored >= *revision, "{key}");
+    }
+    cluster.stop_all().await;
+}

@@ -1,0 +1,116 @@
+//! `serve` on real sockets without Raft: connection info for protected
+//! routes, graceful shutdown, and a listener with a handshake (as TLS
+//! would do) that slow clients cannot block.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use catga_cluster_axum::{serve, ClusterRoutes, HandshakeListener};
+use catga_cluster_core::testing::ManualCoordinator;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Sends one HTTP/1.1 request on `stream` and reads the whole answer.
+async fn exchange(stream: &mut TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn app() -> Router {
+    ClusterRoutes::new(ManualCoordinator::new_leader()).mount(Router::new())
+}
+
+#[tokio::test]
+async fn serve_gives_routes_the_peer_address_and_stops_on_request() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        serve(listener, app(), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let answer = exchange(&mut stream, "/health/ready").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-catga-served-by: 1"), "{answer}");
+    // A protected route sees a loopback peer: no secret needed.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = "POST /cluster/forward/none HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("\"type\":\"not-found\""), "{answer}");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn handshakes_run_concurrently_and_failures_drop_the_connection() {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    // A stand-in for a TLS handshake: the client must send `HELO` first.
+    let listener = HandshakeListener::new(tcp, |mut stream: TcpStream| async move {
+        let mut hello = [0u8; 4];
+        stream.read_exact(&mut hello).await?;
+        if &hello != b"HELO" {
+            return Err(std::io::Error::other("not a hello"));
+        }
+        Ok(stream)
+    })
+    .unwrap()
+    .handshake_timeout(Duration::from_secs(30));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        serve(listener, app(), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    // A client that connects and never finishes its handshake...
+    let _stalled = TcpStream::connect(addr).await.unwrap();
+    // ...and one that fails it...
+    let mut rude = TcpStream::connect(addr).await.unwrap();
+    rude.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, rude.read_to_end(&mut buf))
+        .await
+        .expect("the failed handshake closes the connection");
+    assert!(read.is_err() || buf.is_empty(), "{buf:?}");
+    // ...do not keep a well-behaved client waiting.
+    let mut polite = TcpStream::connect(addr).await.unwrap();
+    polite.write_all(b"HELO").await.unwrap();
+    let answer = exchange(&mut polite, "/health/live").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
