@@ -313,6 +313,7 @@ impl RaftNodeBuilder {
             sm,
             network,
             transferring: AtomicBool::new(false),
+            retiring: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             lease,
             handover_timeout,
@@ -344,9 +345,16 @@ impl RaftNodeBuilder {
                 .all_nodes()
                 .map(|n| (n.id, BasicNode::new(n.endpoint.as_str())))
                 .collect();
+            let first = members.keys().next().copied();
             match raft.initialize(members).await {
                 Ok(()) => {
-                    tracing::info!(target: TARGET, node_id = %inner.info.id, "bootstrapped the configured members")
+                    tracing::info!(target: TARGET, node_id = %inner.info.id, "bootstrapped the configured members");
+                    // Every node started at once would time out together and
+                    // split the vote; the lowest id stands at once instead,
+                    // and the others' timers remain the fallback.
+                    if first == Some(inner.info.id) {
+                        let _ = raft.trigger().elect().await;
+                    }
                 }
                 Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
                     tracing::debug!(target: TARGET, "already part of a cluster; not bootstrapping")
@@ -383,6 +391,8 @@ pub(crate) struct Inner {
     handler: RaftRpcHandler,
     network: NetworkFactory,
     transferring: AtomicBool,
+    /// Set for good by `retire`: the node no longer claims leadership.
+    retiring: AtomicBool,
     stopped: AtomicBool,
     lease: Duration,
     handover_timeout: Duration,
@@ -393,6 +403,13 @@ pub(crate) struct Inner {
     watcher: Mutex<Option<JoinHandle<()>>>,
     #[cfg(feature = "test-util")]
     memory: Option<crate::network::memory::MemoryNetwork>,
+}
+
+impl Inner {
+    /// Handing leadership over, or retiring: not claiming leadership.
+    fn stepping_down(&self) -> bool {
+        self.transferring.load(Ordering::SeqCst) || self.retiring.load(Ordering::SeqCst)
+    }
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -576,7 +593,7 @@ impl RaftNode {
     }
 
     fn not_leader_from(&self, forward: Option<&ForwardToLeader<NodeId, BasicNode>>) -> NotLeader {
-        if self.inner.transferring.load(Ordering::SeqCst) {
+        if self.inner.stepping_down() {
             return NotLeader::new(NotLeaderReason::Transferring);
         }
         match forward.and_then(|f| f.leader_id) {
@@ -611,7 +628,7 @@ impl RaftNode {
             op,
         };
         validate_command(&command).map_err(ClusterError::InvalidRequest)?;
-        if self.inner.transferring.load(Ordering::SeqCst) {
+        if self.inner.stepping_down() {
             return Err(NotLeader::new(NotLeaderReason::Transferring).into());
         }
         let deadline = self.inner.options.write_timeout;
@@ -716,6 +733,13 @@ impl RaftNode {
     /// start an election. If no successor takes over in time, this node
     /// resumes leading.
     pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<NodeId, ClusterError> {
+        self.hand_over(to, false).await
+    }
+
+    /// [`transfer_leadership`](RaftNode::transfer_leadership); with
+    /// `retiring`, the node goes straight from handing over to retired, with
+    /// no moment in between in which it would claim leadership again.
+    async fn hand_over(&self, to: Option<NodeId>, retiring: bool) -> Result<NodeId, ClusterError> {
         let m = self.metrics();
         if m.state != ServerState::Leader {
             return Err(self.not_leader_from(None).into());
@@ -842,6 +866,9 @@ impl RaftNode {
             result
         }
         .await;
+        if retiring {
+            self.inner.retiring.store(true, Ordering::SeqCst);
+        }
         self.inner.transferring.store(false, Ordering::SeqCst);
         republish(&self.inner, &self.metrics());
         match &outcome {
@@ -853,26 +880,42 @@ impl RaftNode {
         outcome
     }
 
-    /// Stops the node gracefully: a leader first hands leadership over
-    /// (bounded), then Raft stops.
-    pub async fn shutdown(&self) {
-        if self.inner.stopped.load(Ordering::SeqCst) {
-            return;
-        }
+    /// Prepares the node to stop: it stops campaigning and claiming
+    /// leadership for good, and a leader hands leadership over (bounded) to
+    /// the most up-to-date voter. The node keeps serving Raft RPCs and
+    /// forwarding requests (see `ForwardToLeader`'s hand-over grace hop)
+    /// until it is stopped. Returns the successor, if this node led.
+    pub async fn retire(&self) -> Option<NodeId> {
+        self.inner.raft.runtime_config().elect(false);
         let m = self.metrics();
         let others = m
             .membership_config
             .membership()
             .voter_ids()
             .any(|id| id != self.inner.info.id);
-        if m.state == ServerState::Leader && others {
-            if let Err(e) = self.transfer_leadership(None).await {
-                tracing::warn!(target: TARGET, error = %e, "stopping without a successor");
+        let successor = if m.state == ServerState::Leader && others {
+            match self.hand_over(None, true).await {
+                Ok(leader) => Some(leader),
+                Err(e) => {
+                    tracing::warn!(target: TARGET, error = %e, "retiring without a successor");
+                    None
+                }
             }
-            // Stay silent from here on: the old leader must not start
-            // competing for leadership while it stops.
-            self.inner.transferring.store(true, Ordering::SeqCst);
+        } else {
+            None
+        };
+        self.inner.retiring.store(true, Ordering::SeqCst);
+        republish(&self.inner, &self.metrics());
+        successor
+    }
+
+    /// Stops the node gracefully: [`retire`](RaftNode::retire) (a leader
+    /// hands over first), then Raft stops.
+    pub async fn shutdown(&self) {
+        if self.inner.stopped.load(Ordering::SeqCst) {
+            return;
         }
+        self.retire().await;
         self.stop_now().await;
     }
 
@@ -963,7 +1006,7 @@ fn snapshot_from(inner: &Inner, m: &RaftMetrics<NodeId, BasicNode>, now: Instant
         leader,
         lease_valid,
         lease_deadline,
-        transferring: inner.transferring.load(Ordering::SeqCst),
+        transferring: inner.stepping_down(),
         epoch: 0,
     }
 }
@@ -1063,7 +1106,7 @@ async fn detect_leader_failure(weak: std::sync::Weak<Inner>) {
             () = tokio::time::sleep(poll) => {}
         }
         let Some(inner) = weak.upgrade() else { return };
-        if inner.transferring.load(Ordering::SeqCst) {
+        if inner.stepping_down() {
             continue;
         }
         let view = inner
@@ -1123,7 +1166,7 @@ impl ClusterCoordinator for RaftNode {
     }
 
     async fn ensure_leader(&self) -> Result<LeaderFence, NotLeader> {
-        if self.inner.transferring.load(Ordering::SeqCst) {
+        if self.inner.stepping_down() {
             return Err(NotLeader::new(NotLeaderReason::Transferring));
         }
         let term = self.inner.raft.metrics().borrow().current_term;

@@ -13,7 +13,11 @@
 //!   fails with `NotLeader(no-leader)`.
 //! * **Loops are impossible**: a request that arrives forwarded as often as
 //!   the hop limit allows (default 1) is refused with [`HopLimit`] instead of
-//!   forwarded again, and a node never forwards to itself.
+//!   forwarded again, and a node never forwards to itself. One exception
+//!   keeps hand-overs from failing requests: a node that is handing
+//!   leadership over (its snapshot says `transferring`) was the right
+//!   destination when the request was sent, so it may pass it on to its
+//!   successor once more (hop limit + 1 at most).
 //! * **Retries** happen only when the request cannot have reached the leader
 //!   (no connection could be made) or when the [`ForwardPolicy`] says it is
 //!   idempotent, and only for requests the policy can copy (never a
@@ -193,7 +197,19 @@ where
             Ok(hops) => hops,
             Err(malformed) => return ResponseFuture::failed(malformed.into(), policy),
         };
-        if hops >= self.settings.hop_limit {
+        // The hand-over grace hop: a node that is handing leadership over
+        // (or retiring) was the right destination when the request was
+        // sent; it may pass the request on to its successor once more.
+        let snapshot = self.coordinator.leadership();
+        let me = self.coordinator.node().id;
+        let grace = snapshot.transferring && hops < self.settings.hop_limit.saturating_add(1);
+        // A node that was just elected has no lease yet: a request forwarded
+        // to it waits (bounded) for its leadership to be confirmed.
+        let local_only = hops >= self.settings.hop_limit
+            && !grace
+            && snapshot.leader_id() == Some(me)
+            && !snapshot.transferring;
+        if hops >= self.settings.hop_limit && !grace && !local_only {
             tracing::warn!(target: TARGET, hops, limit = self.settings.hop_limit, "hop limit reached; not forwarding");
             return ResponseFuture::failed(
                 HopLimit::new(hops, self.settings.hop_limit).into(),
@@ -223,6 +239,7 @@ where
             settings: self.settings,
             hops,
             deadline,
+            local_only,
         };
         ResponseFuture::held(Box::pin(held.run(req, spare)), policy)
     }
@@ -236,6 +253,8 @@ struct Held<S, C, F, P> {
     settings: Settings,
     hops: u32,
     deadline: Option<Instant>,
+    /// Serve here once leadership is confirmed, never forward.
+    local_only: bool,
 }
 
 impl<S, C, F, P> Held<S, C, F, P> {
@@ -270,6 +289,9 @@ impl<S, C, F, P> Held<S, C, F, P> {
             };
             let leader = match destination {
                 Target::Local => return self.inner.oneshot(req).await.map_err(Into::into),
+                Target::Remote(_) if self.local_only => {
+                    return Err(HopLimit::new(self.hops, self.settings.hop_limit).into())
+                }
                 Target::Remote(leader) => leader,
                 Target::Unknown => return Err(NotLeader::new(NotLeaderReason::NoLeader).into()),
             };
