@@ -1,0 +1,134 @@
+//! One running node: the Raft node, its HTTP server and its outbox.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use catga_cluster_axum::ClusterRoutes;
+use catga_cluster_core::config::ClusterConfig;
+use catga_cluster_core::singleton::{SingletonHandle, SingletonRunner};
+use catga_cluster_core::{DistributedLock, LockGuard};
+use catga_cluster_raft::{RaftLock, RaftNode};
+use catga_cluster_tower::problem::Problem;
+use catga_cluster_tower::ForwardToLeaderLayer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::orders::{create_order, get_order, list_orders, AppState};
+use crate::outbox::OutboxProcessor;
+
+/// `POST /maintenance/critical`: the seed's "critical operation", run under
+/// the replicated lock with its fencing token.
+async fn critical_operation(State(state): State<AppState>) -> Response {
+    let locks = RaftLock::new(state.node.clone());
+    let acquired = locks
+        .try_acquire(
+            "critical-operation",
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        )
+        .await;
+    match acquired {
+        Ok(Some(guard)) => {
+            let token = guard.token().get();
+            tracing::info!(token, "critical operation runs under the lock");
+            // The protected work would pass `token` to the resource it changes.
+            match guard.release().await {
+                Ok(()) => Json(serde_json::json!({ "token": token, "done": true })).into_response(),
+                Err(e) => Problem::from_error(&e).into_response::<axum::body::Body>(),
+            }
+        }
+        Ok(None) => Problem::new(
+            StatusCode::CONFLICT,
+            "lock-held",
+            "Lock held",
+            "the critical operation is running elsewhere; try again later",
+        )
+        .into_response::<axum::body::Body>(),
+        Err(e) => Problem::from_error(&e).into_response::<axum::body::Body>(),
+    }
+}
+
+/// The application's routes plus the cluster routes.
+pub fn router(node: RaftNode) -> Router {
+    let routes = ClusterRoutes::raft(node.clone());
+    let state = AppState { node: node.clone() };
+    let orders = Router::new()
+        .route(
+            "/orders",
+            post(create_order)
+                .layer(ForwardToLeaderLayer::new(node.clone()))
+                .get(list_orders),
+        )
+        .route("/orders/{id}", get(get_order))
+        .route("/maintenance/critical", post(critical_operation))
+        .with_state(state)
+        // `x-catga-served-by`: the node that executed the request (a
+        // forwarded answer keeps the leader's).
+        .route_layer(routes.edge_layer());
+    routes.mount(orders)
+}
+
+/// A node with its HTTP server and outbox.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The Raft node.
+    pub node: RaftNode,
+    /// The outbox (its counters).
+    pub outbox: OutboxProcessor,
+    runner: SingletonHandle,
+    stop: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Starts Raft, the outbox runner and the HTTP server on `listener`.
+    pub async fn start(
+        config: ClusterConfig,
+        listener: TcpListener,
+    ) -> Result<RunningNode, Box<dyn std::error::Error + Send + Sync>> {
+        let node = RaftNode::builder(config).start().await?;
+        let outbox = OutboxProcessor::new(node.clone());
+        let runner = SingletonRunner::new(node.clone(), outbox.clone()).spawn();
+        let stop = CancellationToken::new();
+        let app = router(node.clone());
+        let server = {
+            let (node, stop) = (node.clone(), stop.clone());
+            tokio::spawn(async move {
+                let shutdown = async move { stop.cancelled().await };
+                let _ = node;
+                if let Err(e) = catga_cluster_axum::serve(listener, app, shutdown).await {
+                    tracing::error!(error = %e, "the HTTP server failed");
+                }
+            })
+        };
+        Ok(RunningNode {
+            node,
+            outbox,
+            runner,
+            stop,
+            server,
+        })
+    }
+
+    /// Stops like a crash: Raft and the server go away at once.
+    pub async fn kill(self) {
+        self.server.abort();
+        self.node.stop_now().await;
+        self.runner.shutdown().await;
+    }
+
+    /// Stops gracefully: leader-only work stops, leadership is handed over
+    /// while the server still accepts, requests in flight finish, Raft stops.
+    pub async fn shutdown(self) {
+        self.runner.shutdown().await;
+        self.stop.cancel();
+        let _ = self.server.await;
+        // `serve` stopped Raft after the hand-over; this is a no-op then.
+        self.node.shutdown().await;
+    }
+}

@@ -1,0 +1,101 @@
+//! Run with `cargo run -p order-system -- demo` (a narrated 3-node demo), or
+//! `cargo run -p order-system -- --cluster --port 5000 --node-id node0` (and
+//! node1/5001, node2/5002 in two more terminals) for the seed's local
+//! cluster.
+//!
+//! The seed's OrderSystem on catga-cluster: `POST /orders` is forwarded to
+//! the leader from any node and stored in the replicated key-value store;
+//! `GET /orders` and `GET /orders/{id}` are linearizable on any node; an
+//! outbox singleton on the leader processes each order exactly once; all the
+//! cluster routes are mounted.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use order_system::cli::{self, Cli, Command};
+use order_system::{app, demo};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+async fn run_node(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let setup = cli::resolve(&cli, std::env::vars().collect())?;
+    tracing::info!(
+        node = %setup.config.node,
+        members = setup.config.members.len(),
+        data = ?setup.config.persistent_state_path,
+        "starting"
+    );
+    let listener = TcpListener::bind(setup.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", setup.listen))?;
+    let node = app::RunningNode::start(setup.config, listener).await?;
+    shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let demo = matches!(cli.command, Some(Command::Demo));
+    let default_filter = if demo { "error,openraft=off" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        if demo {
+            demo::run().await
+        } else {
+            run_node(cli).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
