@@ -39,7 +39,7 @@ mod transport;
 pub mod types;
 
 pub use kv::CasOutcome;
-pub use lock::{RaftLock, RaftLockGuard};
+pub use lock::{Acquisition, RaftLock, RaftLockGuard};
 pub use network::RaftRpcHandler;
 pub use node::{
     NodeOptions, RaftHealth, RaftNode, RaftNodeBuilder, StartError, Storage, Transport,

@@ -129,43 +129,115 @@ impl DistributedLock for RaftLock {
     ) -> Result<Option<RaftLockGuard>, LockError> {
         validate_lock_name(name)?;
         let ttl_ms = ttl_ms(ttl)?;
+        match self
+            .node
+            .acquire_lock(name, &self.owner, ttl_ms, wait, || {})
+            .await
+            .map_err(lock_error)?
+        {
+            Acquisition::Granted { token, sent, .. } => {
+                tracing::debug!(target: TARGET, name, token, owner = %self.owner, "lock granted");
+                Ok(Some(RaftLockGuard {
+                    node: self.node.clone(),
+                    name: name.to_owned(),
+                    owner: self.owner.clone(),
+                    token,
+                    valid_until: Mutex::new(sent + ttl),
+                    done: AtomicBool::new(false),
+                }))
+            }
+            Acquisition::Held { .. } => Ok(None),
+        }
+    }
+}
+
+/// The outcome of [`RaftNode::acquire_lock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Acquisition {
+    /// The lock was granted.
+    Granted {
+        /// The fencing token (the log index of the grant).
+        token: u64,
+        /// When the granting request was sent: the holder's lease runs from
+        /// here, conservatively.
+        sent: Instant,
+        /// Whether the caller had to wait for it.
+        waited: bool,
+    },
+    /// Someone else still held the lock when the wait ran out.
+    Held {
+        /// How much of the holder's lease was left.
+        remaining: Duration,
+        /// Whether the caller waited at all.
+        waited: bool,
+    },
+}
+
+impl RaftNode {
+    /// Takes lock `name` for `owner` with a lease of `ttl_ms`, waiting up to
+    /// `wait` while someone else holds it, from any node.
+    ///
+    /// Waiting is event-driven: the caller sleeps until this node applies a
+    /// lock change or until the holder's lease would run out, whichever
+    /// comes first; `on_wait` runs once, when the waiting starts.
+    /// [`RaftLock`] is the typed front; HTTP routes that hold a lock across
+    /// requests use this directly.
+    pub async fn acquire_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl_ms: u64,
+        wait: Duration,
+        on_wait: impl FnOnce() + Send,
+    ) -> Result<Acquisition, ClusterError> {
+        let mut on_wait = Some(on_wait);
         let deadline = Instant::now() + wait;
-        let mut changes = self.node.state_machine().subscribe();
+        let mut changes = self.state_machine().subscribe();
+        let mut waited = false;
         loop {
             let seen = changes.borrow_and_update().lock_changes;
             let sent = Instant::now();
             let op = Operation::LockAcquire {
                 name: name.to_owned(),
-                owner: self.owner.clone(),
+                owner: owner.to_owned(),
                 ttl_ms,
             };
-            match self.node.submit(op, None).await.map_err(lock_error)? {
+            match self.submit(op, None).await? {
                 CommandResponse::LockGranted { token, .. } => {
-                    tracing::debug!(target: TARGET, name, token, owner = %self.owner, "lock granted");
-                    return Ok(Some(RaftLockGuard {
-                        node: self.node.clone(),
-                        name: name.to_owned(),
-                        owner: self.owner.clone(),
+                    return Ok(Acquisition::Granted {
                         token,
-                        valid_until: Mutex::new(sent + ttl),
-                        done: AtomicBool::new(false),
-                    }));
+                        sent,
+                        waited,
+                    })
                 }
                 CommandResponse::LockHeld { remaining_ms, .. } => {
                     let now = Instant::now();
+                    let remaining = Duration::from_millis(remaining_ms);
                     if now >= deadline {
-                        return Ok(None);
+                        return Ok(Acquisition::Held { remaining, waited });
+                    }
+                    waited = true;
+                    if let Some(on_wait) = on_wait.take() {
+                        on_wait();
                     }
                     // Wake on the next lock change this node applies, or
                     // when the holder's lease would have run out.
-                    let lapse = (now + Duration::from_millis(remaining_ms)).min(deadline);
+                    let lapse = (now + remaining).min(deadline);
                     let _ = tokio::time::timeout_at(
                         lapse,
                         changes.wait_for(|a| a.lock_changes != seen),
                     )
                     .await;
                 }
-                other => return Err(unexpected(other)),
+                CommandResponse::Rejected { reason } => {
+                    return Err(ClusterError::InvalidRequest(reason))
+                }
+                other => {
+                    return Err(ClusterError::Other(
+                        format!("unexpected answer {other:?}").into(),
+                    ))
+                }
             }
         }
     }

@@ -14,10 +14,9 @@ use catga_cluster_core::protocol::{
 use catga_cluster_core::{ClusterCoordinator, ClusterError, Endpoint, NodeId, NodeInfo};
 use catga_cluster_raft::node::NodeStatus;
 use catga_cluster_raft::state_machine::limits;
-use catga_cluster_raft::{CasOutcome, CommandResponse, Operation, RaftNode};
+use catga_cluster_raft::{Acquisition, CasOutcome, CommandResponse, Operation, RaftNode};
 use http::header::{CONTENT_TYPE, IF_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use tokio::time::Instant;
 
 use super::{
     json, parse_json, read_body, resp, AppState, BodyDoc, ContentDoc, Limits, ResponseDoc, RouteDef,
@@ -485,49 +484,25 @@ async fn acquire_lock(
                     ms(state.limits.max_lock_wait)
                 )));
             }
-            let deadline = Instant::now() + wait;
-            let mut changes = node.state_machine().subscribe();
-            let mut waited = false;
-            loop {
-                let seen = changes.borrow_and_update().lock_changes;
-                let op = Operation::LockAcquire {
-                    name: name.clone(),
-                    owner: request.owner.clone(),
-                    ttl_ms,
-                };
-                let was_leader = node.is_leader();
-                let result = node.submit(op, None).await;
-                observe_forward(&state, was_leader, &result);
-                match result? {
-                    CommandResponse::LockGranted { token, .. } => {
-                        state.metrics.record_lock_grant();
-                        tracing::debug!(target: TARGET, lock = %name, token, "lock granted");
-                        return Ok(json(StatusCode::OK, &LockGrantDto { token, ttl_ms }));
-                    }
-                    CommandResponse::LockHeld { remaining_ms, .. } => {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            state.metrics.record_lock_held();
-                            return Err(Problem::lock_held(
-                                &name,
-                                Some(Duration::from_millis(remaining_ms)),
-                            ));
-                        }
-                        if !waited {
-                            waited = true;
-                            state.metrics.record_lock_wait();
-                        }
-                        // Wake on the next lock change this node applies, or when
-                        // the holder's lease would have run out.
-                        let lapse = (now + Duration::from_millis(remaining_ms)).min(deadline);
-                        let _ = tokio::time::timeout_at(
-                            lapse,
-                            changes.wait_for(|a| a.lock_changes != seen),
-                        )
-                        .await;
-                    }
-                    other => return Err(unexpected(other)),
+            let was_leader = node.is_leader();
+            let metrics = state.metrics.clone();
+            let result = node
+                .acquire_lock(&name, &request.owner, ttl_ms, wait, move || {
+                    metrics.record_lock_wait()
+                })
+                .await;
+            observe_forward(&state, was_leader, &result);
+            match result? {
+                Acquisition::Granted { token, .. } => {
+                    state.metrics.record_lock_grant();
+                    tracing::debug!(target: TARGET, lock = %name, token, "lock granted");
+                    Ok(json(StatusCode::OK, &LockGrantDto { token, ttl_ms }))
                 }
+                Acquisition::Held { remaining, .. } => {
+                    state.metrics.record_lock_held();
+                    Err(Problem::lock_held(&name, Some(remaining)))
+                }
+                _ => Err(Problem::internal()),
             }
         }
         .await,
