@@ -512,7 +512,7 @@ impl RaftNode {
     }
 
     /// The local state machine (reads are local; use
-    /// [`RaftNode::read`] for linearizable reads).
+    /// [`RaftNode::get`] for linearizable reads).
     pub fn state_machine(&self) -> &StateMachineStore {
         &self.inner.sm
     }
