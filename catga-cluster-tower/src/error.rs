@@ -1,8 +1,8 @@
 //! The errors of the middleware, one small type per failure.
 //!
-//! Every error reaches callers as a [`BoxError`](catga_cluster_core::BoxError),
+//! Every error reaches callers as a [`BoxError`],
 //! as tower does; downcast to these types (or to
-//! [`NotLeader`](catga_cluster_core::NotLeader)) to tell them apart.
+//! [`NotLeader`]) to tell them apart.
 //! `catga-cluster-axum` turns each into an `application/problem+json` answer.
 //!
 //! ```

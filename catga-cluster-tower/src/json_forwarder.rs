@@ -4,8 +4,8 @@
 //! `POST /cluster/forward/{command}` with the cluster secret and the hop
 //! count, and decodes the JSON answer, or the `application/problem+json`
 //! error: `not-leader` and `no-leader` come back as
-//! [`NotLeader`](catga_cluster_core::NotLeader), `hop-limit` as
-//! [`HopLimit`](crate::error::HopLimit), anything else as
+//! [`NotLeader`], `hop-limit` as
+//! [`HopLimit`], anything else as
 //! [`RemoteProblem`]. `catga-cluster-axum` serves the other end, dispatching
 //! by command name.
 
