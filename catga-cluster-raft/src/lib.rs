@@ -26,6 +26,9 @@
 //!
 //! * `test-util`: an in-process network with fault injection
 //!   ([`network::memory::MemoryNetwork`]).
+//! * `tls`: Raft RPCs over HTTPS to peers with `https://` endpoints, with
+//!   rustls 0.23 (ring provider) and a client configuration you supply
+//!   ([`NodeOptions::tls`]). [`rustls`] is re-exported so the versions match.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod kv;
@@ -37,6 +40,10 @@ pub mod snapshot_store;
 pub mod state_machine;
 mod transport;
 pub mod types;
+
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;
 
 pub use kv::CasOutcome;
 pub use lock::{Acquisition, RaftLock, RaftLockGuard};

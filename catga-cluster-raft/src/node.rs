@@ -103,6 +103,16 @@ pub struct NodeOptions {
     /// `detect_leader_failure` in the source: survivors stand one after the
     /// other once the leader lease has lapsed, instead of splitting votes).
     pub fast_failover: bool,
+    /// The TLS configuration of the Raft RPC client (`tls` feature): with
+    /// one, peers whose endpoints are `https://` are reached over TLS,
+    /// `http://` peers stay plain. Without one (the default), only
+    /// `http://` endpoints are reached.
+    ///
+    /// The caller chooses the roots: trust the CA that signed the peers'
+    /// certificates. Leave `alpn_protocols` empty (the client speaks
+    /// HTTP/1.1 only).
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for NodeOptions {
@@ -117,6 +127,8 @@ impl Default for NodeOptions {
             catch_up_timeout: Duration::from_secs(30),
             bootstrap: true,
             fast_failover: true,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -173,6 +185,29 @@ impl NodeOptions {
     /// Sets [`bootstrap`](NodeOptions::bootstrap).
     pub fn bootstrap(mut self, bootstrap: bool) -> Self {
         self.bootstrap = bootstrap;
+        self
+    }
+
+    /// Sets [`tls`](NodeOptions::tls): Raft RPCs to `https://` peers go
+    /// over TLS with `config`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use catga_cluster_raft::NodeOptions;
+    /// use catga_cluster_raft::rustls::{self, crypto::ring};
+    ///
+    /// # fn run(roots: rustls::RootCertStore) -> Result<(), rustls::Error> {
+    /// let config = rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots) // the CA of the peers' certificates
+    ///     .with_no_client_auth();
+    /// let options = NodeOptions::default().tls(Arc::new(config));
+    /// # let _ = options; Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 }
@@ -280,6 +315,7 @@ impl RaftNodeBuilder {
             Transport::Http => NetworkFactory::Http(Box::new(HttpNetworkFactory::new(
                 local.id,
                 config.secret.as_ref(),
+                &self.options,
             ))),
             #[cfg(feature = "test-util")]
             Transport::Memory(net) => NetworkFactory::Memory(net.factory(local.id)),

@@ -11,6 +11,13 @@
 //! Failures are typed: [`ForwardFailed`] (with
 //! [`is_connect`](ForwardFailed::is_connect) when no connection could be
 //! made) and [`ForwardTimeout`] when the request's deadline passes.
+//!
+//! # TLS
+//!
+//! With the `tls` feature, [`HttpForwarder::with_tls`] reaches leaders whose
+//! endpoints are `https://` over TLS (and `http://` ones plain); a failed
+//! handshake is a connect failure. [`HttpForwarder::new`] reaches `http://`
+//! endpoints only.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -30,6 +37,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
 
+use crate::connector::{self, Connector};
 use crate::error::{ForwardFailed, ForwardFailureKind, ForwardTimeout};
 use crate::problem::ResponseBody;
 
@@ -48,7 +56,7 @@ pub type DefaultResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 ///
 /// Cloning shares the connection pool.
 pub struct HttpForwarder<RB = DefaultResponseBody> {
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<Connector, ProxyBody>,
     _body: PhantomData<fn() -> RB>,
 }
 
@@ -74,11 +82,38 @@ impl<RB> Default for HttpForwarder<RB> {
 }
 
 impl<RB> HttpForwarder<RB> {
-    /// A forwarder with its own connection pool.
+    /// A forwarder with its own connection pool, for `http://` leaders.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Self::with_connector(connector::plain(tcp()))
+    }
+
+    /// A forwarder with its own connection pool that reaches `https://`
+    /// leaders over TLS with `config`, and `http://` leaders plain.
+    ///
+    /// The caller chooses the roots: trust the CA that signed the nodes'
+    /// certificates. Leave `alpn_protocols` empty (the client speaks
+    /// HTTP/1.1 only).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use catga_cluster_tower::rustls::{self, crypto::ring};
+    /// use catga_cluster_tower::HttpForwarder;
+    ///
+    /// # fn run(roots: rustls::RootCertStore) -> Result<(), rustls::Error> {
+    /// let config = rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let forwarder: HttpForwarder = HttpForwarder::with_tls(Arc::new(config));
+    /// # let _ = forwarder; Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn with_tls(config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        Self::with_connector(connector::tls(tcp(), config))
+    }
+
+    fn with_connector(connector: Connector) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
@@ -87,6 +122,14 @@ impl<RB> HttpForwarder<RB> {
             _body: PhantomData,
         }
     }
+}
+
+/// TCP with no-delay and a 2 s connect timeout.
+fn tcp() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector
 }
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1, plus those named in

@@ -8,6 +8,9 @@
 //! [`HopLimit`], anything else as
 //! [`RemoteProblem`]. `catga-cluster-axum` serves the other end, dispatching
 //! by command name.
+//!
+//! With the `tls` feature, [`JsonForwarder::with_tls`] reaches leaders whose
+//! endpoints are `https://` over TLS (and `http://` ones plain).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -32,6 +35,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower_service::Service;
 
+use crate::connector::{self, Connector};
 use crate::error::{ForwardFailed, ForwardFailureKind, ForwardTimeout, HopLimit, RemoteProblem};
 
 /// The largest answer accepted, in bytes.
@@ -40,7 +44,7 @@ const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// Forwards typed commands to the leader as JSON; see the
 /// [module docs](self).
 pub struct JsonForwarder<Req, Resp> {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     command: Arc<str>,
     authorization: Option<HeaderValue>,
     _types: PhantomData<fn(Req) -> Resp>,
@@ -70,9 +74,27 @@ impl<Req, Resp> JsonForwarder<Req, Resp> {
     /// A forwarder for the command registered under `command` on the
     /// leader, sending `secret` as a bearer token.
     pub fn new(command: impl Into<String>, secret: Option<&ClusterSecret>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Self::with_connector(command.into(), secret, connector::plain(tcp()))
+    }
+
+    /// Like [`new`](JsonForwarder::new), but reaches `https://` leaders over
+    /// TLS with `config` (and `http://` leaders plain). Leave `config`'s
+    /// `alpn_protocols` empty (the client speaks HTTP/1.1 only).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn with_tls(
+        command: impl Into<String>,
+        secret: Option<&ClusterSecret>,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        Self::with_connector(command.into(), secret, connector::tls(tcp(), config))
+    }
+
+    fn with_connector(
+        command: String,
+        secret: Option<&ClusterSecret>,
+        connector: Connector,
+    ) -> Self {
         let client = Client::builder(TokioExecutor::new()).build(connector);
         let authorization = secret.and_then(|s| {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", s.expose())).ok()?;
@@ -81,11 +103,19 @@ impl<Req, Resp> JsonForwarder<Req, Resp> {
         });
         JsonForwarder {
             client,
-            command: command.into().into(),
+            command: command.into(),
             authorization,
             _types: PhantomData,
         }
     }
+}
+
+/// TCP with no-delay and a 2 s connect timeout.
+fn tcp() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector
 }
 
 #[derive(serde::Deserialize)]

@@ -67,9 +67,16 @@
 //!
 //! `leader-only`, `forward`, `http-forwarder`, `json-forwarder`, `axum`
 //! (axum's body type for the HTTP forwarder), and `full` (all, the default).
+//!
+//! `tls` (off by default, not in `full`): `HttpForwarder::with_tls` and
+//! `JsonForwarder::with_tls` forward to leaders with `https://` endpoints
+//! over rustls 0.23 (ring provider) with a client configuration you supply;
+//! `rustls` is re-exported so the versions match.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod builder;
+#[cfg(any(feature = "http-forwarder", feature = "json-forwarder"))]
+mod connector;
 pub mod error;
 #[cfg(feature = "forward")]
 pub mod forward;
@@ -81,6 +88,10 @@ pub mod json_forwarder;
 pub mod leader_only;
 #[cfg(feature = "http-forwarder")]
 pub mod problem;
+
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;
 
 pub use builder::ServiceBuilderExt;
 #[cfg(feature = "forward")]

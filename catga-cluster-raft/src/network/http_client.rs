@@ -4,6 +4,10 @@
 //! kept alive and reused across RPCs. Each RPC is bounded by openraft's hard
 //! TTL; a connection that cannot be made is reported as `Unreachable`, so
 //! openraft backs off from that peer instead of hammering it.
+//!
+//! With the `tls` feature and [`NodeOptions::tls`](crate::NodeOptions::tls)
+//! set, peers whose endpoints are `https://` are reached over TLS (a failed
+//! handshake is `Unreachable` too); `http://` peers stay plain.
 
 use std::time::Duration;
 
@@ -20,12 +24,14 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::connector::{self, Connector};
 use super::{decode, encode, Failure, CONTENT_TYPE};
+use crate::node::NodeOptions;
 
 /// The largest RPC answer accepted, in bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// Builds one [`HttpNetwork`] per peer, all sharing one pooled client.
 #[derive(Clone)]
@@ -45,12 +51,24 @@ impl std::fmt::Debug for HttpNetworkFactory {
 }
 
 impl HttpNetworkFactory {
-    /// A factory for node `local`, sending `secret` as a bearer token.
-    pub(crate) fn new(local: NodeId, secret: Option<&ClusterSecret>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        connector.enforce_http(true);
+    /// A factory for node `local`, sending `secret` as a bearer token, with
+    /// TLS as `options` say.
+    pub(crate) fn new(
+        local: NodeId,
+        secret: Option<&ClusterSecret>,
+        #[cfg_attr(not(feature = "tls"), allow(unused_variables))] options: &NodeOptions,
+    ) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        http.enforce_http(true);
+        #[cfg(feature = "tls")]
+        let connector = match &options.tls {
+            Some(config) => connector::tls(http, config.clone()),
+            None => connector::plain(http),
+        };
+        #[cfg(not(feature = "tls"))]
+        let connector = connector::plain(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(8)

@@ -1,0 +1,80 @@
+//! The connector of the pooled HTTP client: plain TCP, or — with the `tls`
+//! feature and a rustls client configuration — https-or-http, so peers
+//! whose endpoints are `https://` get TLS and the others plain HTTP.
+
+#[cfg(not(feature = "tls"))]
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// The connector type of the client: `HttpConnector` without the `tls`
+/// feature.
+#[cfg(not(feature = "tls"))]
+pub(crate) type Connector = HttpConnector;
+
+/// A connector over `http` alone (which keeps its own `enforce_http`).
+#[cfg(not(feature = "tls"))]
+pub(crate) fn plain(http: HttpConnector) -> Connector {
+    http
+}
+
+#[cfg(feature = "tls")]
+pub(crate) use self::tls::{plain, tls, Connector};
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use http::Uri;
+    use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpStream;
+    use tower_service::Service;
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    /// Plain HTTP, or https-or-http with a rustls configuration.
+    #[derive(Clone, Debug)]
+    pub(crate) enum Connector {
+        Plain(HttpConnector),
+        Tls(HttpsConnector<HttpConnector>),
+    }
+
+    /// A connector over `http` alone (which keeps its own `enforce_http`).
+    pub(crate) fn plain(http: HttpConnector) -> Connector {
+        Connector::Plain(http)
+    }
+
+    /// A connector that speaks TLS to `https://` URIs with `config` and
+    /// plain HTTP to `http://` ones. `config`'s ALPN list is used as given:
+    /// leave it empty (or `http/1.1`), the client speaks HTTP/1.1 only.
+    pub(crate) fn tls(mut http: HttpConnector, config: Arc<rustls::ClientConfig>) -> Connector {
+        http.enforce_http(false);
+        Connector::Tls(HttpsConnector::from((http, config)))
+    }
+
+    impl Service<Uri> for Connector {
+        type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+        type Error = BoxError;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            match self {
+                Connector::Plain(http) => http.poll_ready(cx).map_err(Into::into),
+                Connector::Tls(https) => https.poll_ready(cx),
+            }
+        }
+
+        fn call(&mut self, uri: Uri) -> Self::Future {
+            match self {
+                Connector::Plain(http) => {
+                    let connecting = http.call(uri);
+                    Box::pin(async move { Ok(MaybeHttpsStream::Http(connecting.await?)) })
+                }
+                Connector::Tls(https) => https.call(uri),
+            }
+        }
+    }
+}
