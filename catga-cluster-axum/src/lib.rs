@@ -48,13 +48,18 @@
 //! * [`edge`]: `x-catga-served-by`, the opt-in `307` redirect mode and
 //!   forward metrics, for your own cluster-aware routes too.
 //! * [`serve()`]: stop accepting, hand over, drain, exit; with
-//!   [`HandshakeListener`] for TLS (bring your own acceptor).
+//!   [`HandshakeListener`] for TLS (any acceptor, or the `tls` feature's
+//!   rustls one).
 //!
 //! # Features
 //!
 //! * `raft` (default): the routes backed by `catga_cluster_raft::RaftNode`
 //!   ([`ClusterRoutes::raft`]). Without it the crate works with any
 //!   [`ClusterCoordinator`](catga_cluster_core::ClusterCoordinator).
+//! * `tls` (off by default): `tls::rustls_acceptor`, the handshake that
+//!   makes a [`HandshakeListener`] serve HTTPS with rustls 0.23 (ring
+//!   provider); it also turns on TLS for the clients — the `tls` features of
+//!   `catga-cluster-tower` and, with `raft`, `catga-cluster-raft`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The request bodies are read by the Raft-backed routes only.
@@ -70,6 +75,9 @@ mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod serve;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 
 pub use commands::CommandRegistry;
 pub use edge::EdgeLayer;

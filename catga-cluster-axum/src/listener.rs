@@ -2,13 +2,25 @@
 //!
 //! [`serve`](crate::serve()) takes any [`axum::serve::Listener`]. To serve
 //! HTTPS, wrap the TCP listener in a [`HandshakeListener`] whose handshake
-//! is your TLS acceptor, for example `tokio_rustls::TlsAcceptor::accept`:
+//! is your TLS acceptor: with the `tls` feature, `tls::rustls_acceptor`;
+//! otherwise any async fn from the accepted stream to an
+//! `io::Result` of a stream, such as `tokio_rustls::TlsAcceptor::accept`:
 //!
-//! ```ignore
-//! let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(rustls_server_config));
-//! let tcp = tokio::net::TcpListener::bind("0.0.0.0:5000").await?;
-//! let listener = HandshakeListener::new(tcp, move |stream| acceptor.accept(stream));
-//! catga_cluster_axum::serve(listener, app, shutdown).await?;
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # async fn run(
+//! #     server_config: std::sync::Arc<catga_cluster_axum::tls::rustls::ServerConfig>,
+//! #     app: axum::Router,
+//! # ) -> std::io::Result<()> {
+//! use catga_cluster_axum::{serve, tls, HandshakeListener};
+//!
+//! let tcp = tokio::net::TcpListener::bind("0.0.0.0:5443").await?;
+//! let listener = HandshakeListener::new(tcp, tls::rustls_acceptor(server_config))?;
+//! serve(listener, app, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
 //! ```
 //!
 //! Handshakes run concurrently, each bounded by a timeout (default 10 s),
@@ -16,8 +28,9 @@
 //! handshake cannot hold up the accept loop. A failed handshake drops the
 //! connection and is logged at debug level.
 //!
-//! This crate does not depend on a TLS library: the handshake is yours, so
-//! the choice of rustls crypto provider (and its build cost) is too.
+//! Without the `tls` feature this crate does not depend on a TLS library:
+//! the handshake is yours, so the choice of TLS library, crypto provider
+//! (and its build cost) is too.
 
 use std::fmt;
 use std::future::Future;

@@ -22,9 +22,11 @@
 //! # TLS
 //!
 //! `serve` accepts any [`axum::serve::Listener`] whose address is a
-//! [`SocketAddr`]: wrap a `TcpListener` and a `tokio_rustls::TlsAcceptor`
-//! in a listener of your own to serve HTTPS (see `docs/http.md`), and
-//! advertise `https://` endpoints so redirects and peers use TLS.
+//! [`SocketAddr`]: wrap a `TcpListener` in a
+//! [`HandshakeListener`](crate::HandshakeListener) with a TLS handshake (the
+//! `tls` feature's `tls::rustls_acceptor`, or your own) to serve HTTPS (see
+//! `docs/http.md`), and advertise `https://` endpoints so redirects and
+//! peers use TLS.
 //!
 //! ```no_run
 //! use axum::Router;

@@ -1,0 +1,63 @@
+//! HTTPS with rustls: [`rustls_acceptor`] is the handshake of a
+//! [`HandshakeListener`](crate::HandshakeListener), so [`serve()`](crate::serve())
+//! serves TLS connections.
+//!
+//! rustls 0.23 with the ring crypto provider; the server configuration
+//! (certificate chain, key, client authentication) is yours. Leave its
+//! `alpn_protocols` empty or set it to `http/1.1`: the server speaks
+//! HTTP/1.1. Advertise `https://` endpoints in the cluster configuration so
+//! peers, forwarders and redirects use TLS, and give the clients a
+//! configuration that trusts your CA:
+//! `catga_cluster_raft::NodeOptions::tls`,
+//! `catga_cluster_tower::HttpForwarder::with_tls` and
+//! `catga_cluster_tower::JsonForwarder::with_tls`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::Router;
+//! use catga_cluster_axum::tls::{rustls, rustls_acceptor};
+//! use catga_cluster_axum::{serve, HandshakeListener};
+//! use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+//!
+//! # async fn run(
+//! #     chain: Vec<CertificateDer<'static>>,
+//! #     key: PrivateKeyDer<'static>,
+//! #     app: Router,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = Arc::new(rustls::crypto::ring::default_provider());
+//! let config = rustls::ServerConfig::builder_with_provider(provider)
+//!     .with_safe_default_protocol_versions()?
+//!     .with_no_client_auth()
+//!     .with_single_cert(chain, key)?;
+//!
+//! let tcp = tokio::net::TcpListener::bind("0.0.0.0:5443").await?;
+//! let listener = HandshakeListener::new(tcp, rustls_acceptor(Arc::new(config)))?;
+//! serve(listener, app, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use rustls;
+pub use tokio_rustls::server::TlsStream;
+pub use tokio_rustls::Accept;
+
+/// The TLS handshake for a [`HandshakeListener`](crate::HandshakeListener):
+/// accepts a connection with `config`; see the [module docs](self).
+///
+/// The listener bounds each handshake with its timeout and drops the
+/// connections whose handshake fails.
+pub fn rustls_acceptor<I>(
+    config: Arc<rustls::ServerConfig>,
+) -> impl Fn(I) -> Accept<I> + Clone + Send + Sync + 'static
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    move |io| acceptor.accept(io)
+}

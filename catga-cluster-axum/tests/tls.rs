@@ -1,0 +1,243 @@
+//! HTTPS end to end (`tls` feature), with certificates made by rcgen: a
+//! three-node Raft cluster whose nodes serve their routes over TLS and talk
+//! Raft over TLS, and `HttpForwarder::with_tls` forwarding to an HTTPS
+//! leader — and failing to connect when it does not trust the leader's CA.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::post;
+use axum::Router;
+use catga_cluster_axum::tls::{rustls, rustls_acceptor};
+use catga_cluster_axum::{serve, ClusterRoutes, HandshakeListener};
+use catga_cluster_core::config::ClusterConfig;
+use catga_cluster_core::testing::ManualCoordinator;
+use catga_cluster_core::{ClusterCoordinator, Endpoint, NodeId, NodeInfo};
+use catga_cluster_raft::{NodeOptions, RaftNode, Storage};
+use catga_cluster_tower::{ForwardToLeaderLayer, HttpForwarder};
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tower::ServiceExt;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A test CA and a certificate it signed for `127.0.0.1` and `localhost`.
+struct Pki {
+    ca: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &*ca)
+        .unwrap();
+    Pki {
+        ca: ca.der().clone(),
+        chain: vec![leaf.der().clone()],
+        key: PrivateKeyDer::from(key),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn server_config(pki: &Pki) -> Arc<ServerConfig> {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+        .unwrap();
+    Arc::new(config)
+}
+
+/// A client configuration trusting `ca`, or nothing at all.
+fn client_config(ca: Option<&CertificateDer<'static>>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    if let Some(ca) = ca {
+        roots.add(ca.clone()).unwrap();
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Serves `app` over HTTPS on `listener` until `stop` fires.
+fn serve_tls(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    app: Router,
+    stop: oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let listener = HandshakeListener::new(listener, rustls_acceptor(config)).unwrap();
+    tokio::spawn(
+        serve(listener, app, async {
+            let _ = stop.await;
+        })
+        .drain_timeout(Duration::from_secs(5))
+        .into_future(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_elects_and_replicates_over_https() {
+    let pki = pki();
+    let server = server_config(&pki);
+    let client = client_config(Some(&pki.ca));
+
+    let mut listeners = Vec::new();
+    let mut infos = Vec::new();
+    for i in 1..=3u64 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        infos.push(NodeInfo::new(
+            NodeId::new(i),
+            Endpoint::parse(&format!("https://{addr}")).unwrap(),
+        ));
+        listeners.push(listener);
+    }
+    let mut nodes = Vec::new();
+    let mut servers = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let others = infos
+            .iter()
+            .filter(|n| n.id != infos[i].id)
+            .cloned()
+            .collect();
+        let config = ClusterConfig::new(infos[i].clone(), others).unwrap();
+        let raft = RaftNode::builder(config)
+            .storage(Storage::Memory)
+            .options(NodeOptions::default().tls(client.clone()))
+            .start()
+            .await
+            .unwrap();
+        let app = ClusterRoutes::raft(raft.clone()).mount(Router::new());
+        let (stop, stopped) = oneshot::channel();
+        servers.push((stop, serve_tls(listener, server.clone(), app, stopped)));
+        nodes.push(raft);
+    }
+
+    // Elections and heartbeats travel over TLS: every node learns the leader.
+    let mut leader_id = None;
+    for node in &nodes {
+        let leader = node.wait_for_leader(DEADLINE).await.unwrap();
+        leader_id.get_or_insert(leader.id);
+    }
+    let leader = nodes
+        .iter()
+        .find(|n| Some(n.node().id) == leader_id)
+        .unwrap();
+    let mut leadership = leader.subscribe();
+    tokio::time::timeout(DEADLINE, leadership.wait_for(|l| l.is_leader()))
+        .await
+        .expect("the leader's lease holds in time")
+        .unwrap();
+
+    // A write replicates to every node over TLS.
+    let revision = leader.put("greeting", b"hello".to_vec()).await.unwrap();
+    for node in &nodes {
+        node.raft()
+            .wait(Some(DEADLINE))
+            .applied_index_at_least(Some(revision), "the put is applied")
+            .await
+            .unwrap();
+        let value = node.state_machine().get("greeting").unwrap();
+        assert_eq!(value.value, b"hello");
+    }
+
+    for (stop, server) in servers {
+        let _ = stop.send(());
+        server.abort();
+    }
+    for node in &nodes {
+        node.stop_now().await;
+    }
+}
+
+/// An HTTPS "leader" answering `POST /orders` with `leader`.
+async fn https_leader(pki: &Pki) -> (NodeInfo, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/orders", post(|| async { "leader" }));
+    let (stop, stopped) = oneshot::channel();
+    serve_tls(listener, server_config(pki), app, stopped);
+    let info = NodeInfo::new(
+        NodeId::new(2),
+        Endpoint::parse(&format!("https://{addr}")).unwrap(),
+    );
+    (info, stop)
+}
+
+/// A follower of `leader` whose writes go through `forwarder`.
+fn follower(leader: NodeInfo, forwarder: HttpForwarder) -> Router {
+    let coordinator = ManualCoordinator::new_follower();
+    coordinator.set_follower(Some(leader));
+    Router::new()
+        .route("/orders", post(|| async { "follower" }))
+        .layer(ForwardToLeaderLayer::with_forwarder(coordinator, forwarder).max_retries(0))
+}
+
+fn order() -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/orders")
+        .body(Body::from("{}"))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_http_forwarder_reaches_an_https_leader() {
+    let pki = pki();
+    let (leader, _stop) = https_leader(&pki).await;
+    let app = follower(
+        leader,
+        HttpForwarder::with_tls(client_config(Some(&pki.ca))),
+    );
+
+    let response = tokio::time::timeout(DEADLINE, app.oneshot(order()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "leader");
+}
+
+#[tokio::test]
+async fn a_forwarder_that_does_not_trust_the_leader_fails_to_connect() {
+    let pki = pki();
+    let (leader, _stop) = https_leader(&pki).await;
+    let app = follower(leader, HttpForwarder::with_tls(client_config(None)));
+
+    let response = tokio::time::timeout(DEADLINE, app.oneshot(order()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("forward-failed"),
+        "{problem}"
+    );
+}
