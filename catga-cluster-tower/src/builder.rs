@@ -17,6 +17,7 @@ mod sealed {
 /// Adds the cluster middleware to [`ServiceBuilder`].
 ///
 /// ```
+/// # #[cfg(feature = "leader-only")] {
 /// use catga_cluster_core::testing::ManualCoordinator;
 /// use catga_cluster_tower::ServiceBuilderExt;
 /// use tower::{service_fn, ServiceBuilder};
@@ -25,6 +26,7 @@ mod sealed {
 /// let _svc = ServiceBuilder::new()
 ///     .leader_only(coord)
 ///     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) }));
+/// # }
 /// ```
 pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Serves only on the leader ([`LeaderOnlyLayer::new`]).

@@ -20,22 +20,49 @@ use catga_cluster_core::{BoxError, NodeInfo};
 
 pub use catga_cluster_core::{NotLeader, NotLeaderReason};
 
-/// A request arrived already forwarded as often as allowed, so it is not
-/// forwarded again.
+/// A request arrived already forwarded as often as allowed (or with a hop
+/// count that is not a number), so it is not forwarded again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("request already forwarded {hops} times (limit {limit})")]
+#[error("{}", self.describe())]
 #[non_exhaustive]
 pub struct HopLimit {
-    /// The hop count the request carried.
+    /// The hop count the request carried (`u32::MAX` when it was malformed).
     pub hops: u32,
     /// The configured limit.
     pub limit: u32,
+    /// The hop-count header was not a number.
+    pub malformed: bool,
 }
 
 impl HopLimit {
     /// A request that carried `hops` against a limit of `limit`.
     pub fn new(hops: u32, limit: u32) -> Self {
-        HopLimit { hops, limit }
+        HopLimit {
+            hops,
+            limit,
+            malformed: false,
+        }
+    }
+
+    /// A request whose hop count header is not a number: refused as if it
+    /// had reached the limit.
+    pub fn malformed() -> Self {
+        HopLimit {
+            hops: u32::MAX,
+            limit: 0,
+            malformed: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.malformed {
+            "the x-catga-forwarded header is not a hop count; the request is not forwarded".into()
+        } else {
+            format!(
+                "request already forwarded {} times (limit {})",
+                self.hops, self.limit
+            )
+        }
     }
 }
 
@@ -100,6 +127,23 @@ impl ForwardTimeout {
     /// The leader at `leader` did not answer within `after`.
     pub fn new(leader: NodeInfo, after: Duration) -> Self {
         ForwardTimeout { leader, after }
+    }
+}
+
+impl RemoteProblem {
+    /// A problem the leader answered with.
+    pub fn new(
+        status: u16,
+        problem_type: impl Into<String>,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        RemoteProblem {
+            status,
+            problem_type: problem_type.into(),
+            title: title.into(),
+            detail: detail.into(),
+        }
     }
 }
 

@@ -222,17 +222,13 @@ where
             Err(match problem.problem_type.as_str() {
                 "not-leader" => hint(&parts.headers, NotLeaderReason::NotLeader).into(),
                 "no-leader" => hint(&parts.headers, NotLeaderReason::NoLeader).into(),
-                "hop-limit" => HopLimit {
-                    hops: forward.hops,
-                    limit: forward.hops,
-                }
-                .into(),
-                _ => RemoteProblem {
-                    status: parts.status.as_u16(),
-                    problem_type: problem.problem_type,
-                    title: problem.title,
-                    detail: problem.detail,
-                }
+                "hop-limit" => HopLimit::new(forward.hops, forward.hops).into(),
+                _ => RemoteProblem::new(
+                    parts.status.as_u16(),
+                    problem.problem_type,
+                    problem.title,
+                    problem.detail,
+                )
                 .into(),
             })
         })

@@ -34,6 +34,7 @@
 //! (the seed's `GrpcClusterForwarder`):
 //!
 //! ```
+//! # #[cfg(feature = "forward")] {
 //! use std::future::{ready, Ready};
 //! use std::task::{Context, Poll};
 //! use catga_cluster_core::{BoxError, ForwardRequest};
@@ -61,6 +62,7 @@
 //! let coord = ManualCoordinator::new_follower();
 //! let layer = ForwardToLeaderLayer::with_forwarder(coord, GrpcForwarder).policy(PlainPolicy);
 //! let _svc = layer.layer(service_fn(|r: String| async move { Ok::<_, BoxError>(r) }));
+//! # }
 //! ```
 //!
 //! # Features

@@ -271,9 +271,15 @@ impl<S, C, F, P> Held<S, C, F, P> {
         let mut rx = self.coordinator.subscribe();
         let mut attempts = 0;
         let mut failed_leader: Option<NodeId> = None;
+        // The error of a failed forward, answered if no retry can be made.
+        let mut last_error: Option<BoxError> = None;
         loop {
-            // Wait (bounded) for somewhere to send the request.
-            let hold_until = Instant::now() + self.settings.hold;
+            // Wait (bounded, and never past the request's deadline) for
+            // somewhere to send the request.
+            let mut hold_until = Instant::now() + self.settings.hold;
+            if let Some(deadline) = self.deadline {
+                hold_until = hold_until.min(deadline);
+            }
             let destination = loop {
                 let snapshot = rx.borrow_and_update().clone();
                 match target(&snapshot, me) {
@@ -283,6 +289,10 @@ impl<S, C, F, P> Held<S, C, F, P> {
                 }
                 let changed = tokio::time::timeout_at(hold_until, rx.changed()).await;
                 if !matches!(changed, Ok(Ok(()))) {
+                    if let Some(error) = last_error {
+                        // No other leader to retry with: the failure stands.
+                        return Err(error);
+                    }
                     tracing::info!(target: TARGET, hold = ?self.settings.hold, "no leader within the hold time");
                     return Err(NotLeader::new(NotLeaderReason::NoLeader).into());
                 }
@@ -312,6 +322,7 @@ impl<S, C, F, P> Held<S, C, F, P> {
                     failed_leader = Some(leader.id);
                     spare = self.policy.clone_for_retry(&next);
                     req = next;
+                    last_error = Some(error);
                 }
                 _ => return Err(error),
             }

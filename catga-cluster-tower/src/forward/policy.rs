@@ -70,10 +70,7 @@ where
                 .to_str()
                 .ok()
                 .and_then(|v| v.trim().parse::<u32>().ok())
-                .ok_or(HopLimit {
-                    hops: u32::MAX,
-                    limit: 0,
-                }),
+                .ok_or_else(HopLimit::malformed),
         }
     }
 
