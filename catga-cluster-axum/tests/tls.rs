@@ -121,7 +121,13 @@ async fn a_cluster_elects_and_replicates_over_https() {
             .filter(|n| n.id != infos[i].id)
             .cloned()
             .collect();
-        let config = ClusterConfig::new(infos[i].clone(), others).unwrap();
+        let mut config = ClusterConfig::new(infos[i].clone(), others).unwrap();
+        // A TLS handshake in an unoptimised test build on a loaded 2-core
+        // machine can outlast the default 50 ms RPC deadline (the heartbeat
+        // interval): give the first connections room.
+        config.heartbeat_interval = Duration::from_millis(200);
+        config.election_timeout_min = Duration::from_millis(1000);
+        config.election_timeout_max = Duration::from_millis(2000);
         let raft = RaftNode::builder(config)
             .storage(Storage::Memory)
             .options(NodeOptions::default().tls(client.clone()))

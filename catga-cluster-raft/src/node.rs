@@ -350,6 +350,7 @@ impl RaftNodeBuilder {
             network,
             transferring: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
+            claim: LeaseWord::new(),
             stopped: AtomicBool::new(false),
             lease,
             handover_timeout,
@@ -429,6 +430,8 @@ pub(crate) struct Inner {
     transferring: AtomicBool,
     /// Set for good by `retire`: the node no longer claims leadership.
     retiring: AtomicBool,
+    /// The published leadership in one word, for a lock-free `is_leader()`.
+    claim: LeaseWord,
     stopped: AtomicBool,
     lease: Duration,
     handover_timeout: Duration,
@@ -439,6 +442,46 @@ pub(crate) struct Inner {
     watcher: Mutex<Option<JoinHandle<()>>>,
     #[cfg(feature = "test-util")]
     memory: Option<crate::network::memory::MemoryNetwork>,
+}
+
+/// The leadership claim in a single atomic word: 0 when this node does not
+/// lead under a valid lease, otherwise one plus the lease deadline in
+/// nanoseconds since `base` (`u64::MAX`: no deadline). One word, so a reader
+/// never combines a claim with another snapshot's deadline.
+struct LeaseWord {
+    base: Instant,
+    word: AtomicU64,
+}
+
+impl LeaseWord {
+    fn new() -> Self {
+        LeaseWord {
+            base: Instant::now(),
+            word: AtomicU64::new(0),
+        }
+    }
+
+    fn store(&self, snapshot: &Leadership) {
+        let claims =
+            snapshot.role == Role::Leader && snapshot.lease_valid && !snapshot.transferring;
+        let word = match (claims, snapshot.lease_deadline) {
+            (false, _) => 0,
+            (true, None) => u64::MAX,
+            (true, Some(deadline)) => {
+                let nanos = deadline.saturating_duration_since(self.base).as_nanos();
+                u64::try_from(nanos).unwrap_or(u64::MAX).min(u64::MAX - 2) + 1
+            }
+        };
+        self.word.store(word, Ordering::Release);
+    }
+
+    fn is_leader(&self) -> bool {
+        match self.word.load(Ordering::Acquire) {
+            0 => false,
+            u64::MAX => true,
+            word => Instant::now() < self.base + Duration::from_nanos(word - 1),
+        }
+    }
 }
 
 impl Inner {
@@ -984,6 +1027,7 @@ impl RaftNode {
             l.lease_valid = false;
             l.lease_deadline = None;
             l.epoch += 1;
+            self.inner.claim.store(l);
         });
         tracing::info!(target: TARGET, node_id = %self.inner.info.id, "raft node stopped");
     }
@@ -1072,6 +1116,7 @@ fn publish(inner: &Inner, mut next: Leadership) {
         }
         if only_deadline {
             current.lease_deadline = next.lease_deadline;
+            inner.claim.store(current);
             return false;
         }
         next.epoch += 1;
@@ -1085,6 +1130,7 @@ fn publish(inner: &Inner, mut next: Leadership) {
             "leadership changed"
         );
         *current = next;
+        inner.claim.store(current);
         true
     });
 }
@@ -1197,8 +1243,9 @@ impl ClusterCoordinator for RaftNode {
         self.inner.leadership.borrow().clone()
     }
 
+    /// Lock-free: one atomic load and, while leading, one clock read.
     fn is_leader(&self) -> bool {
-        self.inner.leadership.borrow().is_leader()
+        self.inner.claim.is_leader()
     }
 
     async fn ensure_leader(&self) -> Result<LeaderFence, NotLeader> {
