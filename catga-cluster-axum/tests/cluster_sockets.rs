@@ -486,8 +486,19 @@ async fn graceful_shutdown_of_the_leader_loses_no_write() {
 
     // A survivor leads, and every acknowledged write is there.
     let survivor = cluster.nodes.iter().find(|n| n.id != leader_id).unwrap();
-    let new_leader = survivor.raft.wait_for_leader(DEADLINE).await.unwrap();
-    assert_ne!(new_leader.id, leader_id);
+    // A survivor may still hold the old leader in its snapshot for a moment:
+    // wait (bounded) until it names another one.
+    let mut view = survivor.raft.subscribe();
+    let new_leader = tokio::time::timeout(
+        DEADLINE,
+        view.wait_for(|l| l.leader_id().is_some_and(|id| id != leader_id)),
+    )
+    .await
+    .expect("a new leader within the deadline")
+    .unwrap()
+    .leader_id()
+    .unwrap();
+    assert_ne!(new_leader, leader_id);
     for (key, (value, revision)) in &all {
         let reply = http
             .call(
