@@ -22,6 +22,8 @@
 //!   environment variables.
 //! * `serde`: serialisation of the public types.
 //! * `test-util`: [`testing::ManualCoordinator`].
+//! * `http-client`: [`connector`], the connector the other crates' pooled
+//!   HTTP clients share; `tls` adds https-or-http over rustls to it.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod coordinator;
@@ -35,6 +37,9 @@ pub mod singleton;
 
 #[cfg(feature = "config")]
 pub mod config;
+
+#[cfg(feature = "http-client")]
+pub mod connector;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -37,9 +37,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
 
-use crate::connector::{self, Connector};
 use crate::error::{ForwardFailed, ForwardFailureKind, ForwardTimeout};
 use crate::problem::ResponseBody;
+use catga_cluster_core::connector::{self, Connector};
 
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 

@@ -35,8 +35,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower_service::Service;
 
-use crate::connector::{self, Connector};
 use crate::error::{ForwardFailed, ForwardFailureKind, ForwardTimeout, HopLimit, RemoteProblem};
+use catga_cluster_core::connector::{self, Connector};
 
 /// The largest answer accepted, in bytes.
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;

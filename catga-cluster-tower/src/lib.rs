@@ -77,8 +77,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod builder;
-#[cfg(any(feature = "http-forwarder", feature = "json-forwarder"))]
-mod connector;
 pub mod error;
 #[cfg(feature = "forward")]
 pub mod forward;

@@ -24,9 +24,9 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::connector::{self, Connector};
 use super::{decode, encode, Failure, CONTENT_TYPE};
 use crate::node::NodeOptions;
+use catga_cluster_core::connector::{self, Connector};
 
 /// The largest RPC answer accepted, in bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;

@@ -34,7 +34,6 @@ use crate::node::{Inner, RaftNode};
 use crate::state_machine::{KvValue, LockState};
 use crate::types::{CommandResponse, Operation, Raft, TypeConfig};
 
-mod connector;
 pub(crate) mod http_client;
 #[cfg(feature = "test-util")]
 pub mod memory;

@@ -60,8 +60,10 @@ pub fn router(node: RaftNode) -> Router {
     let orders = Router::new()
         .route(
             "/orders",
+            // A write waits up to 3 s for an election or hand-over to
+            // finish instead of failing (the default hold is 600 ms).
             post(create_order)
-                .layer(ForwardToLeaderLayer::new(node.clone()))
+                .layer(ForwardToLeaderLayer::new(node.clone()).hold_timeout(Duration::from_secs(3)))
                 .get(list_orders),
         )
         .route("/orders/{id}", get(get_order))

@@ -1,4 +1,5 @@
-//! The connector of the forwarders' pooled HTTP clients: plain TCP, or — with the `tls`
+//! The connector of the crates' pooled hyper-util clients (Raft RPC,
+//! forwarders), in one place: plain TCP, or — with the `tls`
 //! feature and a rustls client configuration — https-or-http, so peers
 //! whose endpoints are `https://` get TLS and the others plain HTTP.
 
@@ -8,16 +9,16 @@ use hyper_util::client::legacy::connect::HttpConnector;
 /// The connector type of the client: `HttpConnector` without the `tls`
 /// feature.
 #[cfg(not(feature = "tls"))]
-pub(crate) type Connector = HttpConnector;
+pub type Connector = HttpConnector;
 
 /// A connector over `http` alone (which keeps its own `enforce_http`).
 #[cfg(not(feature = "tls"))]
-pub(crate) fn plain(http: HttpConnector) -> Connector {
+pub fn plain(http: HttpConnector) -> Connector {
     http
 }
 
 #[cfg(feature = "tls")]
-pub(crate) use self::tls::{plain, tls, Connector};
+pub use self::tls::{plain, tls, Connector};
 
 #[cfg(feature = "tls")]
 mod tls {
@@ -33,24 +34,26 @@ mod tls {
     use tokio::net::TcpStream;
     use tower_service::Service;
 
-    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    use crate::BoxError;
 
     /// Plain HTTP, or https-or-http with a rustls configuration.
     #[derive(Clone, Debug)]
-    pub(crate) enum Connector {
+    pub enum Connector {
+        /// Plain HTTP only.
         Plain(HttpConnector),
+        /// TLS for `https://` URIs, plain HTTP for `http://` ones.
         Tls(HttpsConnector<HttpConnector>),
     }
 
     /// A connector over `http` alone (which keeps its own `enforce_http`).
-    pub(crate) fn plain(http: HttpConnector) -> Connector {
+    pub fn plain(http: HttpConnector) -> Connector {
         Connector::Plain(http)
     }
 
     /// A connector that speaks TLS to `https://` URIs with `config` and
     /// plain HTTP to `http://` ones. `config`'s ALPN list is used as given:
     /// leave it empty (or `http/1.1`), the client speaks HTTP/1.1 only.
-    pub(crate) fn tls(mut http: HttpConnector, config: Arc<rustls::ClientConfig>) -> Connector {
+    pub fn tls(mut http: HttpConnector, config: Arc<rustls::ClientConfig>) -> Connector {
         http.enforce_http(false);
         Connector::Tls(HttpsConnector::from((http, config)))
     }
