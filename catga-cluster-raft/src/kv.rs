@@ -43,13 +43,6 @@ pub(crate) fn new_request_id(node: u64) -> String {
     format!("{node:x}-{nonce:016x}-{n:x}")
 }
 
-fn unexpected(answer: &CommandResponse) -> ClusterError {
-    match answer {
-        CommandResponse::Rejected { reason } => ClusterError::InvalidRequest(reason.clone()),
-        other => ClusterError::Other(format!("unexpected answer {other:?}").into()),
-    }
-}
-
 impl RaftNode {
     /// Proposes `op` from any node and waits for its answer: applied on the
     /// leader directly, forwarded to it from a follower.
@@ -306,7 +299,7 @@ impl RaftNode {
         match self.submit(op, request_id).await? {
             CommandResponse::Written { revision } => Ok(CasOutcome::Written(revision)),
             CommandResponse::RevisionMismatch { current } => Ok(CasOutcome::Mismatch(current)),
-            other => Err(unexpected(&other)),
+            other => Err(other.into_unexpected()),
         }
     }
 
@@ -324,7 +317,7 @@ impl RaftNode {
         match self.submit(op, None).await? {
             CommandResponse::Deleted { existed } => Ok(Ok(existed)),
             CommandResponse::RevisionMismatch { current } => Ok(Err(current)),
-            other => Err(unexpected(&other)),
+            other => Err(other.into_unexpected()),
         }
     }
 }

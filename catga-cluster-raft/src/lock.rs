@@ -112,10 +112,7 @@ fn lock_error(e: ClusterError) -> LockError {
 }
 
 fn unexpected(answer: CommandResponse) -> LockError {
-    match answer {
-        CommandResponse::Rejected { reason } => LockError::Invalid(reason),
-        other => LockError::Other(format!("unexpected answer {other:?}").into()),
-    }
+    lock_error(answer.into_unexpected())
 }
 
 impl DistributedLock for RaftLock {
@@ -230,14 +227,7 @@ impl RaftNode {
                     )
                     .await;
                 }
-                CommandResponse::Rejected { reason } => {
-                    return Err(ClusterError::InvalidRequest(reason))
-                }
-                other => {
-                    return Err(ClusterError::Other(
-                        format!("unexpected answer {other:?}").into(),
-                    ))
-                }
+                other => return Err(other.into_unexpected()),
             }
         }
     }

@@ -160,3 +160,18 @@ pub enum CommandResponse {
         reason: String,
     },
 }
+
+impl CommandResponse {
+    /// The error for an answer the caller did not expect: `Rejected` is an
+    /// invalid request, anything else a failure naming the answer.
+    pub fn into_unexpected(self) -> catga_cluster_core::ClusterError {
+        match self {
+            CommandResponse::Rejected { reason } => {
+                catga_cluster_core::ClusterError::InvalidRequest(reason)
+            }
+            other => catga_cluster_core::ClusterError::Other(
+                format!("unexpected answer {other:?}").into(),
+            ),
+        }
+    }
+}

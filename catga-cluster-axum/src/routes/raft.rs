@@ -301,13 +301,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn unexpected(answer: CommandResponse) -> Problem {
-    match answer {
-        CommandResponse::Rejected { reason } => Problem::bad_request(reason),
-        other => {
-            tracing::error!(target: TARGET, answer = ?other, "unexpected state machine answer");
-            Problem::internal()
-        }
-    }
+    Problem::from(answer.into_unexpected())
 }
 
 /// Counts a request a follower passed on to the leader over the Raft
