@@ -353,14 +353,9 @@ impl Problem {
     /// another error's source are found too. Unknown errors answer
     /// `internal` and are logged.
     pub fn from_error(error: &(dyn Error + 'static)) -> Self {
-        let mut current: Option<&(dyn Error + 'static)> = Some(error);
-        while let Some(e) = current {
-            if let Some(problem) = Problem::edge(e) {
-                return problem;
-            }
-            current = e.source();
-        }
-        Problem::from(catga_cluster_tower::problem::Problem::from_error(error))
+        catga_cluster_tower::problem::find_in_sources(error, Problem::edge).unwrap_or_else(|| {
+            Problem::from(catga_cluster_tower::problem::Problem::from_error(error))
+        })
     }
 
     /// The errors this crate knows beyond the shared ones.

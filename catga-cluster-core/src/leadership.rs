@@ -107,10 +107,13 @@ impl Leadership {
     /// role leader, lease flag set, and the lease deadline (if any) not yet
     /// passed.
     pub fn is_leader(&self) -> bool {
-        self.role == Role::Leader
-            && self.lease_valid
-            && !self.transferring
-            && self.lease_deadline.is_none_or(|d| Instant::now() < d)
+        self.claims_leadership() && self.lease_deadline.is_none_or(|d| Instant::now() < d)
+    }
+
+    /// The part of [`is_leader`](Leadership::is_leader) that does not read
+    /// the clock: role leader, lease flag set, not handing over.
+    pub fn claims_leadership(&self) -> bool {
+        self.role == Role::Leader && self.lease_valid && !self.transferring
     }
 
     /// The known leader's id.

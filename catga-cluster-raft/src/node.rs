@@ -462,8 +462,7 @@ impl LeaseWord {
     }
 
     fn store(&self, snapshot: &Leadership) {
-        let claims =
-            snapshot.role == Role::Leader && snapshot.lease_valid && !snapshot.transferring;
+        let claims = snapshot.claims_leadership();
         let word = match (claims, snapshot.lease_deadline) {
             (false, _) => 0,
             (true, None) => u64::MAX,

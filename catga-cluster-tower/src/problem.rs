@@ -76,6 +76,22 @@ impl ResponseBody for axum_core::body::Body {
     }
 }
 
+/// The first answer `f` gives for `error` or, going down the chain, one of
+/// its sources.
+pub fn find_in_sources<T>(
+    error: &(dyn Error + 'static),
+    mut f: impl FnMut(&(dyn Error + 'static)) -> Option<T>,
+) -> Option<T> {
+    let mut current: Option<&(dyn Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = f(e) {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// A problem document and the headers that go with it.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -169,12 +185,8 @@ impl Problem {
     /// Maps an error of the cluster crates (see the [module docs](self));
     /// errors wrapped as another error's source are found too.
     pub fn from_error(error: &(dyn Error + 'static)) -> Self {
-        let mut current: Option<&(dyn Error + 'static)> = Some(error);
-        while let Some(e) = current {
-            if let Some(problem) = Problem::known(e) {
-                return problem;
-            }
-            current = e.source();
+        if let Some(problem) = find_in_sources(error, Problem::known) {
+            return problem;
         }
         tracing::error!(target: "catga_cluster::problem", %error, "unexpected error answered as 500");
         Problem::new(
