@@ -161,10 +161,12 @@ impl HttpNetwork {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 if e.is_connect() {
-                    Failure::Unreachable {
-                        target,
-                        reason: e.to_string(),
-                    }
+                    // The source says why: refused, TLS handshake, timeout.
+                    let reason = match std::error::Error::source(&e) {
+                        Some(source) => format!("{e}: {source}"),
+                        None => e.to_string(),
+                    };
+                    Failure::Unreachable { target, reason }
                 } else {
                     Failure::Network {
                         target,
