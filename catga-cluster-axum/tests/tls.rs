@@ -130,7 +130,7 @@ async fn a_cluster_elects_and_replicates_over_https() {
         config.election_timeout_max = Duration::from_millis(2000);
         let raft = RaftNode::builder(config)
             .storage(Storage::Memory)
-            .options(NodeOptions::default().tls(client.clone()))
+            .options(NodeOptions::default().tls(client.clone()).bootstrap(false))
             .start()
             .await
             .unwrap();
@@ -139,6 +139,17 @@ async fn a_cluster_elects_and_replicates_over_https() {
         servers.push((stop, serve_tls(listener, server.clone(), app, stopped)));
         nodes.push(raft);
     }
+
+    // Bootstrap once every node serves HTTPS. Bootstrapping while the
+    // servers were still being spawned left one node unreachable for the
+    // whole test in about one run in five (TCP connects to and from it
+    // refused); that start-up race is not understood yet and is tracked
+    // separately from what this test checks.
+    let members: std::collections::BTreeMap<_, _> = infos
+        .iter()
+        .map(|n| (n.id, openraft::BasicNode::new(n.endpoint.as_str())))
+        .collect();
+    nodes[0].raft().initialize(members).await.unwrap();
 
     // Elections and heartbeats travel over TLS: every node learns the leader.
     let mut leader_id = None;
