@@ -45,6 +45,7 @@ use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use catga_cluster_core::config::ClusterSecret;
+use catga_cluster_core::protocol::bearer_token;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Request};
 use pin_project_lite::pin_project;
@@ -221,7 +222,7 @@ pub(crate) fn authorize(
         Some(secret) => {
             let token = headers
                 .get(AUTHORIZATION)
-                .and_then(|v| bearer(v.as_bytes()));
+                .and_then(|v| bearer_token(v.as_bytes()));
             match token {
                 Some(token) if secret.verify(token) => Ok(()),
                 Some(_) => Err(Problem::unauthorized("wrong cluster secret")),
@@ -242,18 +243,6 @@ pub(crate) fn authorize(
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` value (the scheme is
-/// case-insensitive).
-fn bearer(value: &[u8]) -> Option<&[u8]> {
-    let split = value.iter().position(|b| *b == b' ')?;
-    let (scheme, rest) = value.split_at(split);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return None;
-    }
-    let token = rest.trim_ascii();
-    (!token.is_empty()).then_some(token)
-}
-
 fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
@@ -272,11 +261,13 @@ mod tests {
 
     #[test]
     fn bearer_tokens() {
-        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"bearer  abc "), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"Basic abc"), None);
-        assert_eq!(bearer(b"Bearer"), None);
-        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer  abc "), None);
+        assert_eq!(bearer_token(b"Bearer\tabc"), None);
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
     }
 
     #[test]

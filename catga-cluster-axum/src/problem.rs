@@ -25,6 +25,11 @@
 //! | `timeout` | 504 | the route's deadline, [`ClusterError::Timeout`] |
 //! | `unknown-outcome` | 504 | a write that timed out after it was sent |
 //! | `shutting-down` | 503 | the node is stopping |
+//! | `unsupported-media-type` | 415 | a JSON route received a body that is not `application/json` |
+//! | `forbidden` | 403 | protected mode refused a cross-site request (foreign `Origin`, or a `Host` that is neither loopback nor a cluster endpoint) |
+//! | `member-unreachable` | 504 | a node being added never caught up as a learner; the voter set is unchanged |
+//! | `membership-change-in-progress` | 409 | another membership change has not finished; `Retry-After: 1` |
+//! | `quorum-at-risk` | 409 | the change would leave the voters without a reachable quorum |
 //! | `internal` | 500 | anything else (logged, never described) |
 //!
 //! The errors shared with `catga-cluster-tower` are mapped by
@@ -102,6 +107,16 @@ pub mod slug {
     pub const SHUTTING_DOWN: &str = "shutting-down";
     /// Anything else (500).
     pub const INTERNAL: &str = "internal";
+    /// A JSON route received a body that is not `application/json` (415).
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported-media-type";
+    /// Protected mode refused a cross-site request (403).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// A node being added never caught up as a learner (504).
+    pub const MEMBER_UNREACHABLE: &str = "member-unreachable";
+    /// Another membership change has not finished (409).
+    pub const MEMBERSHIP_CHANGE_IN_PROGRESS: &str = "membership-change-in-progress";
+    /// The change would leave the voters without a reachable quorum (409).
+    pub const QUORUM_AT_RISK: &str = "quorum-at-risk";
 }
 
 /// The slug of a problem response, stored in the response's extensions so

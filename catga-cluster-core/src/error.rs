@@ -170,9 +170,82 @@ pub enum ClusterError {
     /// Storage failed; the node cannot continue safely.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// A membership change was refused or failed; the voter set is as it
+    /// was before the call.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
     /// Any other failure, with its source.
     #[error("cluster operation failed: {0}")]
     Other(#[source] BoxError),
+}
+
+/// Why a membership change was refused or did not complete. In every case
+/// the voter set is unchanged.
+///
+/// ```
+/// use catga_cluster_core::error::MembershipError;
+/// use catga_cluster_core::NodeId;
+///
+/// let e = MembershipError::ChangeInProgress;
+/// assert_eq!(e.slug(), "membership-change-in-progress");
+/// let e = MembershipError::QuorumAtRisk { reason: "2 of 3 voters are unreachable".into() };
+/// assert_eq!(e.slug(), "quorum-at-risk");
+/// # let _ = NodeId::new(1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum MembershipError {
+    /// The node being added never caught up as a learner within the
+    /// bounded wait; it was removed again.
+    #[error(
+        "node {id} did not catch up as a learner within {after:?} \
+         (replicated up to {matched:?}, needed {needed}); it was not added"
+    )]
+    MemberUnreachable {
+        /// The node that was being added.
+        id: NodeId,
+        /// The last log index it acknowledged, if any.
+        matched: Option<u64>,
+        /// The index it had to reach.
+        needed: u64,
+        /// The bounded wait.
+        #[cfg_attr(feature = "serde", serde(with = "duration_ms"))]
+        after: Duration,
+    },
+    /// Another membership change has not finished.
+    #[error("another membership change is in progress; retry when it has finished")]
+    ChangeInProgress,
+    /// The change would leave the voters without a reachable quorum.
+    #[error("refused: {reason}")]
+    QuorumAtRisk {
+        /// What would be lost, in words.
+        reason: String,
+    },
+}
+
+impl MembershipError {
+    /// The problem slug of the HTTP contract.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            MembershipError::MemberUnreachable { .. } => "member-unreachable",
+            MembershipError::ChangeInProgress => "membership-change-in-progress",
+            MembershipError::QuorumAtRisk { .. } => "quorum-at-risk",
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+mod duration_ms {
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 impl ClusterError {

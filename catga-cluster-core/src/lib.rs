@@ -45,7 +45,7 @@ pub mod connector;
 pub mod testing;
 
 pub use coordinator::{ClusterCoordinator, LeaderExecution, LeaderFence};
-pub use error::{BoxError, ClusterError, NotLeader, NotLeaderReason};
+pub use error::{BoxError, ClusterError, MembershipError, NotLeader, NotLeaderReason};
 pub use forward::ForwardRequest;
 pub use leadership::{LeaderInfo, Leadership, Role};
 pub use lock::{DistributedLock, FencingToken, LockError, LockGuard};

@@ -69,3 +69,39 @@ pub const fn raft_rpc_path(rpc: RaftRpc) -> &'static str {
         RaftRpc::Read => "/cluster/raft/read",
     }
 }
+
+/// The credentials of an `Authorization: Bearer <token>` value, parsed by
+/// one rule on every protected route and RPC (RFC 9110 §11.4, which
+/// RFC 7235 defined first): the scheme is matched case-insensitively, one
+/// space separates it from the token, and the token is not empty, neither
+/// starts nor ends with white space and holds no control characters
+/// (a secret may contain inner spaces). Anything else (`Bearer  x` with two
+/// spaces, a trailing space, a tab, another scheme) is no bearer credential.
+///
+/// ```
+/// use catga_cluster_core::protocol::bearer_token;
+/// assert_eq!(bearer_token(b"Bearer s3cret"), Some(&b"s3cret"[..]));
+/// assert_eq!(bearer_token(b"bearer s3cret"), Some(&b"s3cret"[..]));
+/// assert_eq!(bearer_token(b"Bearer  s3cret"), None);
+/// assert_eq!(bearer_token(b"Bearer s3cret "), None);
+/// assert_eq!(bearer_token(b"Bearer correct horse"), Some(&b"correct horse"[..]));
+/// assert_eq!(bearer_token(b"Basic czNjcmV0"), None);
+/// ```
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let token = &value[SCHEME.len()..];
+    let padded = |b: Option<&u8>| b.is_some_and(u8::is_ascii_whitespace);
+    if padded(token.first()) || padded(token.last()) || token.iter().any(u8::is_ascii_control) {
+        return None;
+    }
+    Some(token)
+}
+
+/// The value of an `Authorization` header that presents `secret` as a
+/// bearer token, as every client of the cluster sends it.
+pub fn bearer_header_value(secret: &str) -> String {
+    format!("Bearer {secret}")
+}

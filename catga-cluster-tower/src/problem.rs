@@ -15,6 +15,9 @@
 //! | [`ClusterError::Timeout`] | 504 | `timeout` |
 //! | [`ClusterError::UnknownOutcome`], [`LockError::UnknownOutcome`] | 504 | `unknown-outcome` |
 //! | [`ClusterError::Shutdown`], [`LockError::Shutdown`] | 503 | `shutting-down` |
+//! | [`MembershipError::MemberUnreachable`] | 504 | `member-unreachable` (`member`: the node id) |
+//! | [`MembershipError::ChangeInProgress`] | 409 | `membership-change-in-progress`, `Retry-After: 1` |
+//! | [`MembershipError::QuorumAtRisk`] | 409 | `quorum-at-risk` |
 //! | [`RemoteProblem`] | its status | its type |
 //! | anything else | 500 | `internal` (no detail leaks) |
 //!
@@ -33,7 +36,9 @@ use std::error::Error;
 
 use bytes::Bytes;
 use catga_cluster_core::protocol::{LEADER_HEADER, LEADER_ID_HEADER};
-use catga_cluster_core::{BoxError, ClusterError, LockError, NotLeader, NotLeaderReason};
+use catga_cluster_core::{
+    BoxError, ClusterError, LockError, MembershipError, NotLeader, NotLeaderReason,
+};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -277,8 +282,32 @@ impl Problem {
                 "Shutting down",
                 "this node is shutting down",
             ),
+            ClusterError::Membership(m) => Problem::membership(m),
             _ => return None,
         })
+    }
+
+    fn membership(e: &MembershipError) -> Self {
+        let (status, title) = match e {
+            MembershipError::MemberUnreachable { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "Member unreachable")
+            }
+            MembershipError::ChangeInProgress => {
+                (StatusCode::CONFLICT, "Membership change in progress")
+            }
+            MembershipError::QuorumAtRisk { .. } => (StatusCode::CONFLICT, "Quorum at risk"),
+            _ => (StatusCode::CONFLICT, "Membership change refused"),
+        };
+        let mut problem = Problem::new(status, e.slug(), title, e.to_string());
+        if let MembershipError::MemberUnreachable { id, .. } = e {
+            problem = problem.with_extension("member", id.get());
+        }
+        if matches!(e, MembershipError::ChangeInProgress) {
+            problem
+                .headers
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        problem
     }
 
     fn lock(e: &LockError) -> Option<Self> {

@@ -272,7 +272,7 @@ impl RaftRpcHandler {
         if let Some(secret) = &self.inner.secret {
             let presented = headers
                 .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                .and_then(|v| catga_cluster_core::protocol::bearer_token(v.as_bytes()));
             if !presented.is_some_and(|p| secret.verify(p)) {
                 return Err(RpcRejection::Unauthorized);
             }
