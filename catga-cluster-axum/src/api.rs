@@ -47,6 +47,23 @@ fn string(description: &str) -> Value {
     json!({ "type": "string", "description": description })
 }
 
+/// The longest lock lease, in milliseconds (the state machine's limit).
+pub(crate) const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// The longest lock owner, in characters (the state machine's limit).
+pub(crate) const MAX_OWNER_CHARS: usize = 256;
+
+/// A lock owner: 1 to 256 characters.
+fn owner(description: &str) -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": MAX_OWNER_CHARS,
+            "description": description })
+}
+
+/// A lease in milliseconds, 1 ms to one day, or absent.
+fn ttl(description: &str) -> Value {
+    json!({ "type": ["integer", "null"], "minimum": 1, "maximum": MAX_TTL_MS,
+            "description": description })
+}
+
 fn role() -> Value {
     json!({
         "type": "string",
@@ -391,11 +408,10 @@ impl ApiSchema for AcquireRequest {
         object(
             &["owner"],
             vec![
-                ("owner", string("who takes the lock (1 to 256 bytes)")),
+                ("owner", owner("who takes the lock")),
                 (
                     "ttl_ms",
-                    json!({ "type": ["integer", "null"], "minimum": 1,
-                            "description": "the lease in milliseconds; absent: the routes' default" }),
+                    ttl("the lease in milliseconds; absent: the routes' default"),
                 ),
                 (
                     "wait_ms",
@@ -423,12 +439,11 @@ impl ApiSchema for RenewRequest {
         object(
             &["owner", "token"],
             vec![
-                ("owner", string("the holder")),
+                ("owner", owner("the holder")),
                 ("token", uint("the fencing token of the grant")),
                 (
                     "ttl_ms",
-                    json!({ "type": ["integer", "null"], "minimum": 1,
-                            "description": "the new lease from now; absent: the routes' default" }),
+                    ttl("the new lease from now; absent: the routes' default"),
                 ),
             ],
         )
@@ -449,7 +464,7 @@ impl ApiSchema for ReleaseRequest {
         object(
             &["owner", "token"],
             vec![
-                ("owner", string("the holder")),
+                ("owner", owner("the holder")),
                 ("token", uint("the fencing token of the grant")),
             ],
         )

@@ -22,6 +22,36 @@
 //! Behind a reverse proxy on the same machine every peer looks like
 //! loopback: configure a secret there.
 //!
+//! # Cross-site requests
+//!
+//! Loopback trust must not extend to web pages that a browser on the same
+//! machine has open: a page can send a cross-site `POST` with
+//! `Content-Type: text/plain`, and a DNS-rebinding page can read answers
+//! under a host name of its own that resolves to `127.0.0.1`. So, on the
+//! protected routes:
+//!
+//! * a request that carries an **`Origin`** header is refused with
+//!   `403 forbidden`, unless that origin was allowed explicitly
+//!   ([`ClusterAuthLayer::allow_origin`]). Browsers send `Origin` on
+//!   cross-site requests and on most same-site non-`GET` ones; Raft peers,
+//!   forwarders and command-line tools do not. This holds with or without
+//!   a secret;
+//! * **without a secret**, a request whose **`Host`** (or HTTP/2
+//!   `:authority`) is neither a loopback name or address (`localhost`,
+//!   `*.localhost`, `127.0.0.0/8`, `::1`) nor the host of a cluster
+//!   endpoint ([`ClusterAuthLayer::allow_host`]) is refused with
+//!   `403 forbidden`: a rebinding page's requests carry the page's own host
+//!   name;
+//! * JSON routes accept only `application/json` bodies (`415`), so a form
+//!   or `text/plain` post never reaches a handler (see
+//!   [`ClusterRoutes`](crate::ClusterRoutes)).
+//!
+//! What protected mode trusts, then: a process on the same machine that
+//! can open a TCP connection to the node and sends neither a foreign
+//! `Origin` nor a foreign `Host` — that is, local software that is not a
+//! browser page. Anything that must not be trusted that far (other users
+//! on a shared host, a reverse proxy) calls for a secret.
+//!
 //! The secret never appears in logs, errors or `Debug` output.
 //!
 //! ```
@@ -37,8 +67,9 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::connect_info::MockConnectInfo;
@@ -46,7 +77,7 @@ use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::protocol::bearer_token;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, HOST, ORIGIN};
 use http::{HeaderMap, Request};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -62,24 +93,90 @@ const SET_SECRET_HINT: &str =
      loopback; set the same secret on every node (`Cluster.Secret` in appsettings.json, or the \
      `Cluster__Secret` environment variable) and send it as `Authorization: Bearer <secret>`";
 
+/// A dynamic check for host names that are cluster endpoints (members
+/// added at run time).
+type HostCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Who may use the protected routes: the secret, and the cross-site rules.
+#[derive(Clone, Default)]
+struct Policy {
+    secret: Option<ClusterSecret>,
+    /// Allowed `Origin` values, ASCII-lowercased, without a trailing `/`.
+    origins: Vec<String>,
+    /// Allowed `Host` names besides loopback, lowercased, without port.
+    hosts: Vec<String>,
+    dynamic_hosts: Option<HostCheck>,
+}
+
 /// Guards protected routes; see the [module docs](self).
 #[derive(Clone)]
 pub struct ClusterAuthLayer {
-    secret: Option<ClusterSecret>,
+    policy: Arc<Policy>,
 }
 
 impl ClusterAuthLayer {
-    /// Requires `secret` as a bearer token, or a loopback peer when `None`.
+    /// Requires `secret` as a bearer token, or a loopback peer when `None`;
+    /// refuses any `Origin`, and (without a secret) any `Host` that is not
+    /// loopback.
     pub fn new(secret: Option<ClusterSecret>) -> Self {
-        ClusterAuthLayer { secret }
+        ClusterAuthLayer {
+            policy: Arc::new(Policy {
+                secret,
+                ..Policy::default()
+            }),
+        }
+    }
+
+    /// Replaces the secret, keeping the cross-site rules.
+    pub fn secret(mut self, secret: Option<ClusterSecret>) -> Self {
+        self.policy_mut().secret = secret;
+        self
+    }
+
+    fn policy_mut(&mut self) -> &mut Policy {
+        Arc::make_mut(&mut self.policy)
+    }
+
+    /// Accepts requests that carry `Origin: <origin>` (for example
+    /// `https://admin.example.com`, compared case-insensitively), for a
+    /// browser-based tool you trust.
+    pub fn allow_origin(mut self, origin: impl AsRef<str>) -> Self {
+        let origin = normalize_origin(origin.as_ref());
+        self.policy_mut().origins.push(origin);
+        self
+    }
+
+    /// Accepts `Host: <host>` (a name or an IP address, without port) in
+    /// protected mode, besides loopback: the hosts of the cluster's
+    /// endpoints.
+    pub fn allow_host(mut self, host: impl AsRef<str>) -> Self {
+        if let Some(host) = normalize_host(host.as_ref()) {
+            self.policy_mut().hosts.push(host);
+        }
+        self
+    }
+
+    /// Accepts, in protected mode, a `Host` for which `check` answers true
+    /// (asked only for hosts that are neither loopback nor allowed with
+    /// [`allow_host`](Self::allow_host); it gets the lowercased host name
+    /// without port). `ClusterRoutes::raft` uses it for members added at
+    /// run time.
+    pub fn allow_hosts_where(
+        mut self,
+        check: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.policy_mut().dynamic_hosts = Some(Arc::new(check));
+        self
     }
 }
 
 impl fmt::Debug for ClusterAuthLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterAuthLayer")
-            .field("secret", &self.secret.as_ref().map(|_| "***"))
-            .finish()
+            .field("secret", &self.policy.secret.as_ref().map(|_| "***"))
+            .field("origins", &self.policy.origins)
+            .field("hosts", &self.policy.hosts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +186,7 @@ impl<S> Layer<S> for ClusterAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ClusterAuth {
             inner,
-            secret: self.secret.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -100,7 +197,7 @@ impl<S> Layer<S> for ClusterAuthLayer {
 #[derive(Clone)]
 pub struct ClusterAuth<S> {
     inner: S,
-    secret: Option<ClusterSecret>,
+    policy: Arc<Policy>,
 }
 
 impl<S> ClusterAuth<S> {
@@ -124,8 +221,8 @@ impl<S: fmt::Debug> fmt::Debug for ClusterAuth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterAuth")
             .field("inner", &self.inner)
-            .field("secret", &self.secret.as_ref().map(|_| "***"))
-            .finish()
+            .field("secret", &self.policy.secret.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,7 +244,9 @@ where
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0));
-        match authorize(self.secret.as_ref(), req.headers(), peer) {
+        let checked = authorize(self.policy.secret.as_ref(), req.headers(), peer)
+            .and_then(|()| self.policy.check_cross_site(&req));
+        match checked {
             Ok(()) => AuthFuture {
                 kind: Kind::Inner {
                     future: self.inner.call(req),
@@ -247,6 +346,91 @@ fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
 
+impl Policy {
+    /// The `Origin` and (in protected mode) `Host` rules of the module docs.
+    fn check_cross_site<B>(&self, req: &Request<B>) -> Result<(), Problem> {
+        if let Some(origin) = req.headers().get(ORIGIN) {
+            let text = String::from_utf8_lossy(origin.as_bytes());
+            if !self.origins.contains(&normalize_origin(&text)) {
+                return Err(Problem::forbidden(format!(
+                    "cross-site requests are refused: Origin `{}` is not allowed on the \
+                     cluster routes (allow a trusted origin with ClusterRoutes::allow_origin)",
+                    text.chars().take(100).collect::<String>()
+                )));
+            }
+        }
+        if self.secret.is_some() {
+            return Ok(());
+        }
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let Some(host) = host else {
+            // HTTP/1.0 clients may send no host; browsers always do.
+            return Ok(());
+        };
+        let allowed = normalize_host(host).is_some_and(|name| {
+            is_loopback_host(&name)
+                || self.hosts.contains(&name)
+                || self
+                    .dynamic_hosts
+                    .as_ref()
+                    .is_some_and(|check| check(&name))
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!(
+                "without a cluster secret the cluster routes answer requests for loopback \
+                 hosts and the cluster's own endpoints only, not for host `{}`",
+                host.chars().take(100).collect::<String>()
+            )))
+        }
+    }
+}
+
+fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// The host of a `Host` value (`name`, `name:port`, `[v6]:port`),
+/// lowercased, without a trailing dot or brackets. `None` when malformed.
+fn normalize_host(value: &str) -> Option<String> {
+    let value = value.trim();
+    let host = if let Some(rest) = value.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        inside
+    } else {
+        match value.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return None,
+            None => value,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.contains(['/', '@', ' ', '[', ']']) {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+fn is_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -306,6 +490,94 @@ mod tests {
             assert!(problem.detail().contains("Cluster__Secret"), "{refused}");
         }
         assert!(authorize(None, &HeaderMap::new(), None).is_err());
+    }
+
+    fn request(headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder().uri("/cluster/locks/a/acquire");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn hosts_parse() {
+        for (value, want) in [
+            ("localhost:5000", Some("localhost")),
+            ("LOCALHOST", Some("localhost")),
+            ("127.0.0.1:80", Some("127.0.0.1")),
+            ("[::1]:5000", Some("::1")),
+            ("[::1]", Some("::1")),
+            (
+                "node-1.svc.cluster.local.:8443",
+                Some("node-1.svc.cluster.local"),
+            ),
+            ("evil.example:x", None),
+            ("[::1]x", None),
+            ("", None),
+            ("a@b", None),
+        ] {
+            assert_eq!(normalize_host(value).as_deref(), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn origins_are_refused_unless_allowed() {
+        let layer = ClusterAuthLayer::new(None);
+        let cross = request(&[
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:5000"),
+        ]);
+        let problem = layer.policy.check_cross_site(&cross).unwrap_err();
+        assert_eq!(problem.status(), 403);
+        assert_eq!(problem.slug(), "forbidden");
+        // `null` (sandboxed pages, file: URLs) is an origin too.
+        let null = request(&[("origin", "null")]);
+        assert!(layer.policy.check_cross_site(&null).is_err());
+        let allowed = ClusterAuthLayer::new(None).allow_origin("https://Admin.example/");
+        let ok = request(&[
+            ("origin", "https://admin.example"),
+            ("host", "localhost:5000"),
+        ]);
+        assert!(allowed.policy.check_cross_site(&ok).is_ok());
+        // With a secret the origin rule still holds.
+        let secret = ClusterAuthLayer::new(Some(ClusterSecret::from("s3cret")));
+        assert!(secret.policy.check_cross_site(&cross).is_err());
+    }
+
+    #[test]
+    fn without_a_secret_only_loopback_and_cluster_hosts() {
+        let layer = ClusterAuthLayer::new(None)
+            .allow_host("Node-2.Example")
+            .allow_hosts_where(|h| h == "added.example");
+        for ok in [
+            "127.0.0.1:5000",
+            "127.9.9.9",
+            "localhost:5001",
+            "api.localhost",
+            "[::1]:5000",
+            "node-2.example:5002",
+            "added.example:1",
+        ] {
+            let req = request(&[("host", ok)]);
+            assert!(layer.policy.check_cross_site(&req).is_ok(), "{ok}");
+        }
+        for refused in [
+            "evil.example:5000",
+            "10.0.0.1:5000",
+            "localhost.evil.example",
+            "x:y",
+        ] {
+            let req = request(&[("host", refused)]);
+            let problem = layer.policy.check_cross_site(&req).unwrap_err();
+            assert_eq!(problem.slug(), "forbidden", "{refused}");
+        }
+        // No Host at all (HTTP/1.0 tools) is no rebinding page.
+        assert!(layer.policy.check_cross_site(&request(&[])).is_ok());
+        // With a secret any host is fine: the secret is the protection.
+        let secret = ClusterAuthLayer::new(Some(ClusterSecret::from("s3cret")));
+        let req = request(&[("host", "orders.example")]);
+        assert!(secret.policy.check_cross_site(&req).is_ok());
     }
 
     #[test]

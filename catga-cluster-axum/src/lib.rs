@@ -73,6 +73,7 @@ pub mod listener;
 pub mod metrics;
 mod openapi;
 pub mod problem;
+pub mod problem_responses;
 pub mod routes;
 pub mod serve;
 #[cfg(feature = "tls")]
@@ -84,6 +85,6 @@ pub use edge::EdgeLayer;
 pub use health::{HealthOptions, HealthStatus};
 pub use listener::HandshakeListener;
 pub use metrics::ClusterMetrics;
-pub use problem::{handle_error, Problem};
+pub use problem::{handle_error, Problem, ProblemResponsesLayer};
 pub use routes::{ClusterRoutes, Limits};
 pub use serve::{serve, Serve, ShutdownHook};

@@ -6,9 +6,15 @@ use std::collections::BTreeMap;
 use catga_cluster_core::NodeInfo;
 use serde_json::{json, Map, Value};
 
-use crate::api::{all_schemas, ApiSchema, ProblemDoc};
+use crate::api::{all_schemas, AcquireRequest, ApiSchema, ProblemDoc};
 use crate::commands::CommandRegistry;
-use crate::routes::{BodyDoc, ContentDoc, ResponseDoc, RouteDef};
+use crate::routes::{BodyDoc, ContentDoc, Limits, ResponseDoc, RouteDef};
+
+/// No control characters (what `char::is_control` refuses in lock names).
+const NO_CONTROL_CHARACTERS: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// The longest key, in characters (the state machine's limit).
+const MAX_KEY_CHARS: usize = 1024;
 
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -71,19 +77,39 @@ fn operation(def: &RouteDef, commands: &CommandRegistry) -> Value {
             if name == "command" && !commands.is_empty() {
                 schema["enum"] = json!(commands.names().collect::<Vec<_>>());
             }
-            if name == "id" {
-                schema = json!({ "type": "integer", "minimum": 0 });
+            match name.as_str() {
+                "id" => schema = json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
+                "name" => {
+                    schema = json!({
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": catga_cluster_core::lock::MAX_LOCK_NAME_LEN,
+                        "pattern": NO_CONTROL_CHARACTERS,
+                    });
+                }
+                "key" => {
+                    schema = json!({ "type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS })
+                }
+                _ => {}
             }
             json!({ "name": name, "in": "path", "required": true, "schema": schema })
         })
         .collect();
     for (name, description) in def.request_headers {
+        let target = *name == catga_cluster_core::protocol::TARGET_NODE_HEADER;
+        let schema = if target {
+            json!({ "type": "string", "pattern": "^[0-9]{1,20}$" })
+        } else if *name == catga_cluster_core::protocol::FORWARDED_HEADER {
+            json!({ "type": "string", "pattern": "^[0-9]{1,10}$" })
+        } else {
+            json!({ "type": "string" })
+        };
         parameters.push(json!({
             "name": name,
             "in": "header",
-            "required": *name == catga_cluster_core::protocol::TARGET_NODE_HEADER,
+            "required": target,
             "description": description,
-            "schema": { "type": "string" },
+            "schema": schema,
         }));
     }
 
@@ -132,9 +158,37 @@ fn operation(def: &RouteDef, commands: &CommandRegistry) -> Value {
         add(400, "bad-request: malformed body or invalid values");
         add(413, "payload-too-large");
     }
+    if matches!(
+        def.body,
+        BodyDoc::Json(_) | BodyDoc::OptionalJson(_) | BodyDoc::AnyJson
+    ) {
+        add(
+            415,
+            "unsupported-media-type: the body is not application/json",
+        );
+    }
+    if !params.is_empty() || !def.request_headers.is_empty() {
+        add(400, "bad-request: a path parameter or header is malformed");
+    }
+    if def.forwarded {
+        add(
+            400,
+            "bad-request: the x-catga-forwarded header is not a hop count",
+        );
+        add(502, "forward-failed: the leader could not be reached");
+        add(503, "no-leader: no leader known within the hold time");
+        add(
+            508,
+            "hop-limit: the request was forwarded too often already",
+        );
+    }
     if def.protected {
         op.insert("security".into(), json!([{ "clusterSecret": [] }]));
         add(401, "unauthorized: missing or wrong cluster secret");
+        add(
+            403,
+            "forbidden: a cross-site request (foreign Origin, or a Host that is neither loopback nor a cluster endpoint)",
+        );
     }
     add(504, "timeout: the route's deadline passed");
     op.insert("responses".into(), json!(responses));
@@ -142,7 +196,12 @@ fn operation(def: &RouteDef, commands: &CommandRegistry) -> Value {
 }
 
 /// The document for `table`.
-pub(crate) fn document(table: &[RouteDef], node: &NodeInfo, commands: &CommandRegistry) -> Value {
+pub(crate) fn document(
+    table: &[RouteDef],
+    node: &NodeInfo,
+    commands: &CommandRegistry,
+    limits: &Limits,
+) -> Value {
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for def in table {
         let (path, _) = template(&def.path);
@@ -151,10 +210,18 @@ pub(crate) fn document(table: &[RouteDef], node: &NodeInfo, commands: &CommandRe
             operation(def, commands),
         );
     }
-    let schemas: Map<String, Value> = all_schemas()
+    let mut schemas: Map<String, Value> = all_schemas()
         .into_iter()
         .map(|(name, schema)| (name.to_owned(), schema))
         .collect();
+    // The longest wait is this router's setting.
+    if let Some(wait) = schemas
+        .get_mut(AcquireRequest::NAME)
+        .and_then(|s| s.pointer_mut("/properties/wait_ms"))
+    {
+        wait["maximum"] =
+            json!(u64::try_from(limits.max_lock_wait.as_millis()).unwrap_or(u64::MAX));
+    }
     json!({
         "openapi": "3.1.0",
         "info": {

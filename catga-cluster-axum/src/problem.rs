@@ -69,6 +69,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 pub use catga_cluster_tower::problem::PROBLEM_CONTENT_TYPE;
 
+pub use crate::problem_responses::{
+    ProblemResponses, ProblemResponsesFuture, ProblemResponsesLayer,
+};
+
 /// The `type` slugs of the HTTP contract, and those this crate adds.
 pub mod slug {
     /// Another node leads (503).
@@ -260,6 +264,22 @@ impl Problem {
             }
         }
         problem
+    }
+
+    /// `415 unsupported-media-type`: a JSON route received another
+    /// `Content-Type`.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            slug::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            detail,
+        )
+    }
+
+    /// `403 forbidden`: protected mode refused a cross-site request.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::FORBIDDEN, slug::FORBIDDEN, "Forbidden", detail)
     }
 
     /// `413 payload-too-large`; `limit` is the route's limit in bytes.

@@ -287,9 +287,21 @@ async fn locks() {
         .await
         .assert_problem(400, "bad-request");
     }
+    // No body and no content type: not JSON at all.
     send(
         &app,
         request(Method::POST, "/cluster/locks/outbox/acquire", Body::empty()),
+    )
+    .await
+    .assert_problem(415, "unsupported-media-type");
+    // An empty JSON body is malformed.
+    send(
+        &app,
+        with_header(
+            request(Method::POST, "/cluster/locks/outbox/acquire", Body::empty()),
+            "content-type",
+            "application/json",
+        ),
     )
     .await
     .assert_problem(400, "bad-request");

@@ -26,6 +26,19 @@ async fn exchange(stream: &mut TcpStream, path: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Sends one raw HTTP/1.1 request on a new connection and reads the
+/// answer until the server closes it.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 fn app() -> Router {
     ClusterRoutes::new(ManualCoordinator::new_leader()).mount(Router::new())
 }
@@ -47,14 +60,32 @@ async fn serve_gives_routes_the_peer_address_and_stops_on_request() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("x-catga-served-by: 1"), "{answer}");
     // A protected route sees a loopback peer: no secret needed.
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = "POST /cluster/forward/none HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let raw = |host: &str, extra: &str| {
+        format!(
+            "POST /cluster/forward/none HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n{extra}content-length: 2\r\nconnection: close\r\n\r\n{{}}"
+        )
+    };
+    let answer = raw_exchange(addr, &raw(&addr.to_string(), "")).await;
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     assert!(answer.contains("\"type\":\"not-found\""), "{answer}");
+    // A DNS-rebinding page reaches the loopback listener under its own host
+    // name; a cross-site page sends its Origin. Both are refused.
+    for request in [
+        raw("rebound.example:80", ""),
+        raw("localhost", "origin: https://evil.example\r\n"),
+    ] {
+        let answer = raw_exchange(addr, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        assert!(answer.contains("\"type\":\"forbidden\""), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+    }
+    // A form post from a page is not JSON.
+    let form = format!(
+        "POST /cluster/forward/none HTTP/1.1\r\nhost: {addr}\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+    );
+    let answer = raw_exchange(addr, &form).await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    assert!(answer.contains("unsupported-media-type"), "{answer}");
 
     stop.send(()).unwrap();
     tokio::time::timeout(DEADLINE, server)

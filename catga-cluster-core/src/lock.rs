@@ -138,18 +138,18 @@ pub trait LockGuard: Send + Sync + 'static {
     fn release(self) -> impl Future<Output = Result<(), LockError>> + Send;
 }
 
-/// The longest accepted lock name, in bytes.
+/// The longest accepted lock name, in characters (Unicode scalar values).
 pub const MAX_LOCK_NAME_LEN: usize = 256;
 
-/// Checks a lock name: 1 to [`MAX_LOCK_NAME_LEN`] bytes, no control characters.
+/// Checks a lock name: 1 to [`MAX_LOCK_NAME_LEN`] characters, no control characters.
 pub fn validate_lock_name(name: &str) -> Result<(), LockError> {
     if name.is_empty() {
         return Err(LockError::Invalid("the lock name is empty".into()));
     }
-    if name.len() > MAX_LOCK_NAME_LEN {
+    let chars = name.chars().count();
+    if chars > MAX_LOCK_NAME_LEN {
         return Err(LockError::Invalid(format!(
-            "the lock name is {} bytes long; at most {MAX_LOCK_NAME_LEN} are allowed",
-            name.len()
+            "the lock name is {chars} characters long; at most {MAX_LOCK_NAME_LEN} are allowed"
         )));
     }
     if name.chars().any(char::is_control) {

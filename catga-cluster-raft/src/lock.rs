@@ -68,13 +68,13 @@ impl RaftLock {
     }
 
     /// A lock service with an explicit owner id (at most
-    /// [`limits::MAX_OWNER_LEN`] bytes). Two instances with one owner id
-    /// are one owner.
+    /// [`limits::MAX_OWNER_LEN`] characters). Two instances with one owner
+    /// id are one owner.
     pub fn with_owner(node: RaftNode, owner: impl Into<String>) -> Result<Self, LockError> {
         let owner = owner.into();
-        if owner.is_empty() || owner.len() > limits::MAX_OWNER_LEN {
+        if owner.is_empty() || owner.chars().count() > limits::MAX_OWNER_LEN {
             return Err(LockError::Invalid(format!(
-                "the owner id must be 1 to {} bytes",
+                "the owner id must be 1 to {} characters",
                 limits::MAX_OWNER_LEN
             )));
         }

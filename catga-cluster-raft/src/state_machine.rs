@@ -48,15 +48,16 @@ use crate::types::{
 
 /// Limits on what the state machine accepts.
 pub mod limits {
-    /// Longest key, in bytes.
+    /// Longest key, in characters (Unicode scalar values, as JSON Schema's
+    /// `maxLength` counts; at most four bytes each).
     pub const MAX_KEY_LEN: usize = 1024;
     /// Largest value, in bytes.
     pub const MAX_VALUE_LEN: usize = 1024 * 1024;
-    /// Longest lock name, in bytes.
+    /// Longest lock name, in characters.
     pub const MAX_LOCK_NAME_LEN: usize = catga_cluster_core::lock::MAX_LOCK_NAME_LEN;
-    /// Longest lock owner id, in bytes.
+    /// Longest lock owner id, in characters.
     pub const MAX_OWNER_LEN: usize = 256;
-    /// Longest request id, in bytes.
+    /// Longest request id, in characters.
     pub const MAX_REQUEST_ID_LEN: usize = 128;
     /// Longest lock lease, in milliseconds (one day).
     pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
@@ -325,10 +326,12 @@ fn validate(cmd: &Command) -> Result<(), String> {
         if s.is_empty() {
             return Err(format!("the {what} is empty"));
         }
-        if s.len() > max {
+        // Characters, not bytes: the HTTP API documents these limits as
+        // JSON Schema `maxLength`, which counts characters.
+        let chars = s.chars().count();
+        if chars > max {
             return Err(format!(
-                "the {what} is {} bytes; at most {max} are allowed",
-                s.len()
+                "the {what} is {chars} characters long; at most {max} are allowed"
             ));
         }
         Ok(())

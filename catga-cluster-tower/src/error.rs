@@ -20,49 +20,49 @@ use catga_cluster_core::{BoxError, NodeInfo};
 
 pub use catga_cluster_core::{NotLeader, NotLeaderReason};
 
-/// A request arrived already forwarded as often as allowed (or with a hop
-/// count that is not a number), so it is not forwarded again.
+/// A request arrived already forwarded as often as allowed, so it is not
+/// forwarded again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.describe())]
+#[error("request already forwarded {hops} times (limit {limit})")]
 #[non_exhaustive]
 pub struct HopLimit {
-    /// The hop count the request carried (`u32::MAX` when it was malformed).
+    /// The hop count the request carried.
     pub hops: u32,
     /// The configured limit.
     pub limit: u32,
-    /// The hop-count header was not a number.
-    pub malformed: bool,
 }
 
 impl HopLimit {
     /// A request that carried `hops` against a limit of `limit`.
     pub fn new(hops: u32, limit: u32) -> Self {
-        HopLimit {
-            hops,
-            limit,
-            malformed: false,
+        HopLimit { hops, limit }
+    }
+}
+
+/// The hop-count header (`x-catga-forwarded`) is not a hop count: not a
+/// decimal number from 0 to 4294967295, empty, signed, or given more than
+/// once. The request is answered `400 bad-request`, neither served nor
+/// forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {header} header must be one decimal hop count from 0 to {max}, not {shown}", header = catga_cluster_core::protocol::FORWARDED_HEADER, max = u32::MAX, shown = self.shown())]
+#[non_exhaustive]
+pub struct MalformedHopCount {
+    /// What the request carried (lossy UTF-8, cut at 32 characters; several
+    /// values joined with `, `).
+    pub value: String,
+}
+
+impl MalformedHopCount {
+    /// A hop count header that carried `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        MalformedHopCount {
+            value: value.into(),
         }
     }
 
-    /// A request whose hop count header is not a number: refused as if it
-    /// had reached the limit.
-    pub fn malformed() -> Self {
-        HopLimit {
-            hops: u32::MAX,
-            limit: 0,
-            malformed: true,
-        }
-    }
-
-    fn describe(&self) -> String {
-        if self.malformed {
-            "the x-catga-forwarded header is not a hop count; the request is not forwarded".into()
-        } else {
-            format!(
-                "request already forwarded {} times (limit {})",
-                self.hops, self.limit
-            )
-        }
+    fn shown(&self) -> String {
+        let cut: String = self.value.chars().take(32).collect();
+        format!("`{cut}`")
     }
 }
 

@@ -9,7 +9,8 @@
 //! | [`NotLeader`] (no leader, hand-over, lapsed lease) | 503 | `no-leader`, `Retry-After: 1` |
 //! | [`ForwardFailed`] | 502 | `forward-failed` |
 //! | [`ForwardTimeout`] | 504 | `forward-timeout` |
-//! | [`HopLimit`] | 508 | `hop-limit` |
+//! | [`HopLimit`] | 508 | `hop-limit` (`hops`, `limit`: the configured limit) |
+//! | [`MalformedHopCount`] | 400 | `bad-request` |
 //! | [`LockError::Lost`] | 409 | `lock-lost` |
 //! | [`ClusterError::InvalidRequest`], [`LockError::Invalid`] | 400 | `bad-request` |
 //! | [`ClusterError::Timeout`] | 504 | `timeout` |
@@ -19,6 +20,7 @@
 //! | [`MembershipError::ChangeInProgress`] | 409 | `membership-change-in-progress`, `Retry-After: 1` |
 //! | [`MembershipError::QuorumAtRisk`] | 409 | `quorum-at-risk` |
 //! | [`RemoteProblem`] | its status | its type |
+//! | a request body over its limit (`http_body_util::LengthLimitError` anywhere in the chain, e.g. under [`ForwardFailed`]) | 413 | `payload-too-large` |
 //! | anything else | 500 | `internal` (no detail leaks) |
 //!
 //! ```
@@ -44,7 +46,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
-use crate::error::{ForwardFailed, ForwardTimeout, HopLimit, RemoteProblem};
+use crate::error::{ForwardFailed, ForwardTimeout, HopLimit, MalformedHopCount, RemoteProblem};
 
 /// The media type of problem documents.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -190,6 +192,12 @@ impl Problem {
     /// Maps an error of the cluster crates (see the [module docs](self));
     /// errors wrapped as another error's source are found too.
     pub fn from_error(error: &(dyn Error + 'static)) -> Self {
+        // A request body over its limit is the client's fault wherever it
+        // is noticed: streamed to the leader by a follower, the limit
+        // breaks the forward, and the answer is still 413, not 502.
+        if let Some(problem) = find_in_sources(error, Problem::too_large) {
+            return problem;
+        }
         if let Some(problem) = find_in_sources(error, Problem::known) {
             return problem;
         }
@@ -202,9 +210,34 @@ impl Problem {
         )
     }
 
+    /// `413 payload-too-large` for a body that broke its length limit.
+    pub fn payload_too_large(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            detail,
+        )
+    }
+
+    fn too_large(e: &(dyn Error + 'static)) -> Option<Self> {
+        e.downcast_ref::<http_body_util::LengthLimitError>()
+            .map(|_| {
+                Problem::payload_too_large("the request body is larger than this route accepts")
+            })
+    }
+
     fn known(e: &(dyn Error + 'static)) -> Option<Self> {
         if let Some(refusal) = e.downcast_ref::<NotLeader>() {
             return Some(Problem::not_leader(refusal));
+        }
+        if let Some(malformed) = e.downcast_ref::<MalformedHopCount>() {
+            return Some(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "Bad request",
+                malformed.to_string(),
+            ));
         }
         if let Some(hop) = e.downcast_ref::<HopLimit>() {
             return Some(

@@ -382,23 +382,63 @@ async fn a_forwarded_request_on_a_follower_hits_the_hop_limit() {
 }
 
 #[tokio::test]
-async fn a_malformed_hop_count_is_refused_as_hop_limit() {
-    let coord = follower_of(Some(node(2, 5002)));
-    let mut h = http_harness(&coord);
-
-    for bad in ["many", "-1", "1.5", "99999999999"] {
+async fn a_malformed_hop_count_is_a_bad_request_on_every_node() {
+    let follower = follower_of(Some(node(2, 5002)));
+    let leader = ManualCoordinator::new_leader();
+    for coord in [&follower, &leader] {
+        let mut h = http_harness(coord);
+        for bad in [
+            "many",
+            "abc",
+            "-1",
+            "+1",
+            "1.5",
+            "",
+            " ",
+            "4294967296",
+            "99999999999",
+            "1,1",
+        ] {
+            assert_ready_ok!(h.svc.poll_ready());
+            let response = h
+                .svc
+                .call(with_hops(post("/orders", "x"), bad))
+                .await
+                .unwrap();
+            let (status, _, doc) = problem(response).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "hop count {bad:?}");
+            assert_eq!(doc["type"], "bad-request");
+            assert!(doc["detail"]
+                .as_str()
+                .unwrap()
+                .contains("x-catga-forwarded"));
+        }
+        // The header given twice is as malformed as a list.
         assert_ready_ok!(h.svc.poll_ready());
-        let response = h
-            .svc
-            .call(with_hops(post("/orders", "x"), bad))
-            .await
-            .unwrap();
-        let (status, _, doc) = problem(response).await;
-        assert_eq!(status, StatusCode::LOOP_DETECTED, "hop count {bad:?}");
-        assert_eq!(doc["type"], "hop-limit");
+        let mut twice = post("/orders", "x");
+        twice
+            .headers_mut()
+            .append("x-catga-forwarded", "0".parse().unwrap());
+        twice
+            .headers_mut()
+            .append("x-catga-forwarded", "0".parse().unwrap());
+        let (status, _, _) = problem(h.svc.call(twice).await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_pending!(h.fwd.poll_request());
+        assert_pending!(h.inner.poll_request());
     }
-    assert_pending!(h.fwd.poll_request());
-    assert_pending!(h.inner.poll_request());
+}
+
+#[test]
+fn hop_counts_that_parse() {
+    let mut headers = http::HeaderMap::new();
+    for (text, want) in [("0", 0), (" 1 ", 1), ("4294967295", u32::MAX), ("007", 7)] {
+        headers.insert("x-catga-forwarded", text.parse().unwrap());
+        assert_eq!(
+            catga_cluster_tower::forward::parse_hop_count(&headers).unwrap(),
+            want
+        );
+    }
 }
 
 #[tokio::test]

@@ -435,14 +435,18 @@ async fn a_new_leader_gets_the_next_request() {
 async fn a_forwarded_request_is_not_forwarded_again() {
     let leader = serve(Router::new().fallback(|| async { "leader" })).await;
     let app = follower_routes().layer(ForwardToLeaderLayer::new(follower_of(node_at(2, leader))));
-    for hops in ["1", "garbage"] {
+    for (hops, status_want, slug) in [("1", 508, "hop-limit"), ("garbage", 400, "bad-request")] {
         let request = http::Request::post("/orders")
             .header(FORWARDED_HEADER, hops)
             .body(Body::from("x"))
             .unwrap();
         let (status, _, doc) = problem(app.clone().oneshot(request).await.unwrap()).await;
-        assert_eq!(status.as_u16(), 508);
-        assert_eq!(doc["type"], "hop-limit");
+        assert_eq!(status.as_u16(), status_want);
+        assert_eq!(doc["type"], slug);
+        if status_want == 508 {
+            assert_eq!(doc["limit"], 1, "a 508 names the real limit");
+            assert_eq!(doc["hops"], 1);
+        }
     }
 }
 

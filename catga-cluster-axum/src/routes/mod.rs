@@ -41,7 +41,7 @@ use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::protocol::FORWARD_PATH_PREFIX;
 use catga_cluster_core::{ClusterCoordinator, Role};
 use catga_cluster_tower::ForwardToLeaderLayer;
-use http::header::{ACCEPT, ALLOW, CONTENT_TYPE};
+use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -56,6 +56,7 @@ use crate::health::{ClusterView, HealthOptions, HealthProbe, HealthReport, Healt
 use crate::metrics::{ClusterMetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 use crate::openapi;
 use crate::problem::Problem;
+use crate::problem_responses::ProblemResponsesLayer;
 use crate::serve::{ShutdownHook, ShutdownProbe};
 
 #[cfg(feature = "raft")]
@@ -320,6 +321,7 @@ pub struct ClusterRoutes {
     view: Arc<ClusterView>,
     metrics: ClusterMetrics,
     secret: Option<ClusterSecret>,
+    auth: ClusterAuthLayer,
     commands: CommandRegistry,
     redirect: bool,
     limits: Limits,
@@ -352,17 +354,19 @@ impl ClusterRoutes {
         let view = Arc::new(ClusterView::new(Arc::new(coordinator.clone())));
         let metrics = ClusterMetrics::new().with_view(&view);
         let forwarding: Forwarding = Arc::new(move |route, settings: ForwardSettings| {
-            route.layer::<_, Infallible>(
+            route.route_layer::<_>(
                 ForwardToLeaderLayer::new(coordinator.clone())
                     .hop_limit(settings.hop_limit)
                     .hold_timeout(settings.hold)
                     .timeout(Some(settings.timeout)),
             )
         });
+        let auth = ClusterAuthLayer::new(None).allow_host(endpoint_host(&view.node().endpoint));
         let routes = ClusterRoutes {
             view,
             metrics,
             secret: None,
+            auth,
             commands: CommandRegistry::new(),
             redirect: false,
             limits: Limits::default(),
@@ -385,6 +389,18 @@ impl ClusterRoutes {
         let mut routes = ClusterRoutes::new(node.clone())
             .secret(secret)
             .health_probe(node.clone());
+        // The configured members' hosts, and members added at run time.
+        for member in &node.config().members {
+            routes.auth = routes.auth.allow_host(endpoint_host(&member.endpoint));
+        }
+        let members = node.clone();
+        routes.auth = routes.auth.allow_hosts_where(move |host| {
+            members
+                .status()
+                .members
+                .iter()
+                .any(|m| endpoint_host(&m.node.endpoint).eq_ignore_ascii_case(host))
+        });
         let election_max = node.config().election_timeout_max;
         routes.forward.hold = (election_max * 2).max(Duration::from_millis(600));
         routes.raft = Some(node);
@@ -397,6 +413,23 @@ impl ClusterRoutes {
     /// configured secret too.
     pub fn secret(mut self, secret: Option<ClusterSecret>) -> Self {
         self.secret = secret;
+        self
+    }
+
+    /// Accepts requests carrying `Origin: <origin>` on the protected routes
+    /// (by default any `Origin` is refused with `403 forbidden`, since only
+    /// browsers send one; see [`crate::auth`]). For a browser-based admin
+    /// tool you trust.
+    pub fn allow_origin(mut self, origin: impl AsRef<str>) -> Self {
+        self.auth = self.auth.allow_origin(origin);
+        self
+    }
+
+    /// Accepts `Host: <host>` on the protected routes in protected mode (no
+    /// secret), besides loopback names and the cluster's endpoints (see
+    /// [`crate::auth`]).
+    pub fn allow_host(mut self, host: impl AsRef<str>) -> Self {
+        self.auth = self.auth.allow_host(host);
         self
     }
 
@@ -471,9 +504,11 @@ impl ClusterRoutes {
             .metrics(self.metrics.clone())
     }
 
-    /// The layer that protects a route like the cluster's protected routes.
+    /// The layer that protects a route like the cluster's protected routes
+    /// (the secret, or loopback peers only; the cross-site rules of
+    /// [`crate::auth`]).
     pub fn auth_layer(&self) -> ClusterAuthLayer {
-        ClusterAuthLayer::new(self.secret.clone())
+        self.auth.clone().secret(self.secret.clone())
     }
 
     /// What [`serve`](crate::serve()) runs on shutdown: readiness turns to
@@ -491,7 +526,12 @@ impl ClusterRoutes {
     /// The OpenAPI 3.1 document of the routes, as served on
     /// `GET /cluster/openapi.json`.
     pub fn openapi(&self) -> serde_json::Value {
-        openapi::document(&self.route_table(), self.view.node(), &self.commands)
+        openapi::document(
+            &self.route_table(),
+            self.view.node(),
+            &self.commands,
+            &self.limits,
+        )
     }
 
     /// The cluster routes as a router to merge into yours (or to nest; the
@@ -503,7 +543,7 @@ impl ClusterRoutes {
         S: Clone + Send + Sync + 'static,
     {
         let table = self.route_table();
-        let openapi = openapi::document(&table, self.view.node(), &self.commands);
+        let openapi = openapi::document(&table, self.view.node(), &self.commands, &self.limits);
         let state = AppState(Arc::new(Shared {
             view: self.view.clone(),
             metrics: self.metrics.clone(),
@@ -516,8 +556,19 @@ impl ClusterRoutes {
         let mut router: Router<AppState> = Router::new();
         for def in table {
             let mut route = (def.handler)();
+            // `route_layer`: a method the route does not serve is answered
+            // 405 here, never forwarded or checked for a body.
             if def.forwarded {
                 route = (self.forwarding)(route, self.forward);
+            }
+            match def.body {
+                BodyDoc::Json(_) | BodyDoc::AnyJson => {
+                    route = route.route_layer(middleware::from_fn(require_json));
+                }
+                BodyDoc::OptionalJson(_) => {
+                    route = route.route_layer(middleware::from_fn(require_json_if_present));
+                }
+                BodyDoc::None | BodyDoc::Octets => {}
             }
             route = route
                 .layer::<_, Infallible>(TimeoutLayer::with_status_code(
@@ -532,7 +583,7 @@ impl ClusterRoutes {
         }
         router
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(middleware::map_response(normalize))
+            .layer(ProblemResponsesLayer::new())
             .layer(middleware::from_fn_with_state(
                 self.shutdown_hook(),
                 answer_probe,
@@ -909,73 +960,66 @@ async fn answer_probe(State(hook): State<ShutdownHook>, request: Request, next: 
     next.run(request).await
 }
 
-/// Makes every error answer of the cluster routes a problem document:
-/// axum's and tower-http's own answers (405, 413, 408/504, extractor
-/// rejections) arrive with plain or empty bodies.
-async fn normalize(response: Response) -> Response {
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    // Only axum's and tower-http's own answers: no body type, or plain
-    // text. Handlers' JSON (health bodies) and problems stay as they are.
-    let plain = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
-    if !plain {
-        return response;
-    }
-    let allow = response.headers().get(ALLOW).cloned();
-    let (parts, body) = response.into_parts();
-    let problem = match status {
-        StatusCode::METHOD_NOT_ALLOWED => Problem::method_not_allowed(
-            allow
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default(),
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => Problem::payload_too_large(None),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Problem::timeout(None),
-        StatusCode::NOT_FOUND => Problem::not_found("no such resource"),
-        StatusCode::INTERNAL_SERVER_ERROR => Problem::internal(),
-        s if s.is_client_error() => {
-            // Extractor rejections describe the input, never internals.
-            let text = http_body_util::Limited::new(body, 1024)
-                .collect()
-                .await
-                .ok()
-                .and_then(|c| String::from_utf8(c.to_bytes().to_vec()).ok())
-                .filter(|t| !t.trim().is_empty())
-                .unwrap_or_else(|| s.canonical_reason().unwrap_or("bad request").to_owned());
-            let mut problem = Problem::bad_request(text);
-            if s != StatusCode::BAD_REQUEST {
-                problem = Problem::new(
-                    s,
-                    crate::problem::slug::BAD_REQUEST,
-                    "Bad request",
-                    problem.detail().to_owned(),
-                );
-            }
-            problem
-        }
-        s => Problem::new(
-            s,
-            crate::problem::slug::INTERNAL,
-            "Internal error",
-            s.canonical_reason().unwrap_or("the request failed"),
-        ),
+/// Whether a content type is JSON: `application/json` or
+/// `application/<something>+json`, with any parameters.
+pub(crate) fn is_json(content_type: &HeaderValue) -> bool {
+    let Ok(text) = content_type.to_str() else {
+        return false;
     };
-    let mut out = problem.into_response();
-    for (name, value) in &parts.headers {
-        if name != CONTENT_TYPE
-            && name != http::header::CONTENT_LENGTH
-            && !out.headers().contains_key(name)
-        {
-            out.headers_mut().insert(name.clone(), value.clone());
-        }
+    let essence = text.split(';').next().unwrap_or_default().trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+fn unsupported(content_type: Option<&HeaderValue>) -> Response {
+    let detail = match content_type.and_then(|v| v.to_str().ok()) {
+        Some(given) => format!(
+            "this route accepts `Content-Type: application/json` only, not `{}`",
+            given.chars().take(100).collect::<String>()
+        ),
+        None => "this route needs a JSON body with `Content-Type: application/json`".to_owned(),
+    };
+    Problem::unsupported_media_type(detail).into_response()
+}
+
+/// A JSON route: the body must be `application/json` (`415` otherwise),
+/// checked before the body is read.
+async fn require_json(request: Request, next: Next) -> Response {
+    match request.headers().get(CONTENT_TYPE) {
+        Some(v) if is_json(v) => next.run(request).await,
+        other => unsupported(other),
     }
-    out
+}
+
+/// A route whose JSON body is optional: with no body and no
+/// `Content-Type` it runs; any body or `Content-Type` must be JSON.
+async fn require_json_if_present(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let content_type = headers.get(CONTENT_TYPE);
+    let has_body = headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    match content_type {
+        Some(v) if is_json(v) => next.run(request).await,
+        None if !has_body => next.run(request).await,
+        other => unsupported(other),
+    }
+}
+
+/// The host of an endpoint, without brackets or port.
+fn endpoint_host(endpoint: &catga_cluster_core::Endpoint) -> String {
+    endpoint
+        .to_uri()
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -998,6 +1042,30 @@ mod tests {
             paths::KV,
         ] {
             assert!(path.starts_with(CLUSTER_PREFIX), "{path}");
+        }
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/problem+json",
+            "application/merge-patch+json ; x=y",
+        ] {
+            assert!(is_json(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for refused in [
+            "text/plain",
+            "text/json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+            "application/+json",
+            "json",
+            "",
+        ] {
+            assert!(!is_json(&HeaderValue::from_static(refused)), "{refused}");
         }
     }
 }

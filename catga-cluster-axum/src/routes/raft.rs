@@ -435,9 +435,9 @@ async fn transfer_leadership(State(state): State<AppState>, body: Body) -> Respo
 // ---------------------------------------------------------------------------
 
 fn check_owner(owner: &str) -> Result<(), Problem> {
-    if owner.is_empty() || owner.len() > limits::MAX_OWNER_LEN {
+    if owner.is_empty() || owner.chars().count() > limits::MAX_OWNER_LEN {
         return Err(Problem::bad_request(format!(
-            "`owner` must be 1 to {} bytes",
+            "`owner` must be 1 to {} characters",
             limits::MAX_OWNER_LEN
         )));
     }

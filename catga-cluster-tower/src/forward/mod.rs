@@ -79,7 +79,7 @@ use tower_service::Service;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::ForwardToLeaderLayer;
-pub use self::policy::{ForwardPolicy, HttpPolicy, MapError, PlainPolicy};
+pub use self::policy::{parse_hop_count, ForwardPolicy, HttpPolicy, MapError, PlainPolicy};
 use crate::error::{ForwardFailed, HopLimit};
 
 const TARGET: &str = "catga_cluster::forward";
@@ -190,13 +190,16 @@ where
         if let Some(broken) = self.broken.take() {
             return ResponseFuture::failed(broken.into(), policy);
         }
-        if self.coordinator.is_leader() {
-            return ResponseFuture::inner(self.inner.call(req), policy);
-        }
+        // A malformed hop count is refused wherever it arrives, the leader
+        // included: the same request must not succeed or fail depending on
+        // which node it reached.
         let hops = match self.policy.hops(&req) {
             Ok(hops) => hops,
             Err(malformed) => return ResponseFuture::failed(malformed.into(), policy),
         };
+        if self.coordinator.is_leader() {
+            return ResponseFuture::inner(self.inner.call(req), policy);
+        }
         // The hand-over grace hop: a node that is handing leadership over
         // (or retiring) was the right destination when the request was
         // sent; it may pass the request on to its successor once more.

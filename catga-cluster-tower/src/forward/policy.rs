@@ -4,7 +4,7 @@ use catga_cluster_core::protocol::FORWARDED_HEADER;
 use catga_cluster_core::BoxError;
 use http::Method;
 
-use crate::error::HopLimit;
+use crate::error::MalformedHopCount;
 
 /// How the middleware answers a failure (no leader, hop limit, a failed
 /// forward): as a response of type `Resp` (the HTTP policy's
@@ -21,9 +21,10 @@ pub trait MapError<Resp> {
 /// often it was forwarded already, whether it may be retried and how to copy
 /// it for a retry.
 pub trait ForwardPolicy<Req>: Clone + Send + Sync + 'static {
-    /// The hop count the request arrived with. A malformed count is refused
-    /// as if it had reached the limit.
-    fn hops(&self, req: &Req) -> Result<u32, HopLimit>;
+    /// The hop count the request arrived with. A malformed count is
+    /// refused with [`MalformedHopCount`] (`400 bad-request` over HTTP):
+    /// the request is neither served nor forwarded.
+    fn hops(&self, req: &Req) -> Result<u32, MalformedHopCount>;
 
     /// A copy of the request for a second attempt, when one can be made
     /// without buffering a streaming body. `None`: never retried.
@@ -63,15 +64,8 @@ impl<B> ForwardPolicy<http::Request<B>> for HttpPolicy
 where
     B: http_body::Body + Default + Send + 'static,
 {
-    fn hops(&self, req: &http::Request<B>) -> Result<u32, HopLimit> {
-        match req.headers().get(FORWARDED_HEADER) {
-            None => Ok(0),
-            Some(value) => value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .ok_or_else(HopLimit::malformed),
-        }
+    fn hops(&self, req: &http::Request<B>) -> Result<u32, MalformedHopCount> {
+        parse_hop_count(req.headers())
     }
 
     fn clone_for_retry(&self, req: &http::Request<B>) -> Option<http::Request<B>> {
@@ -115,7 +109,49 @@ impl<Resp> MapError<Resp> for PlainPolicy {
 }
 
 impl<Req> ForwardPolicy<Req> for PlainPolicy {
-    fn hops(&self, _req: &Req) -> Result<u32, HopLimit> {
+    fn hops(&self, _req: &Req) -> Result<u32, MalformedHopCount> {
         Ok(0)
     }
+}
+
+/// The hop count of `x-catga-forwarded`: absent is 0; otherwise exactly one
+/// header line holding 1 to 10 ASCII digits (optional white space around)
+/// whose value fits a `u32`. Everything else (`abc`, `-1`, `+1`, empty,
+/// `4294967296`, `1,1`, the header twice) is malformed.
+///
+/// ```
+/// use catga_cluster_tower::forward::parse_hop_count;
+/// let mut headers = http::HeaderMap::new();
+/// assert_eq!(parse_hop_count(&headers).unwrap(), 0);
+/// headers.insert("x-catga-forwarded", "1".parse().unwrap());
+/// assert_eq!(parse_hop_count(&headers).unwrap(), 1);
+/// headers.insert("x-catga-forwarded", "1,1".parse().unwrap());
+/// assert!(parse_hop_count(&headers).is_err());
+/// ```
+pub fn parse_hop_count(headers: &http::HeaderMap) -> Result<u32, MalformedHopCount> {
+    let mut values = headers.get_all(FORWARDED_HEADER).iter();
+    let Some(first) = values.next() else {
+        return Ok(0);
+    };
+    let malformed = || {
+        let all: Vec<String> = headers
+            .get_all(FORWARDED_HEADER)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        MalformedHopCount::new(all.join(", "))
+    };
+    if values.next().is_some() {
+        return Err(malformed());
+    }
+    let digits = first.as_bytes().trim_ascii();
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(malformed());
+    }
+    digits
+        .iter()
+        .try_fold(0u32, |n, d| {
+            n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+        })
+        .ok_or_else(malformed)
 }
