@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use catga_cluster_axum::ClusterRoutes;
+use catga_cluster_axum::{ClusterRoutes, ProblemResponsesLayer};
 use catga_cluster_core::config::ClusterConfig;
 use catga_cluster_core::singleton::{SingletonHandle, SingletonRunner};
 use catga_cluster_core::{DistributedLock, LockGuard};
@@ -17,6 +17,7 @@ use catga_cluster_tower::ForwardToLeaderLayer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::orders::{create_order, get_order, list_orders, AppState};
 use crate::outbox::OutboxProcessor;
@@ -53,6 +54,10 @@ async fn critical_operation(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The largest order body, in bytes: a follower refuses a larger one
+/// (`413`) itself, also while streaming it to the leader.
+pub const MAX_ORDER_BODY: usize = 64 * 1024;
+
 /// The application's routes plus the cluster routes.
 pub fn router(node: RaftNode) -> Router {
     let routes = ClusterRoutes::raft(node.clone());
@@ -60,10 +65,15 @@ pub fn router(node: RaftNode) -> Router {
     let orders = Router::new()
         .route(
             "/orders",
-            // A write waits up to 3 s for an election or hand-over to
-            // finish instead of failing (the default hold is 600 ms).
+            // `route_layer`: only POST is forwarded; a method the route does
+            // not serve is answered 405 here. A write waits up to 3 s for an
+            // election or hand-over to finish instead of failing (the
+            // default hold is 600 ms).
             post(create_order)
-                .layer(ForwardToLeaderLayer::new(node.clone()).hold_timeout(Duration::from_secs(3)))
+                .route_layer(
+                    ForwardToLeaderLayer::new(node.clone()).hold_timeout(Duration::from_secs(3)),
+                )
+                .route_layer(RequestBodyLimitLayer::new(MAX_ORDER_BODY))
                 .get(list_orders),
         )
         .route("/orders/{id}", get(get_order))
@@ -72,7 +82,9 @@ pub fn router(node: RaftNode) -> Router {
         // `x-catga-served-by`: the node that executed the request (a
         // forwarded answer keeps the leader's).
         .route_layer(routes.edge_layer());
-    routes.mount(orders)
+    // Every rejection of the whole application (404s, 405s, extractor
+    // rejections, 413s) as application/problem+json.
+    routes.mount(orders).layer(ProblemResponsesLayer::new())
 }
 
 /// A node with its HTTP server and outbox.

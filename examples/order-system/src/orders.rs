@@ -186,7 +186,10 @@ pub async fn create_order(
 ) -> Response {
     let Json(new) = match body {
         Ok(body) => body,
-        Err(rejection) => return bad_request(rejection.body_text()),
+        // 415 (not JSON), 413 (too large), 400/422 (malformed): the
+        // rejection keeps its status; the application's
+        // ProblemResponsesLayer makes it a problem document.
+        Err(rejection) => return rejection.into_response(),
     };
     if let Err(reason) = new.validate() {
         return bad_request(reason);
