@@ -636,6 +636,14 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "raft")]
+    #[test]
+    fn documented_limits_are_the_state_machine_limits() {
+        use catga_cluster_raft::state_machine::limits;
+        assert_eq!(MAX_TTL_MS, limits::MAX_TTL_MS);
+        assert_eq!(MAX_OWNER_CHARS, limits::MAX_OWNER_LEN);
+    }
+
     /// A request type accepts a document with every schema property, and
     /// one with the required properties only; unknown fields are refused.
     fn check_request<T: ApiSchema + serde::de::DeserializeOwned>(full: Value) {

@@ -248,6 +248,15 @@ pub(crate) fn document(
 mod tests {
     use super::*;
 
+    #[cfg(feature = "raft")]
+    #[test]
+    fn documented_key_limit_is_the_state_machine_limit() {
+        assert_eq!(
+            MAX_KEY_CHARS,
+            catga_cluster_raft::state_machine::limits::MAX_KEY_LEN
+        );
+    }
+
     #[test]
     fn templates() {
         assert_eq!(
