@@ -50,6 +50,55 @@ fn with_header(mut req: Request<Body>, name: &'static str, value: &str) -> Reque
     req
 }
 
+/// One `Authorization` rule on every protected route, the Raft RPCs
+/// included: the scheme in any case, exactly one space, the secret.
+#[tokio::test]
+async fn one_bearer_rule_on_every_protected_route() {
+    let node = single_node(Some("s3cret")).await;
+    let app = from_peer(ClusterRoutes::raft(node.clone()).router(), remote());
+    let lock = |auth: &str| {
+        let mut req = post_json(
+            "/cluster/locks/l/acquire",
+            json!({"owner": "o", "ttl_ms": 1000}),
+        );
+        req.headers_mut()
+            .insert("authorization", auth.parse().unwrap());
+        req
+    };
+    let rpc = |auth: &str| {
+        let mut req = request(Method::POST, "/cluster/raft/vote", Body::from(&b"\xff"[..]));
+        req.headers_mut()
+            .insert("x-catga-target-node", "1".parse().unwrap());
+        req.headers_mut()
+            .insert("authorization", auth.parse().unwrap());
+        req
+    };
+    for accepted in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret"] {
+        let granted = send(&app, lock(accepted)).await;
+        assert_ne!(granted.status, 401, "{accepted}: {:?}", granted.body);
+        // Past authentication, the garbage body is what the RPC refuses.
+        send(&app, rpc(accepted))
+            .await
+            .assert_problem(400, "bad-request");
+    }
+    for refused in [
+        "Bearer  s3cret",
+        "Bearer s3cret ",
+        "Bearer\ts3cret",
+        "Basic s3cret",
+        "s3cret",
+        "Bearer",
+    ] {
+        send(&app, lock(refused))
+            .await
+            .assert_problem(401, "unauthorized");
+        send(&app, rpc(refused))
+            .await
+            .assert_problem(401, "unauthorized");
+    }
+    node.shutdown().await;
+}
+
 #[tokio::test]
 async fn key_value_store() {
     let node = single_node(None).await;
