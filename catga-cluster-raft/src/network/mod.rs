@@ -8,7 +8,19 @@
 //! it decodes anything, so a mis-addressed RPC is rejected, never applied.
 //! The answer is the encoded `Result` of the Raft call: `200` with a body for
 //! every answer Raft gave (including its errors), and a problem status for a
-//! request that never reached Raft.
+//! request that never reached Raft ([`RpcRejection`]).
+//!
+//! # What each RPC checks
+//!
+//! Every RPC, in this order:
+//!
+//! 1. the cluster secret, when one is configured ([`RpcRejection::Unauthorized`]);
+//!    without one, the HTTP edge answers loopback peers only;
+//! 2. the target node header names this node
+//!    ([`RpcRejection::MissingTarget`], [`RpcRejection::Misdirected`]);
+//! 3. the body decodes strictly ([`RpcRejection::BadBody`]): not empty, no
+//!    bytes after the message, no unknown enum variant, no length or varint
+//!    past the end, and only the canonical encoding (see [`BodyError`]).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -27,16 +39,18 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, BasicNode};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::node::{Inner, RaftNode};
 use crate::state_machine::{KvValue, LockState};
 use crate::types::{CommandResponse, Operation, Raft, TypeConfig};
 
+mod codec;
 pub(crate) mod http_client;
 #[cfg(feature = "test-util")]
 pub mod memory;
+
+pub use codec::BodyError;
+pub(crate) use codec::{decode, decode_canonical, encode};
 
 /// The content type of Raft RPC bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.catga.raft+postcard";
@@ -52,7 +66,7 @@ pub(crate) type SnapshotResult =
 pub(crate) type ElectResult = Result<(), String>;
 
 /// The body of an elect RPC: who asks, and in which term.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ElectRequest {
     pub(crate) from: NodeId,
     pub(crate) term: u64,
@@ -171,14 +185,6 @@ impl Failure {
     }
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, postcard::Error> {
-    postcard::to_stdvec(value).map(Bytes::from)
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
-    postcard::from_bytes(bytes)
-}
-
 /// An RPC refused before it reached Raft.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -197,9 +203,12 @@ pub enum RpcRejection {
     /// The target header is missing or not a node id.
     #[error("the `x-catga-target-node` header is missing or not a node id")]
     MissingTarget,
-    /// The body did not decode.
+    /// The body did not decode strictly.
     #[error("the RPC body does not decode: {0}")]
-    BadBody(String),
+    BadBody(BodyError),
+    /// An RPC this node does not serve.
+    #[error("this node does not serve this RPC")]
+    UnknownRpc,
     /// The answer could not be encoded.
     #[error("the answer could not be encoded: {0}")]
     Encode(String),
@@ -212,6 +221,7 @@ impl RpcRejection {
             RpcRejection::Unauthorized => StatusCode::UNAUTHORIZED,
             RpcRejection::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             RpcRejection::MissingTarget | RpcRejection::BadBody(_) => StatusCode::BAD_REQUEST,
+            RpcRejection::UnknownRpc => StatusCode::NOT_FOUND,
             RpcRejection::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -307,25 +317,24 @@ impl RaftRpcHandler {
     /// Serves an RPC whose headers were already checked.
     pub(crate) async fn dispatch(&self, rpc: RaftRpc, body: &[u8]) -> Result<Bytes, RpcRejection> {
         let raft = &self.inner.raft;
-        let bad = |e: postcard::Error| RpcRejection::BadBody(e.to_string());
         let encoded = match rpc {
             RaftRpc::Append => {
-                let req: AppendEntriesRequest<TypeConfig> = decode(body).map_err(bad)?;
+                let req: AppendEntriesRequest<TypeConfig> = decode_body(body)?;
                 let answer: AppendResult = raft.append_entries(req).await;
                 encode(&answer)
             }
             RaftRpc::Vote => {
-                let req: VoteRequest<NodeId> = decode(body).map_err(bad)?;
+                let req: VoteRequest<NodeId> = decode_body(body)?;
                 let answer: VoteResult = raft.vote(req).await;
                 encode(&answer)
             }
             RaftRpc::Snapshot => {
-                let req: InstallSnapshotRequest<TypeConfig> = decode(body).map_err(bad)?;
+                let req: InstallSnapshotRequest<TypeConfig> = decode_body(body)?;
                 let answer: SnapshotResult = raft.install_snapshot(req).await;
                 encode(&answer)
             }
             RaftRpc::Elect => {
-                let req: ElectRequest = decode(body).map_err(bad)?;
+                let req: ElectRequest = decode_body(body)?;
                 tracing::info!(
                     target: "catga_cluster::raft",
                     from = %req.from,
@@ -336,7 +345,7 @@ impl RaftRpcHandler {
                 encode(&answer)
             }
             RaftRpc::Propose => {
-                let req: ProposeRequest = decode(body).map_err(bad)?;
+                let req: ProposeRequest = decode_body(body)?;
                 let answer: ProposeResult = match self.node() {
                     Some(node) => node
                         .write(req.op, req.request_id)
@@ -347,7 +356,7 @@ impl RaftRpcHandler {
                 encode(&answer)
             }
             RaftRpc::Read => {
-                let req: ReadRequest = decode(body).map_err(bad)?;
+                let req: ReadRequest = decode_body(body)?;
                 let answer: ReadResult = match self.node() {
                     Some(node) => node
                         .read_local_linearizable(req)
@@ -357,8 +366,15 @@ impl RaftRpcHandler {
                 };
                 encode(&answer)
             }
-            _ => return Err(RpcRejection::BadBody("unknown RPC".into())),
+            _ => return Err(RpcRejection::UnknownRpc),
         };
         encoded.map_err(|e| RpcRejection::Encode(e.to_string()))
     }
+}
+
+/// Decodes a request body strictly (see [`BodyError`]).
+fn decode_body<T: serde::Serialize + serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, RpcRejection> {
+    decode_canonical(body).map_err(RpcRejection::BadBody)
 }
