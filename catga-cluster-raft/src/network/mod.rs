@@ -21,8 +21,28 @@
 //! 3. the body decodes strictly ([`RpcRejection::BadBody`]): not empty, no
 //!    bytes after the message, no unknown enum variant, no length or varint
 //!    past the end, and only the canonical encoding (see [`BodyError`]).
+//!
+//! Then, per RPC:
+//!
+//! | RPC | what is checked beyond the above |
+//! |---|---|
+//! | `append`, `vote`, `snapshot` | openraft's own rules: a message from an older term or with a smaller vote is answered with a refusal inside the `200` answer, and changes nothing |
+//! | `elect` | the sender is another voter and the leader this node follows in the request's term, which is this node's current term; this node is a voter and its log is consistent; otherwise [`RpcRejection::ElectRefused`] (`409`) and no election. The request this node last stood for is answered again as accepted, starting nothing (a hand-over asks again while it waits) |
+//! | `propose`, `read` | nothing about the sender (they carry a client's command or read, not a Raft claim): the receiver runs them only as the leader, with the checks of a local write or read (command limits, a read-index round), and a follower answers `not-leader` inside the `200` answer, never forwarding again |
+//!
+//! The sender of `elect` is a claim checked against this node's own view,
+//! not authentication: the secret (or loopback) gate authenticates peers,
+//! and whoever passes it and reads `/cluster/status` can name the leader
+//! and the term. The check makes garbage, replayed and disagreeing requests
+//! harmless; a refused request starts no election.
+//!
+//! `append`, `vote` and `snapshot` get no sender check of their own: a new
+//! learner with an empty log must accept the leader's first `append`
+//! before it knows the membership, and openraft already refuses an older
+//! term or a smaller vote. A forged `vote` or `append` with a larger term
+//! can still disturb the cluster, which is what the secret is for.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,12 +65,16 @@ use crate::state_machine::{KvValue, LockState};
 use crate::types::{CommandResponse, Operation, Raft, TypeConfig};
 
 mod codec;
+mod elect;
 pub(crate) mod http_client;
 #[cfg(feature = "test-util")]
 pub mod memory;
 
 pub use codec::BodyError;
 pub(crate) use codec::{decode, decode_canonical, encode};
+pub use elect::ElectRefusal;
+pub(crate) use elect::ElectRequest;
+use elect::{check_elect, ElectVerdict, ElectView};
 
 /// The content type of Raft RPC bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.catga.raft+postcard";
@@ -64,13 +88,6 @@ pub(crate) type SnapshotResult =
     Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 /// The answer to an elect RPC.
 pub(crate) type ElectResult = Result<(), String>;
-
-/// The body of an elect RPC: who asks, and in which term.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct ElectRequest {
-    pub(crate) from: NodeId,
-    pub(crate) term: u64,
-}
 
 /// A command a follower forwards to the leader.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -206,6 +223,9 @@ pub enum RpcRejection {
     /// The body did not decode strictly.
     #[error("the RPC body does not decode: {0}")]
     BadBody(BodyError),
+    /// An elect RPC this node refused: nothing was started.
+    #[error("election refused: {0}")]
+    ElectRefused(ElectRefusal),
     /// An RPC this node does not serve.
     #[error("this node does not serve this RPC")]
     UnknownRpc,
@@ -221,6 +241,7 @@ impl RpcRejection {
             RpcRejection::Unauthorized => StatusCode::UNAUTHORIZED,
             RpcRejection::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             RpcRejection::MissingTarget | RpcRejection::BadBody(_) => StatusCode::BAD_REQUEST,
+            RpcRejection::ElectRefused(_) => StatusCode::CONFLICT,
             RpcRejection::UnknownRpc => StatusCode::NOT_FOUND,
             RpcRejection::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -240,6 +261,8 @@ struct HandlerInner {
     local: NodeId,
     secret: Option<ClusterSecret>,
     node: Weak<Inner>,
+    /// The last elect request this node stood for (see `elect`).
+    elected_for: Mutex<Option<ElectRequest>>,
 }
 
 impl std::fmt::Debug for RaftRpcHandler {
@@ -264,6 +287,7 @@ impl RaftRpcHandler {
                 local,
                 secret,
                 node,
+                elected_for: Mutex::new(None),
             }),
         }
     }
@@ -335,13 +359,26 @@ impl RaftRpcHandler {
             }
             RaftRpc::Elect => {
                 let req: ElectRequest = decode_body(body)?;
-                tracing::info!(
-                    target: "catga_cluster::raft",
-                    from = %req.from,
-                    term = req.term,
-                    "asked to take over leadership; starting an election"
-                );
-                let answer: ElectResult = raft.trigger().elect().await.map_err(|e| e.to_string());
+                let answer: ElectResult = match self.decide_elect(&req)? {
+                    ElectVerdict::Stand => {
+                        tracing::info!(
+                            target: "catga_cluster::raft",
+                            from = %req.from,
+                            term = req.term,
+                            "asked to take over leadership; starting an election"
+                        );
+                        raft.trigger().elect().await.map_err(|e| e.to_string())
+                    }
+                    ElectVerdict::Repeated => {
+                        tracing::debug!(
+                            target: "catga_cluster::raft",
+                            from = %req.from,
+                            term = req.term,
+                            "asked again to take over leadership; the election was started already"
+                        );
+                        Ok(())
+                    }
+                };
                 encode(&answer)
             }
             RaftRpc::Propose => {
@@ -369,6 +406,37 @@ impl RaftRpcHandler {
             _ => return Err(RpcRejection::UnknownRpc),
         };
         encoded.map_err(|e| RpcRejection::Encode(e.to_string()))
+    }
+
+    /// Checks an elect request against this node's current metrics and, if
+    /// it is to stand, remembers the request, in one step so that two
+    /// copies of a request never start two elections.
+    fn decide_elect(&self, req: &ElectRequest) -> Result<ElectVerdict, RpcRejection> {
+        let mut elected_for = self
+            .inner
+            .elected_for
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let view = ElectView::new(&self.inner.raft.metrics().borrow(), elected_for.clone());
+        match check_elect(&view, req) {
+            Ok(verdict) => {
+                if verdict == ElectVerdict::Stand {
+                    *elected_for = Some(req.clone());
+                }
+                Ok(verdict)
+            }
+            Err(refusal) => {
+                tracing::warn!(
+                    target: "catga_cluster::raft",
+                    from = %req.from,
+                    term = req.term,
+                    current_term = view.current_term,
+                    reason = %refusal,
+                    "refused a request to take over leadership"
+                );
+                Err(RpcRejection::ElectRefused(refusal))
+            }
+        }
     }
 }
 
