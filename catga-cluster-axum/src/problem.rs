@@ -523,6 +523,15 @@ impl From<catga_cluster_raft::network::RpcRejection> for Problem {
             RpcRejection::MissingTarget | RpcRejection::BadBody(_) => {
                 Problem::bad_request(rejection.to_string())
             }
+            // Well formed, but at odds with the receiver's own view: the
+            // sender is not the leader it follows, another term, ...
+            RpcRejection::ElectRefused(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "rpc-refused",
+                "Raft RPC refused",
+                rejection.to_string(),
+            ),
+            RpcRejection::UnknownRpc => Problem::not_found(rejection.to_string()),
             other => {
                 tracing::error!(target: "catga_cluster::axum", error = %other, "raft rpc failed");
                 Problem::internal()

@@ -636,3 +636,64 @@ async fn raft_rpc_checks_target_and_body() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn raft_rpc_refuses_trailing_bytes_and_forged_elections() {
+    let node = single_node(None).await;
+    let routes = ClusterRoutes::raft(node.clone());
+    let app = from_peer(routes.router(), loopback());
+    let rpc = |path: &str, body: Vec<u8>| {
+        let mut req = request(Method::POST, path, Body::from(body));
+        req.headers_mut()
+            .insert("x-catga-target-node", "1".parse().unwrap());
+        req
+    };
+    let term = node.raft().metrics().borrow().current_term;
+    let term = u8::try_from(term).unwrap();
+    assert!(term < 0x80, "one varint byte");
+
+    // A vote request (term 1, node 1, not committed, no log) with a byte
+    // after it, and empty bodies: refused before Raft sees them.
+    let doc = send(&app, rpc("/cluster/raft/vote", vec![1, 1, 0, 0, 7]))
+        .await
+        .assert_problem(400, "bad-request");
+    assert!(doc["detail"].as_str().unwrap().contains("follow"), "{doc}");
+    for path in [
+        "/cluster/raft/append",
+        "/cluster/raft/elect",
+        "/cluster/raft/read",
+    ] {
+        send(&app, rpc(path, Vec::new()))
+            .await
+            .assert_problem(400, "bad-request");
+    }
+
+    // Elect requests naming this node, or a stranger, as the sender.
+    let doc = send(&app, rpc("/cluster/raft/elect", vec![1, term]))
+        .await
+        .assert_problem(409, "rpc-refused");
+    assert!(
+        doc["detail"].as_str().unwrap().contains("names this node"),
+        "{doc}"
+    );
+    let doc = send(&app, rpc("/cluster/raft/elect", vec![9, term]))
+        .await
+        .assert_problem(409, "rpc-refused");
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("node 9 is not a voter"),
+        "{doc}"
+    );
+    assert_eq!(node.raft().metrics().borrow().current_term, u64::from(term));
+    assert!(node.is_leader());
+
+    // The OpenAPI document lists the refusal for elect only.
+    let doc = routes.openapi();
+    let responses = |path: &str| doc["paths"][path]["post"]["responses"].clone();
+    assert!(responses("/cluster/raft/elect")["409"].is_object());
+    assert!(responses("/cluster/raft/elect")["400"].is_object());
+    assert!(responses("/cluster/raft/vote")["409"].is_null());
+    node.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! network: elections, crashes, isolation, restarts from disk, membership
 //! changes and hand-over.
 
+mod rpc_refusals;
 mod support;
 
 use std::collections::BTreeSet;

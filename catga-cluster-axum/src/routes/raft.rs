@@ -54,11 +54,25 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<RouteDef> {
             forwarded: false,
             body: BodyDoc::Octets,
             request_headers: &[(TARGET_NODE_HEADER, "the node id the RPC is addressed to")],
-            responses: vec![
-                resp(200, "Raft's answer (binary)", ContentDoc::Octets),
-                resp(400, "missing target or undecodable body", ContentDoc::Problem),
-                resp(421, "addressed to another node", ContentDoc::Problem),
-            ],
+            responses: {
+                let mut responses = vec![
+                    resp(200, "Raft's answer (binary)", ContentDoc::Octets),
+                    resp(
+                        400,
+                        "missing target, or a body that is empty, does not decode, has trailing bytes or is not in canonical form",
+                        ContentDoc::Problem,
+                    ),
+                    resp(421, "addressed to another node", ContentDoc::Problem),
+                ];
+                if rpc == RaftRpc::Elect {
+                    responses.push(resp(
+                        409,
+                        "rpc-refused: the sender is not the leader this node follows in its current term, or this node cannot stand; nothing was started",
+                        ContentDoc::Problem,
+                    ));
+                }
+                responses
+            },
             limit: l.raft_body,
             timeout: l.raft_timeout,
             handler: Box::new(move || {

@@ -8,9 +8,41 @@
 //! it decodes anything, so a mis-addressed RPC is rejected, never applied.
 //! The answer is the encoded `Result` of the Raft call: `200` with a body for
 //! every answer Raft gave (including its errors), and a problem status for a
-//! request that never reached Raft.
+//! request that never reached Raft ([`RpcRejection`]).
+//!
+//! # What each RPC checks
+//!
+//! Every RPC, in this order:
+//!
+//! 1. the cluster secret, when one is configured ([`RpcRejection::Unauthorized`]);
+//!    without one, the HTTP edge answers loopback peers only;
+//! 2. the target node header names this node
+//!    ([`RpcRejection::MissingTarget`], [`RpcRejection::Misdirected`]);
+//! 3. the body decodes strictly ([`RpcRejection::BadBody`]): not empty, no
+//!    bytes after the message, no unknown enum variant, no length or varint
+//!    past the end, and only the canonical encoding (see [`BodyError`]).
+//!
+//! Then, per RPC:
+//!
+//! | RPC | what is checked beyond the above |
+//! |---|---|
+//! | `append`, `vote`, `snapshot` | openraft's own rules: a message from an older term or with a smaller vote is answered with a refusal inside the `200` answer, and changes nothing |
+//! | `elect` | the sender is another voter and the leader this node follows in the request's term, which is this node's current term; this node is a voter and its log is consistent; otherwise [`RpcRejection::ElectRefused`] (`409`) and no election. The request this node last stood for is answered again as accepted, starting nothing (a hand-over asks again while it waits) |
+//! | `propose`, `read` | nothing about the sender (they carry a client's command or read, not a Raft claim): the receiver runs them only as the leader, with the checks of a local write or read (command limits, a read-index round), and a follower answers `not-leader` inside the `200` answer, never forwarding again |
+//!
+//! The sender of `elect` is a claim checked against this node's own view,
+//! not authentication: the secret (or loopback) gate authenticates peers,
+//! and whoever passes it and reads `/cluster/status` can name the leader
+//! and the term. The check makes garbage, replayed and disagreeing requests
+//! harmless; a refused request starts no election.
+//!
+//! `append`, `vote` and `snapshot` get no sender check of their own: a new
+//! learner with an empty log must accept the leader's first `append`
+//! before it knows the membership, and openraft already refuses an older
+//! term or a smaller vote. A forged `vote` or `append` with a larger term
+//! can still disturb the cluster, which is what the secret is for.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,16 +59,22 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, BasicNode};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::node::{Inner, RaftNode};
 use crate::state_machine::{KvValue, LockState};
 use crate::types::{CommandResponse, Operation, Raft, TypeConfig};
 
+mod codec;
+mod elect;
 pub(crate) mod http_client;
 #[cfg(feature = "test-util")]
 pub mod memory;
+
+pub use codec::BodyError;
+pub(crate) use codec::{decode, decode_canonical, encode};
+pub use elect::ElectRefusal;
+pub(crate) use elect::ElectRequest;
+use elect::{check_elect, ElectVerdict, ElectView};
 
 /// The content type of Raft RPC bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.catga.raft+postcard";
@@ -50,13 +88,6 @@ pub(crate) type SnapshotResult =
     Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 /// The answer to an elect RPC.
 pub(crate) type ElectResult = Result<(), String>;
-
-/// The body of an elect RPC: who asks, and in which term.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct ElectRequest {
-    pub(crate) from: NodeId,
-    pub(crate) term: u64,
-}
 
 /// A command a follower forwards to the leader.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -171,14 +202,6 @@ impl Failure {
     }
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, postcard::Error> {
-    postcard::to_stdvec(value).map(Bytes::from)
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
-    postcard::from_bytes(bytes)
-}
-
 /// An RPC refused before it reached Raft.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -197,9 +220,15 @@ pub enum RpcRejection {
     /// The target header is missing or not a node id.
     #[error("the `x-catga-target-node` header is missing or not a node id")]
     MissingTarget,
-    /// The body did not decode.
+    /// The body did not decode strictly.
     #[error("the RPC body does not decode: {0}")]
-    BadBody(String),
+    BadBody(BodyError),
+    /// An elect RPC this node refused: nothing was started.
+    #[error("election refused: {0}")]
+    ElectRefused(ElectRefusal),
+    /// An RPC this node does not serve.
+    #[error("this node does not serve this RPC")]
+    UnknownRpc,
     /// The answer could not be encoded.
     #[error("the answer could not be encoded: {0}")]
     Encode(String),
@@ -212,6 +241,8 @@ impl RpcRejection {
             RpcRejection::Unauthorized => StatusCode::UNAUTHORIZED,
             RpcRejection::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             RpcRejection::MissingTarget | RpcRejection::BadBody(_) => StatusCode::BAD_REQUEST,
+            RpcRejection::ElectRefused(_) => StatusCode::CONFLICT,
+            RpcRejection::UnknownRpc => StatusCode::NOT_FOUND,
             RpcRejection::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -230,6 +261,8 @@ struct HandlerInner {
     local: NodeId,
     secret: Option<ClusterSecret>,
     node: Weak<Inner>,
+    /// The last elect request this node stood for (see `elect`).
+    elected_for: Mutex<Option<ElectRequest>>,
 }
 
 impl std::fmt::Debug for RaftRpcHandler {
@@ -254,6 +287,7 @@ impl RaftRpcHandler {
                 local,
                 secret,
                 node,
+                elected_for: Mutex::new(None),
             }),
         }
     }
@@ -307,36 +341,48 @@ impl RaftRpcHandler {
     /// Serves an RPC whose headers were already checked.
     pub(crate) async fn dispatch(&self, rpc: RaftRpc, body: &[u8]) -> Result<Bytes, RpcRejection> {
         let raft = &self.inner.raft;
-        let bad = |e: postcard::Error| RpcRejection::BadBody(e.to_string());
         let encoded = match rpc {
             RaftRpc::Append => {
-                let req: AppendEntriesRequest<TypeConfig> = decode(body).map_err(bad)?;
+                let req: AppendEntriesRequest<TypeConfig> = decode_body(body)?;
                 let answer: AppendResult = raft.append_entries(req).await;
                 encode(&answer)
             }
             RaftRpc::Vote => {
-                let req: VoteRequest<NodeId> = decode(body).map_err(bad)?;
+                let req: VoteRequest<NodeId> = decode_body(body)?;
                 let answer: VoteResult = raft.vote(req).await;
                 encode(&answer)
             }
             RaftRpc::Snapshot => {
-                let req: InstallSnapshotRequest<TypeConfig> = decode(body).map_err(bad)?;
+                let req: InstallSnapshotRequest<TypeConfig> = decode_body(body)?;
                 let answer: SnapshotResult = raft.install_snapshot(req).await;
                 encode(&answer)
             }
             RaftRpc::Elect => {
-                let req: ElectRequest = decode(body).map_err(bad)?;
-                tracing::info!(
-                    target: "catga_cluster::raft",
-                    from = %req.from,
-                    term = req.term,
-                    "asked to take over leadership; starting an election"
-                );
-                let answer: ElectResult = raft.trigger().elect().await.map_err(|e| e.to_string());
+                let req: ElectRequest = decode_body(body)?;
+                let answer: ElectResult = match self.decide_elect(&req)? {
+                    ElectVerdict::Stand => {
+                        tracing::info!(
+                            target: "catga_cluster::raft",
+                            from = %req.from,
+                            term = req.term,
+                            "asked to take over leadership; starting an election"
+                        );
+                        raft.trigger().elect().await.map_err(|e| e.to_string())
+                    }
+                    ElectVerdict::Repeated => {
+                        tracing::debug!(
+                            target: "catga_cluster::raft",
+                            from = %req.from,
+                            term = req.term,
+                            "asked again to take over leadership; the election was started already"
+                        );
+                        Ok(())
+                    }
+                };
                 encode(&answer)
             }
             RaftRpc::Propose => {
-                let req: ProposeRequest = decode(body).map_err(bad)?;
+                let req: ProposeRequest = decode_body(body)?;
                 let answer: ProposeResult = match self.node() {
                     Some(node) => node
                         .write(req.op, req.request_id)
@@ -347,7 +393,7 @@ impl RaftRpcHandler {
                 encode(&answer)
             }
             RaftRpc::Read => {
-                let req: ReadRequest = decode(body).map_err(bad)?;
+                let req: ReadRequest = decode_body(body)?;
                 let answer: ReadResult = match self.node() {
                     Some(node) => node
                         .read_local_linearizable(req)
@@ -357,8 +403,46 @@ impl RaftRpcHandler {
                 };
                 encode(&answer)
             }
-            _ => return Err(RpcRejection::BadBody("unknown RPC".into())),
+            _ => return Err(RpcRejection::UnknownRpc),
         };
         encoded.map_err(|e| RpcRejection::Encode(e.to_string()))
     }
+
+    /// Checks an elect request against this node's current metrics and, if
+    /// it is to stand, remembers the request, in one step so that two
+    /// copies of a request never start two elections.
+    fn decide_elect(&self, req: &ElectRequest) -> Result<ElectVerdict, RpcRejection> {
+        let mut elected_for = self
+            .inner
+            .elected_for
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let view = ElectView::new(&self.inner.raft.metrics().borrow(), elected_for.clone());
+        match check_elect(&view, req) {
+            Ok(verdict) => {
+                if verdict == ElectVerdict::Stand {
+                    *elected_for = Some(req.clone());
+                }
+                Ok(verdict)
+            }
+            Err(refusal) => {
+                tracing::warn!(
+                    target: "catga_cluster::raft",
+                    from = %req.from,
+                    term = req.term,
+                    current_term = view.current_term,
+                    reason = %refusal,
+                    "refused a request to take over leadership"
+                );
+                Err(RpcRejection::ElectRefused(refusal))
+            }
+        }
+    }
+}
+
+/// Decodes a request body strictly (see [`BodyError`]).
+fn decode_body<T: serde::Serialize + serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, RpcRejection> {
+    decode_canonical(body).map_err(RpcRejection::BadBody)
 }

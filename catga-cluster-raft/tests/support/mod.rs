@@ -38,6 +38,8 @@ pub struct Cluster {
     pub members: Vec<u64>,
     pub dir: Option<tempfile::TempDir>,
     pub options: NodeOptions,
+    /// Adjusts each node's configuration (timings, secret) before it starts.
+    pub configure: fn(&mut ClusterConfig),
     changed: Arc<Notify>,
 }
 
@@ -47,12 +49,24 @@ impl Cluster {
     }
 
     pub async fn start_with(n: u64, durable: bool, options: NodeOptions) -> Cluster {
+        Cluster::start_configured(n, durable, options, |_| {}).await
+    }
+
+    /// [`start_with`](Cluster::start_with), each node's configuration
+    /// adjusted by `configure` first.
+    pub async fn start_configured(
+        n: u64,
+        durable: bool,
+        options: NodeOptions,
+        configure: fn(&mut ClusterConfig),
+    ) -> Cluster {
         let mut cluster = Cluster {
             net: MemoryNetwork::new(),
             nodes: BTreeMap::new(),
             members: (0..n).collect(),
             dir: durable.then(|| tempfile::tempdir().unwrap()),
             options,
+            configure,
             changed: Arc::new(Notify::new()),
         };
         for i in 0..n {
@@ -74,7 +88,9 @@ impl Cluster {
             Some(dir) => Storage::Disk(dir),
             None => Storage::Memory,
         };
-        let node = RaftNode::builder(config(i, &self.members))
+        let mut config = config(i, &self.members);
+        (self.configure)(&mut config);
+        let node = RaftNode::builder(config)
             .transport(Transport::Memory(self.net.clone()))
             .storage(storage)
             .options(options)
