@@ -22,6 +22,7 @@
 //! | `revision-mismatch` | 412 | `If-Match` named another revision |
 //! | `method-not-allowed` | 405 | a method the route does not serve; `Allow` |
 //! | `misdirected` | 421 | a Raft RPC addressed to another node |
+//! | `rpc-refused` | 409 | an elect RPC at odds with the receiver's view (sender, term, its own state) |
 //! | `timeout` | 504 | the route's deadline, [`ClusterError::Timeout`] |
 //! | `unknown-outcome` | 504 | a write that timed out after it was sent |
 //! | `shutting-down` | 503 | the node is stopping |
@@ -113,6 +114,8 @@ pub mod slug {
     pub const INTERNAL: &str = "internal";
     /// A JSON route received a body that is not `application/json` (415).
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported-media-type";
+    /// An elect RPC at odds with the receiver's own view (409).
+    pub const RPC_REFUSED: &str = "rpc-refused";
     /// Protected mode refused a cross-site request (403).
     pub const FORBIDDEN: &str = "forbidden";
     /// A node being added never caught up as a learner (504).
@@ -527,7 +530,7 @@ impl From<catga_cluster_raft::network::RpcRejection> for Problem {
             // sender is not the leader it follows, another term, ...
             RpcRejection::ElectRefused(_) => Problem::new(
                 StatusCode::CONFLICT,
-                "rpc-refused",
+                slug::RPC_REFUSED,
                 "Raft RPC refused",
                 rejection.to_string(),
             ),

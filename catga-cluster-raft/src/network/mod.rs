@@ -314,7 +314,15 @@ impl RaftRpcHandler {
         let addressed = headers
             .get(TARGET_NODE_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|v| {
+                // Digits only, as the OpenAPI document's pattern says.
+                let digits = v.trim();
+                (!digits.is_empty()
+                    && digits.len() <= 20
+                    && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<u64>().ok())
+                .flatten()
+            })
             .map(NodeId::new)
             .ok_or(RpcRejection::MissingTarget)?;
         if addressed != self.inner.local {
