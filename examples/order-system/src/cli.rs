@@ -322,10 +322,14 @@ fn check_explicit_topology(cli: &Cli, topology: &TopologySources) -> Result<(), 
         .flatten()
         .collect::<Vec<_>>()
         .join(" and ");
+        let flags = local_flags.join(" and ");
+        let verb = if local_flags.len() == 1 {
+            "sizes"
+        } else {
+            "size"
+        };
         return Err(CliError::Conflict(format!(
-            "{} size the local cluster, but the topology is given explicitly ({from}); drop {} or the explicit topology",
-            local_flags.join(" and "),
-            local_flags.join(" and "),
+            "{flags} {verb} the local cluster, but the topology is given explicitly ({from}); drop {flags} or the explicit topology"
         )));
     }
     Ok(())
@@ -876,7 +880,7 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.contains("--nodes size the local cluster")
+            text.contains("--nodes sizes the local cluster")
                 && text.contains("Cluster.LocalNodeEndpoint from environment variable"),
             "{text}"
         );
