@@ -7,20 +7,29 @@
 //!
 //! | metric | type | meaning |
 //! |---|---|---|
-//! | `catga_cluster_role{role}` | gauge | 1 for this node's role (`leader`, `follower`, `candidate`, `learner`, `shutdown`), 0 for the others |
-//! | `catga_cluster_is_leader` | gauge | 1 while this node leads under a valid lease |
+//! | `catga_cluster_role{role}` | gauge | 1 for this node's Raft role (`leader`, `follower`, `candidate`, `learner`, `shutdown`), 0 for the others |
+//! | `catga_cluster_is_leader` | gauge | 1 while this node leads under a valid lease, else 0 |
 //! | `catga_cluster_term` | gauge | the current Raft term |
-//! | `catga_cluster_health` | gauge | 0 healthy, 1 degraded, 2 unhealthy |
+//! | `catga_cluster_health_status{status}` | gauge | 1 for this node's health (`healthy`, `degraded`, `unhealthy`, as on `/health/ready`), 0 for the others |
 //! | `catga_cluster_leader_changes_total` | counter | leader changes seen since the routes started |
-//! | `catga_cluster_leaderless_seconds_total` | counter | time without a known leader since the routes started |
-//! | `catga_cluster_forwards_total{outcome}` | counter | forwards to the leader by outcome: `ok`, `failed`, `timeout`, `no_leader` |
+//! | `catga_cluster_leaderless_seconds_total` | counter (unit `seconds`) | time without a known leader since the routes started |
+//! | `catga_cluster_forwards_total{outcome}` | counter | requests passed on to the leader, by outcome: `ok`, `failed` (unreachable or broken connection), `timeout` (no answer in time, outcome unknown), `no_leader` (none known) |
 //! | `catga_cluster_hop_limit_rejects_total` | counter | requests refused with `hop-limit` |
 //! | `catga_cluster_lock_grants_total` | counter | locks granted through the lock routes |
-//! | `catga_cluster_lock_waits_total` | counter | acquires that found the lock held and waited |
-//! | `catga_cluster_lock_held_total` | counter | acquires that gave up (`lock-held`) |
-//! | `catga_cluster_raft_last_log_index` | gauge | the last log index (with a backend that reports it) |
-//! | `catga_cluster_raft_last_applied_index` | gauge | the last applied index |
-//! | `catga_cluster_raft_apply_lag` | gauge | entries not applied yet |
+//! | `catga_cluster_lock_waits_total` | counter | lock acquires that found the lock held and waited |
+//! | `catga_cluster_lock_refusals_total` | counter | lock acquires refused with `lock-held`: the lock stayed held for the whole wait |
+//! | `catga_cluster_raft_last_log_index` | gauge | the last Raft log index (with a backend that reports it, such as the Raft routes) |
+//! | `catga_cluster_raft_last_applied_index` | gauge | the last applied Raft log index (likewise) |
+//! | `catga_cluster_raft_apply_lag` | gauge | log entries this node has not applied yet |
+//!
+//! Every family is present from the first scrape: labelled families carry
+//! all their label values (counters at 0), so a rate or an alert never sees
+//! a series appear from nothing. The two index gauges are the exception
+//! when the backend does not report the log (a test double, another
+//! consensus); `ClusterRoutes::raft` does.
+//! Names follow the Prometheus conventions: counters end in `_total`, and a
+//! value with a unit carries it as a suffix and, in OpenMetrics, a `# UNIT`
+//! line.
 //!
 //! Register your own metrics with [`ClusterMetrics::register`]; they are
 //! served on the same route.
@@ -51,7 +60,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Metric, Registry};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::health::{ClusterView, HealthStatus};
 use crate::problem::{response_slug, slug};
@@ -80,6 +89,14 @@ pub enum ForwardOutcome {
 }
 
 impl ForwardOutcome {
+    /// Every outcome, for the labels present from the start.
+    const ALL: [ForwardOutcome; 4] = [
+        ForwardOutcome::Ok,
+        ForwardOutcome::Failed,
+        ForwardOutcome::Timeout,
+        ForwardOutcome::NoLeader,
+    ];
+
     fn label(self) -> Outcome {
         [(
             "outcome",
@@ -105,7 +122,7 @@ struct Inner {
     hop_limit_rejects: Counter,
     lock_grants: Counter,
     lock_waits: Counter,
-    lock_held: Counter,
+    lock_refusals: Counter,
 }
 
 impl fmt::Debug for ClusterMetrics {
@@ -124,19 +141,23 @@ impl ClusterMetrics {
     /// A registry with the cluster's counters and no leadership gauges.
     pub fn new() -> Self {
         let forwards = Family::<Outcome, Counter>::default();
+        // Every outcome from the start, at 0.
+        for outcome in ForwardOutcome::ALL {
+            drop(forwards.get_or_create(&outcome.label()));
+        }
         let hop_limit_rejects = Counter::default();
         let lock_grants = Counter::default();
         let lock_waits = Counter::default();
-        let lock_held = Counter::default();
+        let lock_refusals = Counter::default();
         let mut registry = Registry::default();
         registry.register(
             "catga_cluster_forwards",
-            "Forwards to the leader by outcome",
+            "Requests passed on to the leader, by outcome: ok, failed (unreachable or broken connection), timeout (no answer in time), no_leader (none known)",
             forwards.clone(),
         );
         registry.register(
             "catga_cluster_hop_limit_rejects",
-            "Requests refused because they were already forwarded as often as allowed",
+            "Requests refused with hop-limit because they were already forwarded as often as allowed",
             hop_limit_rejects.clone(),
         );
         registry.register(
@@ -150,9 +171,9 @@ impl ClusterMetrics {
             lock_waits.clone(),
         );
         registry.register(
-            "catga_cluster_lock_held",
-            "Lock acquires that gave up because the lock stayed held",
-            lock_held.clone(),
+            "catga_cluster_lock_refusals",
+            "Lock acquires refused with lock-held because the lock stayed held for the whole wait",
+            lock_refusals.clone(),
         );
         ClusterMetrics {
             inner: Arc::new(Inner {
@@ -161,7 +182,7 @@ impl ClusterMetrics {
                 hop_limit_rejects,
                 lock_grants,
                 lock_waits,
-                lock_held,
+                lock_refusals,
             }),
         }
     }
@@ -189,6 +210,14 @@ impl ClusterMetrics {
         self.registry().register(name, help, metric);
     }
 
+    /// Registers a metric of yours that has a unit: the encoder appends it
+    /// to `name` (`request` with [`Unit::Seconds`] is served as
+    /// `request_seconds`, `request_seconds_total` for a counter) and
+    /// OpenMetrics carries a `# UNIT` line.
+    pub fn register_with_unit(&self, name: &str, help: &str, unit: Unit, metric: impl Metric) {
+        self.registry().register_with_unit(name, help, unit, metric);
+    }
+
     /// Counts a forward to the leader.
     pub fn record_forward(&self, outcome: ForwardOutcome) {
         self.inner.forwards.get_or_create(&outcome.label()).inc();
@@ -209,9 +238,10 @@ impl ClusterMetrics {
         self.inner.lock_waits.inc();
     }
 
-    /// Counts an acquire that gave up because the lock stayed held.
-    pub fn record_lock_held(&self) {
-        self.inner.lock_held.inc();
+    /// Counts an acquire refused with `lock-held`: the lock stayed held for
+    /// the whole wait.
+    pub fn record_lock_refusal(&self) {
+        self.inner.lock_refusals.inc();
     }
 
     /// Counts what a response says about forwarding (see
@@ -277,14 +307,36 @@ fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
+/// A counter; with a unit, the encoder appends it to `name`.
 fn counter<N: prometheus_client::encoding::EncodeCounterValue>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
+    unit: Option<&Unit>,
     value: N,
 ) -> fmt::Result {
     let metric = ConstCounter::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+/// A gauge family with one series per label value: 1 for `current`, 0 for
+/// the others.
+fn one_hot(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: &[&'static str],
+    current: &str,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for value in values {
+        let labels = [(label, *value)];
+        family
+            .encode_family(&labels)?
+            .encode_gauge(&i64::from(*value == current))?;
+    }
+    Ok(())
 }
 
 impl Collector for LeadershipCollector {
@@ -296,63 +348,67 @@ impl Collector for LeadershipCollector {
         let snapshot = view.coord.leadership();
         let facts = view.facts();
 
-        let mut roles = encoder.encode_descriptor(
-            "catga_cluster_role",
-            "This node's Raft role (1 for the current one)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for role in [
+        let roles = [
             Role::Leader,
             Role::Follower,
             Role::Candidate,
             Role::Learner,
             Role::Shutdown,
-        ] {
-            let labels = [("role", role.as_str())];
-            let value = i64::from(snapshot.role == role);
-            roles.encode_family(&labels)?.encode_gauge(&value)?;
-        }
+        ]
+        .map(Role::as_str);
+        one_hot(
+            &mut encoder,
+            "catga_cluster_role",
+            "This node's Raft role: 1 for the current one, 0 for the others.",
+            "role",
+            &roles,
+            snapshot.role.as_str(),
+        )?;
         gauge(
             &mut encoder,
             "catga_cluster_is_leader",
-            "1 while this node leads under a valid lease",
+            "1 while this node leads under a valid lease, else 0.",
             i64::from(report.is_leader),
         )?;
         gauge(
             &mut encoder,
             "catga_cluster_term",
-            "The current Raft term",
+            "The current Raft term.",
             snapshot.term,
         )?;
-        let health: i64 = match report.status {
-            HealthStatus::Healthy => 0,
-            HealthStatus::Degraded => 1,
-            _ => 2,
-        };
-        gauge(
+        let statuses = [
+            HealthStatus::Healthy,
+            HealthStatus::Degraded,
+            HealthStatus::Unhealthy,
+        ]
+        .map(HealthStatus::as_str);
+        one_hot(
             &mut encoder,
-            "catga_cluster_health",
-            "0 healthy, 1 degraded, 2 unhealthy",
-            health,
+            "catga_cluster_health_status",
+            "This node's health as on /health/ready: 1 for the current status, 0 for the others.",
+            "status",
+            &statuses,
+            report.status.as_str(),
         )?;
         counter(
             &mut encoder,
             "catga_cluster_leader_changes",
-            "Leader changes seen since the routes started",
+            "Leader changes seen since the routes started.",
+            None,
             view.tracker.total_changes(),
         )?;
         counter(
             &mut encoder,
-            "catga_cluster_leaderless_seconds",
-            "Time without a known leader since the routes started",
+            "catga_cluster_leaderless",
+            "Time without a known leader since the routes started.",
+            Some(&Unit::Seconds),
             view.tracker.leaderless().as_secs_f64(),
         )?;
         if let Some(index) = facts.last_log_index {
             gauge(
                 &mut encoder,
                 "catga_cluster_raft_last_log_index",
-                "The last Raft log index",
+                "The last Raft log index.",
                 index,
             )?;
         }
@@ -360,16 +416,19 @@ impl Collector for LeadershipCollector {
             gauge(
                 &mut encoder,
                 "catga_cluster_raft_last_applied_index",
-                "The last applied Raft log index",
+                "The last applied Raft log index.",
                 index,
             )?;
         }
         gauge(
             &mut encoder,
             "catga_cluster_raft_apply_lag",
-            "Log entries not applied yet",
+            "Log entries this node has not applied yet.",
             facts.apply_lag,
         )?;
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -366,7 +366,10 @@ async fn locks() {
 
     let text = String::from_utf8_lossy(&send(&app, get("/metrics")).await.body).into_owned();
     assert!(text.contains("catga_cluster_lock_grants_total 2"), "{text}");
-    assert!(text.contains("catga_cluster_lock_held_total 1"), "{text}");
+    assert!(
+        text.contains("catga_cluster_lock_refusals_total 1"),
+        "{text}"
+    );
     assert!(text.contains("catga_cluster_raft_last_log_index"), "{text}");
     node.shutdown().await;
 }

@@ -265,7 +265,7 @@ async fn status_openapi_and_metrics() {
         "catga_cluster_role{role=\"follower\"} 0",
         "catga_cluster_is_leader 1",
         "catga_cluster_term 1",
-        "catga_cluster_health 0",
+        "catga_cluster_health_status{status=\"healthy\"} 1",
         "catga_cluster_leaderless_seconds_total",
         "catga_cluster_hop_limit_rejects_total 0",
         "catga_cluster_lock_grants_total 0",

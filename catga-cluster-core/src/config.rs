@@ -71,7 +71,9 @@
 //! A [`ConfigLoader`] merges its sources in the order they were added; a later
 //! source overrides keys set by an earlier one (the whole `Members` list is
 //! one key). [`ClusterConfig::load`] reads the file, then the process
-//! environment.
+//! environment. [`ConfigLoader::topology_sources`] tells which sources set
+//! `LocalNodeEndpoint`, `LocalNodeId` and `Members`, for an application that
+//! supplies its own topology when none is configured.
 //!
 //! ```
 //! use std::time::Duration;
@@ -809,28 +811,96 @@ impl ConfigLoader {
 
     /// Reads, merges, interprets and validates the sources.
     pub fn build(self) -> Result<ClusterConfig, ConfigError> {
+        interpret(&self.merged()?)
+    }
+
+    /// Which sources set the settings that place this node in a cluster
+    /// (`LocalNodeEndpoint`, `LocalNodeId`, `Members`), after merging.
+    ///
+    /// Reads the sources like [`build`](Self::build) but neither interprets
+    /// nor validates the values, so an application can tell "no topology
+    /// configured" (and supply its own default) from "part of one
+    /// configured" (and say what is missing) before building.
+    ///
+    /// ```
+    /// use catga_cluster_core::config::ClusterConfig;
+    ///
+    /// let loader = ClusterConfig::loader().env_vars([
+    ///     ("Cluster__Secret", "s3cret"),
+    ///     ("Cluster__Members__0", "http://node1:5000"),
+    /// ]);
+    /// let topology = loader.topology_sources()?;
+    /// assert_eq!(topology.local_node_endpoint, None);
+    /// assert_eq!(
+    ///     topology.members.as_deref(),
+    ///     Some("environment variables `Cluster__Members__N`")
+    /// );
+    /// # Ok::<(), catga_cluster_core::config::ConfigError>(())
+    /// ```
+    pub fn topology_sources(&self) -> Result<TopologySources, ConfigError> {
+        let figment = self.merged()?;
+        let merged = figment
+            .data()
+            .map_err(|e| ConfigError::validation("Cluster", e.to_string()))?
+            .remove(&Profile::Default)
+            .unwrap_or_default();
+        // `null` means "not set", as in `build`.
+        let origin = |field: Field| -> Option<String> {
+            let value = merged
+                .get(field.canonical())
+                .filter(|value| !matches!(value, Value::Empty(..)))?;
+            Some(figment.get_metadata(value.tag()).map_or_else(
+                || "an unnamed source".to_owned(),
+                |metadata| metadata.name.to_string(),
+            ))
+        };
+        Ok(TopologySources {
+            local_node_endpoint: origin(Field::LocalNodeEndpoint),
+            local_node_id: origin(Field::LocalNodeId),
+            members: origin(Field::Members),
+        })
+    }
+
+    /// Reads the sources and merges them, later ones overriding earlier ones.
+    fn merged(&self) -> Result<Figment, ConfigError> {
         let mut figment = Figment::new();
-        for source in self.sources {
+        for source in &self.sources {
             match source {
                 SourceSpec::File { path, required } => {
-                    if let Some(provider) = file_provider(&path, required)? {
+                    if let Some(provider) = file_provider(path, *required)? {
                         figment = figment.merge(provider);
                     }
                 }
                 SourceSpec::Text { format, text } => {
                     let origin = format!("inline {}", format.name());
-                    let document = parse_document(format, &text, None)?;
+                    let document = parse_document(*format, text, None)?;
                     figment = figment.merge(section_provider(document, origin)?);
                 }
                 SourceSpec::Env(vars) => {
-                    for provider in env_providers(vars)? {
+                    for provider in env_providers(vars.clone())? {
                         figment = figment.merge(provider);
                     }
                 }
             }
         }
-        interpret(&figment)
+        Ok(figment)
     }
+}
+
+/// Where the settings that place the local node in a cluster come from, as
+/// [`ConfigLoader::topology_sources`] finds them: each field names the source
+/// that sets the key last (such as ``file `appsettings.json` `` or
+/// ``environment variable `Cluster__LocalNodeEndpoint` ``), or is `None`
+/// when no source sets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopologySources {
+    /// The source of `LocalNodeEndpoint`.
+    pub local_node_endpoint: Option<String>,
+    /// The source of `LocalNodeId`.
+    pub local_node_id: Option<String>,
+    /// The source of `Members`.
+    pub members: Option<String>,
 }
 
 impl fmt::Debug for ConfigLoader {
@@ -1993,6 +2063,54 @@ mod tests {
         let debug = format!("{loader:?}");
         assert!(!debug.contains("secret-value"), "{debug}");
         assert!(debug.contains("Cluster__Secret"), "{debug}");
+    }
+
+    #[test]
+    fn topology_sources_name_the_last_source_of_each_key() {
+        let loader = ClusterConfig::loader()
+            .json_str(
+                r#"{"Cluster": {"LocalNodeEndpoint": "http://node0:5000",
+                                "LocalNodeId": null,
+                                "Members": ["http://node1:5000"],
+                                "Secret": "s"}}"#,
+            )
+            .env_vars([
+                ("Cluster__Members__0", "http://node2:5000"),
+                ("Cluster__HeartbeatInterval", "10ms"),
+            ]);
+        let topology = loader.topology_sources().unwrap();
+        assert_eq!(
+            topology,
+            TopologySources {
+                local_node_endpoint: Some("inline JSON".to_owned()),
+                // `null` is "not set".
+                local_node_id: None,
+                members: Some("environment variables `Cluster__Members__N`".to_owned()),
+            }
+        );
+        // Asking does not consume the loader.
+        let config = loader.build().unwrap();
+        assert_eq!(config.members[0].endpoint.as_str(), "http://node2:5000");
+
+        let none = ClusterConfig::loader()
+            .env_vars([("Cluster__Secret", "s")])
+            .topology_sources()
+            .unwrap();
+        assert_eq!(none, TopologySources::default());
+        let id = ClusterConfig::loader()
+            .env_vars([("cluster__localnodeid", "node1")])
+            .topology_sources()
+            .unwrap();
+        assert_eq!(
+            id.local_node_id.as_deref(),
+            Some("environment variable `cluster__localnodeid`")
+        );
+        // Sources that cannot be read are errors here too.
+        let err = ClusterConfig::loader()
+            .env_vars([("Cluster__Membres__0", "http://node1:5000")])
+            .topology_sources()
+            .unwrap_err();
+        assert!(err.to_string().contains("Members"), "{err}");
     }
 
     proptest::proptest! {

@@ -507,7 +507,7 @@ async fn acquire_lock(
                     Ok(json(StatusCode::OK, &LockGrantDto { token, ttl_ms }))
                 }
                 Acquisition::Held { remaining, .. } => {
-                    state.metrics.record_lock_held();
+                    state.metrics.record_lock_refusal();
                     Err(Problem::lock_held(&name, Some(remaining)))
                 }
                 _ => Err(Problem::internal()),

@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use order_system::cli::{self, Cli, Command};
+use order_system::cli::{self, Cli, Command, NodeSetup};
 use order_system::{app, demo};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -39,8 +39,7 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-async fn run_node(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let setup = cli::resolve(&cli, std::env::vars().collect())?;
+async fn run_node(setup: NodeSetup) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing::info!(
         node = %setup.config.node,
         members = setup.config.members.len(),
@@ -77,6 +76,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A configuration that cannot work is bad input, like a bad flag: exit
+    // code 2, before anything starts.
+    let setup = if demo {
+        None
+    } else {
+        match cli::cluster_env().and_then(|env| cli::resolve(&cli, env)) {
+            Ok(setup) => Some(setup),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -85,10 +97,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        if demo {
-            demo::run().await
-        } else {
-            run_node(cli).await
+        match setup {
+            Some(setup) => run_node(setup).await,
+            None => demo::run().await,
         }
     });
     match result {

@@ -1,7 +1,9 @@
 //! End to end: the example binary as three OS processes on free loopback
 //! ports. Orders through every node, a SIGKILLed leader, the outbox's
 //! exactly-once processing, a SIGTERMed leader handing over during a stream
-//! of writes, and a restart that rejoins.
+//! of writes, and a restart that rejoins. Also the command line: the seed's
+//! local cluster with a secret from `Cluster__Secret`, and configurations
+//! that cannot form one cluster refused at start with exit code 2.
 //!
 //! Processes are observed over HTTP, so waiting means polling with a
 //! deadline.
@@ -20,6 +22,11 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One cluster of processes at a time: on a small machine, two clusters'
+/// elections and hand-overs compete for the CPU and turn bounded waits into
+/// spurious failures.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Node {
     port: u16,
@@ -49,9 +56,31 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// `n` consecutive free loopback ports, for the local cluster of
+/// `--cluster` (`node{i}` on `--base-port + i`).
+fn free_consecutive_ports(n: u16) -> Vec<u16> {
+    for _ in 0..100 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = first.local_addr().unwrap().port();
+        let Some(last) = base.checked_add(n - 1) else {
+            continue;
+        };
+        let rest: Result<Vec<_>, _> = (base + 1..=last)
+            .map(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
+            .collect();
+        if rest.is_ok() {
+            return (base..=last).collect();
+        }
+    }
+    panic!("no {n} consecutive free ports on 127.0.0.1");
+}
+
 impl Cluster {
     fn new() -> Cluster {
-        let ports = free_ports(3);
+        Cluster::on_ports(free_ports(3))
+    }
+
+    fn on_ports(ports: Vec<u16>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (0..3u64)
             .map(|i| {
@@ -77,21 +106,26 @@ impl Cluster {
         format!("http://127.0.0.1:{}{path}", self.nodes[&i].port)
     }
 
+    /// Starts node `i` with the explicit topology in `Cluster__*` variables.
     fn spawn(&mut self, i: u64) {
         let endpoint = |j: u64| format!("http://127.0.0.1:{}", self.nodes[&j].port);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_order-system"));
-        cmd.current_dir(self.dir.path())
-            .arg("--port")
-            .arg(self.nodes[&i].port.to_string())
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .env("RUST_LOG", "info")
-            .env("Cluster__LocalNodeEndpoint", endpoint(i))
-            .env("Cluster__LocalNodeId", i.to_string());
+        let mut vars = vec![
+            ("Cluster__LocalNodeEndpoint".to_owned(), endpoint(i)),
+            ("Cluster__LocalNodeId".to_owned(), i.to_string()),
+        ];
         for (k, j) in (0..3u64).filter(|j| *j != i).enumerate() {
-            cmd.env(format!("Cluster__Members__{k}__Id"), j.to_string())
-                .env(format!("Cluster__Members__{k}__Endpoint"), endpoint(j));
+            vars.push((format!("Cluster__Members__{k}__Id"), j.to_string()));
+            vars.push((format!("Cluster__Members__{k}__Endpoint"), endpoint(j)));
         }
+        let port = self.nodes[&i].port.to_string();
+        self.spawn_with(i, &["--port", &port], &vars);
+    }
+
+    /// Starts node `i` with `args` and `vars` (no other `Cluster__*`
+    /// variable), its own data directory and its log in the test directory.
+    fn spawn_with(&mut self, i: u64, args: &[&str], vars: &[(String, String)]) {
+        let mut cmd = command(self.dir.path(), args, vars);
+        cmd.arg("--data-dir").arg(self.dir.path().join("data"));
         let log = File::options()
             .create(true)
             .append(true)
@@ -129,10 +163,25 @@ impl Cluster {
     }
 
     async fn send(&self, method: &str, url: &str, body: Option<Value>) -> Option<Answer> {
-        let request = http::Request::builder()
+        self.send_as(None, method, url, body).await
+    }
+
+    /// Sends with `authorization: Bearer {bearer}` when given.
+    async fn send_as(
+        &self,
+        bearer: Option<&str>,
+        method: &str,
+        url: &str,
+        body: Option<Value>,
+    ) -> Option<Answer> {
+        let mut request = http::Request::builder()
             .method(method)
             .uri(url)
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let Some(secret) = bearer {
+            request = request.header("authorization", format!("Bearer {secret}"));
+        }
+        let request = request
             .body(Full::new(Bytes::from(
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )))
@@ -209,6 +258,25 @@ impl Drop for Cluster {
     }
 }
 
+/// The example binary with `args` and `vars`, run in `dir`, with no
+/// `Cluster__*` variable inherited from the test's environment.
+fn command(dir: &Path, args: &[&str], vars: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_order-system"));
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_str()
+            .is_some_and(|n| n.to_ascii_lowercase().starts_with("cluster__"))
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .envs(vars.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
@@ -226,6 +294,7 @@ fn dump_logs(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_fail_over_hand_over_and_process_orders_once() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = Cluster::new();
     scenario(&mut cluster).await;
 }
@@ -387,4 +456,202 @@ async fn scenario(cluster: &mut Cluster) {
         "writes failed during the hand-over: {failed:?}"
     );
     assert_ne!(cluster.wait_leader().await, leader);
+}
+
+/// The seed's local cluster (`--cluster --port … --node-id nodeN`, no
+/// topology configured) takes its secret from `Cluster__Secret`: the nodes
+/// form one cluster (their Raft RPCs carry the secret) and the protected
+/// routes require it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_takes_its_secret_from_the_environment() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let ports = free_consecutive_ports(3);
+    let base = ports[0].to_string();
+    let mut cluster = Cluster::on_ports(ports);
+    let secret = vec![("Cluster__Secret".to_owned(), "s3cret".to_owned())];
+    for i in 0..3u64 {
+        let port = cluster.nodes[&i].port.to_string();
+        let name = format!("node{i}");
+        let args = [
+            "--cluster",
+            "--port",
+            &port,
+            "--node-id",
+            &name,
+            "--base-port",
+            &base,
+        ];
+        cluster.spawn_with(i, &args, &secret);
+    }
+    let leader = cluster.wait_leader().await;
+    let status = cluster
+        .send("GET", &cluster.url(leader, "/cluster/status"), None)
+        .await
+        .unwrap();
+    let members = status.body["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(members.len(), 3, "{}", status.body);
+    assert_eq!(status.body["node"]["id"], leader, "node ids are 0, 1, 2");
+
+    // A follower forwards the write to the leader; both need the secret.
+    let via = (leader + 1) % 3;
+    let key = cluster.url(via, "/cluster/kv/greeting");
+    let value = Some(Value::from("hello"));
+    for bearer in [None, Some("wrong")] {
+        let answer = cluster
+            .send_as(bearer, "PUT", &key, value.clone())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 401, "bearer {bearer:?}: {}", answer.body);
+        assert_eq!(answer.body["type"], "unauthorized");
+    }
+    let put = cluster
+        .send_as(Some("s3cret"), "PUT", &key, value.clone())
+        .await
+        .unwrap();
+    assert_eq!(put.status, 200, "{}", put.body);
+    let read = cluster.url((leader + 2) % 3, "/cluster/kv/greeting");
+    let unauthorized = cluster.send("GET", &read, None).await.unwrap();
+    assert_eq!(unauthorized.status, 401);
+    let got = cluster
+        .send_as(Some("s3cret"), "GET", &read, None)
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body, Value::from("hello"));
+}
+
+/// Configurations whose nodes could never agree on ids are refused at
+/// start: exit code 2 and a message naming the disagreement, instead of
+/// nodes that stay candidates forever.
+#[test]
+fn inconsistent_cluster_configurations_exit_with_code_2() {
+    let ports = free_ports(3);
+    let url = |i: usize| format!("http://localhost:{}", ports[i]);
+    let var = |k: &str, v: String| (k.to_owned(), v);
+    let port = ports[1].to_string();
+    struct Case<'a> {
+        name: &'a str,
+        args: Vec<&'a str>,
+        vars: Vec<(String, String)>,
+        expected: Vec<String>,
+    }
+    let case = |name, args, vars, expected| Case {
+        name,
+        args,
+        vars,
+        expected,
+    };
+    let cases = [
+        case(
+            "--node-id with plain-URL members",
+            vec!["--cluster", "--port", &port, "--node-id", "node1"],
+            vec![
+                var("Cluster__LocalNodeEndpoint", url(1)),
+                var("Cluster__Members__0", url(0)),
+                var("Cluster__Members__1", url(2)),
+                var("Cluster__Secret", "s3cret".into()),
+            ],
+            vec![
+                "--node-id node1 makes this node's id 1".into(),
+                "plain URLs".into(),
+                format!(
+                    "as id {}, not 1",
+                    catga_cluster_core::NodeId::from_endpoint(
+                        &catga_cluster_core::Endpoint::parse(&url(1)).unwrap()
+                    )
+                ),
+            ],
+        ),
+        case(
+            "this node among its members",
+            vec!["--port", &port],
+            vec![
+                var("Cluster__LocalNodeEndpoint", url(1)),
+                var("Cluster__Members__0", url(0)),
+                var(
+                    "Cluster__Members__1",
+                    format!("http://127.0.0.1:{}", ports[1]),
+                ),
+            ],
+            vec!["Cluster.Members[1]".into(), "is this node".into()],
+        ),
+        case(
+            "two members with one id",
+            vec!["--port", &port, "--node-id", "node1"],
+            vec![
+                var("Cluster__LocalNodeEndpoint", url(1)),
+                var("Cluster__Members__0__Id", "node0".into()),
+                var("Cluster__Members__0__Endpoint", url(0)),
+                var("Cluster__Members__1__Id", "node0".into()),
+                var("Cluster__Members__1__Endpoint", url(2)),
+            ],
+            vec!["Cluster.Members[1]: id 0 is already used by Cluster.Members[0]".into()],
+        ),
+        case(
+            "the local id equal to a member's",
+            vec!["--port", &port, "--node-id", "node0"],
+            vec![
+                var("Cluster__LocalNodeEndpoint", url(1)),
+                var("Cluster__Members__0__Id", "node0".into()),
+                var("Cluster__Members__0__Endpoint", url(0)),
+            ],
+            vec![
+                "id 0 is the local node's id".into(),
+                "--node-id node0".into(),
+            ],
+        ),
+        case(
+            "a partial topology with --cluster",
+            vec!["--cluster", "--port", &port, "--node-id", "node1"],
+            vec![var("Cluster__Members__0", url(0))],
+            vec!["Cluster.LocalNodeEndpoint is not".into()],
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for Case {
+        name: case,
+        args,
+        vars,
+        expected,
+    } in cases
+    {
+        let mut child = command(dir.path(), &args, &vars)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the example binary starts");
+        // Refused before anything starts; a node that ran instead would
+        // never exit on its own, so the wait is bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{case}: the node started instead of refusing the configuration");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "{case}: {stderr}");
+        for part in expected {
+            assert!(
+                stderr.contains(&part),
+                "{case}: {part:?} missing from {stderr}"
+            );
+        }
+        assert!(
+            !stderr.contains("s3cret"),
+            "{case}: the secret leaked: {stderr}"
+        );
+    }
 }
