@@ -30,10 +30,12 @@ use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::network::contacts::PeerContacts;
 use crate::node::{Inner, RaftNode};
 use crate::state_machine::{KvValue, LockState};
 use crate::types::{CommandResponse, Operation, Raft, TypeConfig};
 
+pub(crate) mod contacts;
 pub(crate) mod http_client;
 #[cfg(feature = "test-util")]
 pub mod memory;
@@ -230,6 +232,7 @@ struct HandlerInner {
     local: NodeId,
     secret: Option<ClusterSecret>,
     node: Weak<Inner>,
+    contacts: PeerContacts,
 }
 
 impl std::fmt::Debug for RaftRpcHandler {
@@ -247,6 +250,7 @@ impl RaftRpcHandler {
         local: NodeId,
         secret: Option<ClusterSecret>,
         node: Weak<Inner>,
+        contacts: PeerContacts,
     ) -> Self {
         RaftRpcHandler {
             inner: Arc::new(HandlerInner {
@@ -254,6 +258,7 @@ impl RaftRpcHandler {
                 local,
                 secret,
                 node,
+                contacts,
             }),
         }
     }
@@ -304,6 +309,14 @@ impl RaftRpcHandler {
         self.dispatch(rpc, body).await
     }
 
+    /// Records that the sender of a Raft RPC (the leader or candidate
+    /// named in its vote) was heard from now.
+    fn heard(&self, vote: &openraft::Vote<NodeId>) {
+        if let Some(from) = vote.leader_id().voted_for() {
+            self.inner.contacts.record_heard(from);
+        }
+    }
+
     /// Serves an RPC whose headers were already checked.
     pub(crate) async fn dispatch(&self, rpc: RaftRpc, body: &[u8]) -> Result<Bytes, RpcRejection> {
         let raft = &self.inner.raft;
@@ -311,16 +324,19 @@ impl RaftRpcHandler {
         let encoded = match rpc {
             RaftRpc::Append => {
                 let req: AppendEntriesRequest<TypeConfig> = decode(body).map_err(bad)?;
+                self.heard(&req.vote);
                 let answer: AppendResult = raft.append_entries(req).await;
                 encode(&answer)
             }
             RaftRpc::Vote => {
                 let req: VoteRequest<NodeId> = decode(body).map_err(bad)?;
+                self.heard(&req.vote);
                 let answer: VoteResult = raft.vote(req).await;
                 encode(&answer)
             }
             RaftRpc::Snapshot => {
                 let req: InstallSnapshotRequest<TypeConfig> = decode(body).map_err(bad)?;
+                self.heard(&req.vote);
                 let answer: SnapshotResult = raft.install_snapshot(req).await;
                 encode(&answer)
             }
