@@ -150,7 +150,9 @@ impl RaftNode {
     /// up within `catch_up_timeout` (it was removed again),
     /// [`MembershipError::QuorumAtRisk`] when too few voters are reachable,
     /// [`MembershipError::ChangeInProgress`] while another change runs,
-    /// [`ClusterError::NotLeader`] on a follower, and
+    /// [`ClusterError::NotLeader`] on a follower (or when leadership moved
+    /// during the catch-up: the learner then stays, without a vote, until
+    /// it is removed or added again), and
     /// [`ClusterError::UnknownOutcome`] when a commit missed its deadline.
     pub async fn add_member(&self, node: NodeInfo) -> Result<(), ClusterError> {
         let guard = self.begin_change()?;

@@ -687,6 +687,19 @@ async fn a_second_change_while_one_runs_is_refused_at_once() {
         matches!(third, Err(ClusterError::InvalidRequest(_))),
         "node 9 is gone: {third:?}"
     );
+    // A learner (added behind the API's back) is removed without a quorum
+    // question: it has no vote.
+    node.raft()
+        .add_learner(
+            NodeId::new(12),
+            openraft::BasicNode::new(nowhere(12).endpoint.as_str()),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(members(&node).contains(&12));
+    node.remove_member(NodeId::new(12)).await.unwrap();
+    assert_eq!(members(&node), BTreeSet::from([0, 1, 2]));
 }
 
 #[tokio::test]
