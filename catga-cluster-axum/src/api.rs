@@ -218,7 +218,8 @@ impl ApiSchema for ReadyDto {
                     json!({
                         "type": ["string", "null"],
                         "enum": [null, "raft-failed", "raft-stopped", "draining", "no-leader",
-                                 "lease-expired", "transferring", "lagging", "elections-flapping"],
+                                 "no-quorum", "lease-expired", "transferring",
+                                 "voter-unreachable", "lagging", "elections-flapping"],
                         "description": "why the node is not healthy; null when it is",
                     }),
                 ),

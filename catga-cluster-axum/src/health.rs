@@ -3,13 +3,23 @@
 //! A node is
 //!
 //! * **unhealthy** when Raft stopped (a fatal error, or shut down), the node
-//!   is draining for shutdown, or no leader is known;
+//!   is draining for shutdown, no leader is known, or the node is out of
+//!   touch with a quorum (`no-quorum`, from [`ProbeFacts::quorum_reachable`]:
+//!   on a leader, the voters that answered recently are not a majority; on
+//!   a follower, the leader it knows has not been heard from recently);
 //! * **degraded** when a leader is known but this node's leader lease
-//!   lapsed, it is handing leadership over, it lags (more than
-//!   [`HealthOptions::max_apply_lag`] log entries not applied yet), or
-//!   elections are flapping (at least [`HealthOptions::flap_threshold`]
-//!   leader changes within [`HealthOptions::flap_window`]);
+//!   lapsed, it is handing leadership over, it leads and a voter does not
+//!   answer (`voter-unreachable`, from [`ProbeFacts::unreachable_voters`]:
+//!   the quorum holds, but one more failure may break it), it lags
+//!   (more than [`HealthOptions::max_apply_lag`] log entries not applied
+//!   yet), or elections are flapping (at least
+//!   [`HealthOptions::flap_threshold`] leader changes within
+//!   [`HealthOptions::flap_window`]);
 //! * **healthy** otherwise.
+//!
+//! A follower knows only its own contact with the leader: when a leader
+//! has lost its quorum but still reaches some followers, those followers
+//! stay healthy and the leader reports `no-quorum`.
 //!
 //! The routes use it as Kubernetes probes: `GET /health/live` fails only
 //! when Raft stopped on a fatal error (restarting the process is the cure),
@@ -98,11 +108,16 @@ pub enum HealthReason {
     Lagging,
     /// Leaders changed often recently.
     ElectionsFlapping,
+    /// This node is out of touch with a quorum of voters.
+    NoQuorum,
+    /// This node leads and a voter does not answer.
+    VoterUnreachable,
 }
 
 impl HealthReason {
     /// The slug used in health bodies: `raft-failed`, `raft-stopped`,
-    /// `draining`, `no-leader`, `lease-expired`, `transferring`, `lagging`,
+    /// `draining`, `no-leader`, `no-quorum`, `lease-expired`,
+    /// `transferring`, `voter-unreachable`, `lagging`,
     /// `elections-flapping`.
     pub fn slug(self) -> &'static str {
         match self {
@@ -114,6 +129,8 @@ impl HealthReason {
             HealthReason::Transferring => "transferring",
             HealthReason::Lagging => "lagging",
             HealthReason::ElectionsFlapping => "elections-flapping",
+            HealthReason::NoQuorum => "no-quorum",
+            HealthReason::VoterUnreachable => "voter-unreachable",
         }
     }
 }
@@ -183,7 +200,7 @@ impl HealthOptions {
 }
 
 /// What a backend knows about itself beyond the leadership snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProbeFacts {
     /// Raft stopped on a fatal error (the error stays in the log; health
@@ -197,6 +214,26 @@ pub struct ProbeFacts {
     pub last_log_index: Option<u64>,
     /// The last applied index, where known.
     pub last_applied: Option<u64>,
+    /// Voters this node, leading, has not heard from recently (empty on
+    /// other nodes, or when the backend cannot tell).
+    pub unreachable_voters: Vec<NodeId>,
+    /// Whether this node is in touch with a quorum of voters (`true`
+    /// unless the backend knows otherwise).
+    pub quorum_reachable: bool,
+}
+
+impl Default for ProbeFacts {
+    fn default() -> Self {
+        ProbeFacts {
+            fatal: false,
+            stopped: false,
+            apply_lag: 0,
+            last_log_index: None,
+            last_applied: None,
+            unreachable_voters: Vec::new(),
+            quorum_reachable: true,
+        }
+    }
 }
 
 impl ProbeFacts {
@@ -230,6 +267,18 @@ impl ProbeFacts {
         self.last_applied = Some(last_applied);
         self
     }
+
+    /// Sets [`unreachable_voters`](Self::unreachable_voters).
+    pub fn unreachable_voters(mut self, voters: Vec<NodeId>) -> Self {
+        self.unreachable_voters = voters;
+        self
+    }
+
+    /// Sets [`quorum_reachable`](Self::quorum_reachable).
+    pub fn quorum_reachable(mut self, reachable: bool) -> Self {
+        self.quorum_reachable = reachable;
+        self
+    }
 }
 
 /// A source of [`ProbeFacts`]: the consensus backend.
@@ -258,6 +307,8 @@ impl HealthProbe for catga_cluster_raft::RaftNode {
             apply_lag: health.apply_lag,
             last_log_index: Some(status.last_log_index),
             last_applied: Some(status.last_applied),
+            unreachable_voters: health.unreachable_voters,
+            quorum_reachable: health.quorum_reachable,
         }
     }
 }
@@ -295,6 +346,23 @@ pub(crate) fn evaluate(
         )
     } else if snapshot.leader.is_none() {
         unhealthy(HealthReason::NoLeader, "no leader is known")
+    } else if !facts.quorum_reachable {
+        let detail = if snapshot.leader_id() == Some(local) {
+            match facts.unreachable_voters.as_slice() {
+                [] => "this node leads but cannot reach a quorum of voters".to_owned(),
+                missing => format!(
+                    "this node leads but cannot reach a quorum of voters (unreachable: {})",
+                    nodes(missing)
+                ),
+            }
+        } else {
+            "this node has not heard from the leader recently".to_owned()
+        };
+        (
+            HealthStatus::Unhealthy,
+            Some(HealthReason::NoQuorum),
+            Some(detail),
+        )
     } else if snapshot.leader_id() == Some(local) && snapshot.transferring {
         degraded(
             HealthReason::Transferring,
@@ -304,6 +372,14 @@ pub(crate) fn evaluate(
         degraded(
             HealthReason::LeaseExpired,
             "this node leads but its leader lease lapsed".to_owned(),
+        )
+    } else if !facts.unreachable_voters.is_empty() {
+        degraded(
+            HealthReason::VoterUnreachable,
+            format!(
+                "voters do not answer: {}; the quorum holds",
+                nodes(&facts.unreachable_voters)
+            ),
         )
     } else if facts.apply_lag > options.max_apply_lag {
         degraded(
@@ -333,6 +409,11 @@ pub(crate) fn evaluate(
         is_leader,
         live: !facts.fatal,
     }
+}
+
+fn nodes(ids: &[NodeId]) -> String {
+    let names: Vec<String> = ids.iter().map(|id| format!("node {id}")).collect();
+    names.join(", ")
 }
 
 /// The object-safe part of a coordinator the routes need.
@@ -645,5 +726,71 @@ mod tests {
         };
         let r = eval(&leading, &running, 0, false);
         assert_eq!((r.status, r.is_leader), (HealthStatus::Healthy, true));
+    }
+
+    #[test]
+    fn every_reason_is_in_the_readiness_schema() {
+        use crate::api::{ApiSchema, ReadyDto};
+        let schema = ReadyDto::schema().to_string();
+        for reason in [
+            HealthReason::RaftFailed,
+            HealthReason::RaftStopped,
+            HealthReason::Draining,
+            HealthReason::NoLeader,
+            HealthReason::NoQuorum,
+            HealthReason::LeaseExpired,
+            HealthReason::Transferring,
+            HealthReason::VoterUnreachable,
+            HealthReason::Lagging,
+            HealthReason::ElectionsFlapping,
+        ] {
+            assert!(
+                schema.contains(&format!("\"{}\"", reason.slug())),
+                "{}",
+                reason.slug()
+            );
+        }
+    }
+
+    #[test]
+    fn quorum_verdicts() {
+        let leading = Leadership {
+            role: Role::Leader,
+            leader: leader(1),
+            lease_valid: true,
+            ..Leadership::default()
+        };
+        let one_down = ProbeFacts::running().unreachable_voters(vec![NodeId::new(3)]);
+        let r = eval(&leading, &one_down, 0, false);
+        assert_eq!(
+            (r.status, r.reason),
+            (HealthStatus::Degraded, Some(HealthReason::VoterUnreachable))
+        );
+        assert_eq!(r.reason.unwrap().slug(), "voter-unreachable");
+        assert!(r.detail.unwrap().contains("node 3"));
+
+        let lost = one_down
+            .unreachable_voters(vec![NodeId::new(2), NodeId::new(3)])
+            .quorum_reachable(false);
+        let r = eval(&leading, &lost, 0, false);
+        assert_eq!(
+            (r.status, r.reason),
+            (HealthStatus::Unhealthy, Some(HealthReason::NoQuorum))
+        );
+        assert_eq!(r.reason.unwrap().slug(), "no-quorum");
+        assert!(r.detail.unwrap().contains("node 2, node 3"));
+        assert!(r.live, "a lost quorum is no reason to restart");
+
+        let follower = Leadership {
+            leader: leader(2),
+            ..Leadership::default()
+        };
+        let silent = ProbeFacts::running().quorum_reachable(false);
+        let r = eval(&follower, &silent, 0, false);
+        assert_eq!(r.reason, Some(HealthReason::NoQuorum));
+        assert!(r.detail.unwrap().contains("leader"));
+        // No leader at all stays `no-leader`.
+        let r = eval(&Leadership::default(), &silent, 0, false);
+        assert_eq!(r.reason, Some(HealthReason::NoLeader));
     }
 }

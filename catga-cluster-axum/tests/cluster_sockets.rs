@@ -1,7 +1,8 @@
 //! A three-node cluster over real sockets on `127.0.0.1:0`, each node
 //! served with `catga_cluster_axum::serve`: forwarding to the leader, the
-//! hop limit, typed commands, and a graceful shutdown of the leader during
-//! a stream of writes.
+//! hop limit, typed commands, a graceful shutdown of the leader during
+//! a stream of writes, and membership changes that must not brick the
+//! cluster.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,7 +19,7 @@ use catga_cluster_axum::{serve, ClusterRoutes, CommandRegistry};
 use catga_cluster_core::config::ClusterConfig;
 use catga_cluster_core::protocol::{FORWARDED_HEADER, SERVED_BY_HEADER};
 use catga_cluster_core::{ClusterCoordinator, Endpoint, NodeId, NodeInfo};
-use catga_cluster_raft::{RaftNode, Storage};
+use catga_cluster_raft::{NodeOptions, RaftNode, Storage};
 use catga_cluster_tower::{ForwardToLeaderLayer, JsonForwarder, PlainPolicy};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -94,6 +95,10 @@ fn app(node: &RaftNode) -> Router {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(NodeOptions::default()).await
+    }
+
+    async fn start_with(options: NodeOptions) -> Cluster {
         let mut listeners = Vec::new();
         let mut infos = Vec::new();
         for i in 1..=3u64 {
@@ -115,6 +120,7 @@ impl Cluster {
             let config = ClusterConfig::new(infos[i].clone(), others).unwrap();
             let raft = RaftNode::builder(config)
                 .storage(Storage::Memory)
+                .options(options.clone())
                 .start()
                 .await
                 .unwrap();
@@ -519,5 +525,110 @@ async fn graceful_shutdown_of_the_leader_loses_no_write() {
             .unwrap();
         assert!(stored >= *revision, "{key}");
     }
+    cluster.stop_all().await;
+}
+
+/// Waits (bounded) on the node's Raft metrics, which change with every
+/// heartbeat, until `condition` holds.
+async fn wait_on_metrics(node: &RaftNode, what: &str, condition: impl Fn(&RaftNode) -> bool) {
+    let mut metrics = node.raft().metrics();
+    tokio::time::timeout(DEADLINE, async {
+        while !condition(node) {
+            if metrics.changed().await.is_err() {
+                panic!("raft stopped while waiting for {what}");
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_member_nobody_serves_is_504_and_changes_no_voter() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster =
+        Cluster::start_with(NodeOptions::default().catch_up_timeout(Duration::from_secs(1))).await;
+    let http = Http::new();
+    let leader_id = cluster.leader().await.id;
+    let follower = cluster.nodes.iter().find(|n| n.id != leader_id).unwrap();
+    // A port nothing listens on any more.
+    let dead = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+
+    // Sent to a follower: forwarded to the leader, whose answer comes back.
+    let reply = http
+        .call(
+            Method::POST,
+            follower.addr,
+            "/cluster/members",
+            &[("content-type", "application/json")],
+            &format!("{{\"id\": 9, \"endpoint\": \"http://{dead}\"}}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status.as_u16(), 504, "{:?}", reply.body);
+    assert_eq!(
+        reply.headers["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(doc["type"], "member-unreachable", "{doc}");
+    assert_eq!(doc["status"], 504);
+    assert_eq!(doc["member"], 9);
+    assert_eq!(
+        reply.headers[SERVED_BY_HEADER].to_str().unwrap(),
+        leader_id.to_string()
+    );
+
+    let leader = cluster.leader().await;
+    let status: serde_json::Value = serde_json::from_slice(
+        &http
+            .call(Method::GET, leader.addr, "/cluster/status", &[], "")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{status}");
+    assert!(members.iter().all(|m| m["voter"] == true), "{status}");
+    let ready = http
+        .call(Method::GET, leader.addr, "/health/ready", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200);
+
+    // A voter stops: the leader still has its quorum, and says a voter is
+    // missing.
+    let leader_raft = leader.raft.clone();
+    let leader_addr = leader.addr;
+    let victim = cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.id != leader_id)
+        .unwrap();
+    let victim_id = victim.id;
+    let _ = victim.stop.take().unwrap().send(());
+    tokio::time::timeout(DEADLINE, victim.server.take().unwrap())
+        .await
+        .expect("the stopped node's server ends in time")
+        .unwrap()
+        .unwrap();
+    wait_on_metrics(
+        &leader_raft,
+        "the stopped voter to count as unreachable",
+        |n| n.health().unreachable_voters == vec![victim_id],
+    )
+    .await;
+    let ready = http
+        .call(Method::GET, leader_addr, "/health/ready", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200, "degraded still serves");
+    let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["reason"], "voter-unreachable", "{body}");
     cluster.stop_all().await;
 }

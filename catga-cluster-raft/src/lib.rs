@@ -34,8 +34,10 @@
 pub mod kv;
 pub mod lock;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
+mod quorum;
 pub mod snapshot_store;
 pub mod state_machine;
 mod transport;

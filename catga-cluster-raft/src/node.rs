@@ -1,6 +1,7 @@
 //! The Raft node: built from a [`ClusterConfig`], it implements
 //! [`ClusterCoordinator`] with a lease-safe `is_leader()`, writes with
-//! deadlines, membership changes and graceful hand-over.
+//! deadlines and graceful hand-over. Membership changes live in
+//! [`crate::membership`].
 //!
 //! # Lease rule
 //!
@@ -31,13 +32,14 @@ use catga_cluster_core::{
 use openraft::error::{
     CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
 };
-use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
+use openraft::{BasicNode, RaftMetrics, ServerState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::log_store::{LogStore, StoreIdentity};
+use crate::network::contacts::PeerContacts;
 use crate::network::http_client::HttpNetworkFactory;
 use crate::network::{ElectRequest, ElectResult, RaftRpcHandler};
 use crate::snapshot_store::SnapshotStore;
@@ -93,8 +95,18 @@ pub struct NodeOptions {
     pub logs_to_keep: u64,
     /// State machine settings.
     pub state_machine: StateMachineConfig,
-    /// How a new member's catch-up is bounded.
+    /// How long [`RaftNode::add_member`] waits for a new member to catch up
+    /// as a learner (default 10 s) before it removes the learner again and
+    /// fails with `member-unreachable`. The whole call is bounded by
+    /// [`RaftNode::membership_change_bound`]: keep that under the deadline
+    /// of whatever serves the call (catga-cluster-axum's
+    /// `Limits::admin_timeout`, 30 s by default).
     pub catch_up_timeout: Duration,
+    /// How recently a voter must have answered an RPC of this node to count
+    /// as reachable, for the quorum checks of membership changes and for
+    /// health (see [`crate::membership`]). `None` (the default):
+    /// `max(2 × election_timeout_max, 500 ms)`.
+    pub reachability_window: Option<Duration>,
     /// Whether a node with empty storage bootstraps the configured members.
     /// Turn it off for a node that joins a running cluster: it then waits
     /// until the leader adds it.
@@ -124,7 +136,8 @@ impl Default for NodeOptions {
             snapshot_every: 5000,
             logs_to_keep: 500,
             state_machine: StateMachineConfig::default(),
-            catch_up_timeout: Duration::from_secs(30),
+            catch_up_timeout: Duration::from_secs(10),
+            reachability_window: None,
             bootstrap: true,
             fast_failover: true,
             #[cfg(feature = "tls")]
@@ -173,6 +186,12 @@ impl NodeOptions {
     /// Sets [`catch_up_timeout`](NodeOptions::catch_up_timeout).
     pub fn catch_up_timeout(mut self, timeout: Duration) -> Self {
         self.catch_up_timeout = timeout;
+        self
+    }
+
+    /// Sets [`reachability_window`](NodeOptions::reachability_window).
+    pub fn reachability_window(mut self, window: Duration) -> Self {
+        self.reachability_window = Some(window);
         self
     }
 
@@ -311,14 +330,16 @@ impl RaftNodeBuilder {
         };
         let sm = StateMachineStore::open(snapshots, self.options.state_machine.clone())?;
 
+        let contacts = PeerContacts::new();
         let network = match &self.transport {
-            Transport::Http => NetworkFactory::Http(Box::new(HttpNetworkFactory::new(
-                local.id,
-                config.secret.as_ref(),
-                &self.options,
-            ))),
+            Transport::Http => NetworkFactory::http(
+                HttpNetworkFactory::new(local.id, config.secret.as_ref(), &self.options),
+                contacts.clone(),
+            ),
             #[cfg(feature = "test-util")]
-            Transport::Memory(net) => NetworkFactory::Memory(net.factory(local.id)),
+            Transport::Memory(net) => {
+                NetworkFactory::memory(net.factory(local.id), contacts.clone())
+            }
         };
         let raft = Raft::new(
             local.id,
@@ -338,10 +359,14 @@ impl RaftNodeBuilder {
             .options
             .handover_timeout
             .unwrap_or(config.election_timeout_max * 4);
+        let reachability_window = self
+            .options
+            .reachability_window
+            .unwrap_or_else(|| crate::quorum::default_window(config.election_timeout_max));
         let (leadership, _) = watch::channel(Leadership::default());
         let secret = config.secret.clone();
         let inner = Arc::new_cyclic(|weak| Inner {
-            handler: RaftRpcHandler::new(raft.clone(), local.id, secret, weak.clone()),
+            handler: RaftRpcHandler::new(raft.clone(), local.id, secret, weak.clone(), contacts),
             raft,
             info: local,
             config,
@@ -357,6 +382,9 @@ impl RaftNodeBuilder {
             options: self.options,
             leader_changes: AtomicU64::new(0),
             recent_changes: Mutex::new(VecDeque::new()),
+            leader_since: Mutex::new(None),
+            reachability_window,
+            membership_change: Arc::new(AtomicBool::new(false)),
             shutdown: CancellationToken::new(),
             watcher: Mutex::new(None),
             #[cfg(feature = "test-util")]
@@ -438,6 +466,11 @@ pub(crate) struct Inner {
     options: NodeOptions,
     leader_changes: AtomicU64,
     recent_changes: Mutex<VecDeque<Instant>>,
+    /// Since when the published leader has been the one it is now.
+    leader_since: Mutex<Option<Instant>>,
+    reachability_window: Duration,
+    /// Set while a membership change runs (see `membership.rs`).
+    membership_change: Arc<AtomicBool>,
     shutdown: CancellationToken,
     watcher: Mutex<Option<JoinHandle<()>>>,
     #[cfg(feature = "test-util")]
@@ -485,8 +518,28 @@ impl LeaseWord {
 
 impl Inner {
     /// Handing leadership over, or retiring: not claiming leadership.
-    fn stepping_down(&self) -> bool {
+    pub(crate) fn stepping_down(&self) -> bool {
         self.transferring.load(Ordering::SeqCst) || self.retiring.load(Ordering::SeqCst)
+    }
+
+    /// The flag a membership change holds while it runs.
+    pub(crate) fn membership_change(&self) -> &Arc<AtomicBool> {
+        &self.membership_change
+    }
+
+    /// Since when the published leader has been the one it is now.
+    pub(crate) fn leader_since(&self) -> Option<Instant> {
+        *self.leader_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How recently a voter must have answered to count as reachable.
+    pub(crate) fn reachability_window(&self) -> Duration {
+        self.reachability_window
+    }
+
+    /// This node.
+    pub(crate) fn info(&self) -> &NodeInfo {
+        &self.info
     }
 }
 
@@ -524,6 +577,17 @@ pub struct RaftHealth {
     pub leader_changes: u64,
     /// Leader changes seen in the last ten seconds.
     pub recent_leader_changes: usize,
+    /// On a leader: the voters that did not answer within the reachability
+    /// window (see [`crate::membership`]), in id order. Empty on other nodes,
+    /// and during a leader's first window (no voter could have answered
+    /// yet).
+    pub unreachable_voters: Vec<NodeId>,
+    /// Whether this node is in touch with a quorum. On a leader: the
+    /// reachable voters (itself included) are a majority of every voter
+    /// configuration. Elsewhere: a leader is known and was heard from
+    /// within the reachability window — a follower cannot see the leader's
+    /// other contacts.
+    pub quorum_reachable: bool,
 }
 
 /// A member of the cluster, for status pages.
@@ -564,6 +628,10 @@ impl RaftNode {
         &self.inner.options
     }
 
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
     /// A builder for a node from `config`.
     pub fn builder(config: ClusterConfig) -> RaftNodeBuilder {
         RaftNodeBuilder {
@@ -595,7 +663,7 @@ impl RaftNode {
         &self.inner.sm
     }
 
-    fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+    pub(crate) fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
         self.inner.raft.metrics().borrow().clone()
     }
 
@@ -624,6 +692,7 @@ impl RaftNode {
             prune_recent(&mut recent);
             recent.len()
         };
+        let (unreachable_voters, quorum_reachable) = self.quorum_health(&m);
         RaftHealth {
             running: m.running_state.is_ok() && m.state != ServerState::Shutdown,
             fatal: m.running_state.err().map(|e| e.to_string()),
@@ -635,6 +704,8 @@ impl RaftNode {
             replication_lag,
             leader_changes: self.inner.leader_changes.load(Ordering::Relaxed),
             recent_leader_changes: recent,
+            unreachable_voters,
+            quorum_reachable,
         }
     }
 
@@ -670,7 +741,10 @@ impl RaftNode {
         Some(NodeInfo::new(leader.id, leader.endpoint.clone()?))
     }
 
-    fn not_leader_from(&self, forward: Option<&ForwardToLeader<NodeId, BasicNode>>) -> NotLeader {
+    pub(crate) fn not_leader_from(
+        &self,
+        forward: Option<&ForwardToLeader<NodeId, BasicNode>>,
+    ) -> NotLeader {
         if self.inner.stepping_down() {
             return NotLeader::new(NotLeaderReason::Transferring);
         }
@@ -721,85 +795,6 @@ impl RaftNode {
                 operation: "the write",
                 after: deadline,
             }),
-        }
-    }
-
-    /// Adds a node: as a learner first, waits (bounded) for it to catch up,
-    /// then promotes it to voter. Leader only.
-    pub async fn add_member(&self, node: NodeInfo) -> Result<(), ClusterError> {
-        let timeout = self.inner.options.catch_up_timeout;
-        let raft = &self.inner.raft;
-        let learner = tokio::time::timeout(
-            timeout,
-            raft.add_learner(node.id, BasicNode::new(node.endpoint.as_str()), true),
-        )
-        .await;
-        self.membership_result(learner, "adding the learner", timeout)?;
-        let voters = tokio::time::timeout(
-            timeout,
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node.id])), false),
-        )
-        .await;
-        self.membership_result(voters, "promoting the learner", timeout)?;
-        tracing::info!(target: TARGET, node = %node, "member added");
-        Ok(())
-    }
-
-    /// Removes a node from the voters and the cluster. Leader only.
-    pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
-        let timeout = self.inner.options.catch_up_timeout;
-        let known = self
-            .metrics()
-            .membership_config
-            .membership()
-            .nodes()
-            .any(|(n, _)| *n == id);
-        if !known {
-            return Err(ClusterError::InvalidRequest(format!(
-                "node {id} is not a member"
-            )));
-        }
-        let raft = &self.inner.raft;
-        let changed = tokio::time::timeout(
-            timeout,
-            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
-        )
-        .await;
-        self.membership_result(changed, "removing the voter", timeout)?;
-        let still_node = self
-            .metrics()
-            .membership_config
-            .membership()
-            .nodes()
-            .any(|(n, _)| *n == id);
-        if still_node {
-            let removed = tokio::time::timeout(
-                timeout,
-                raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
-            )
-            .await;
-            self.membership_result(removed, "removing the node", timeout)?;
-        }
-        tracing::info!(target: TARGET, node_id = %id, "member removed");
-        Ok(())
-    }
-
-    fn membership_result<T>(
-        &self,
-        result: Result<MembershipResult<T>, tokio::time::error::Elapsed>,
-        operation: &'static str,
-        after: Duration,
-    ) -> Result<T, ClusterError> {
-        match result {
-            Ok(Ok(t)) => Ok(t),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(self.not_leader_from(Some(&f)).into())
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(ClusterError::InvalidRequest(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(fatal(e)),
-            Err(_) => Err(ClusterError::UnknownOutcome { operation, after }),
         }
     }
 
@@ -1032,9 +1027,7 @@ impl RaftNode {
     }
 }
 
-type MembershipResult<T> = Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
-
-fn fatal(e: openraft::error::Fatal<NodeId>) -> ClusterError {
+pub(crate) fn fatal(e: openraft::error::Fatal<NodeId>) -> ClusterError {
     match e {
         openraft::error::Fatal::StorageError(s) => ClusterError::Storage(s.to_string()),
         _ => ClusterError::Shutdown,
@@ -1102,9 +1095,13 @@ fn publish(inner: &Inner, mut next: Leadership) {
             lease_deadline: current.lease_deadline,
             ..next.clone()
         } == *current;
-        if current.leader.as_ref().map(|l| l.id) != next.leader.as_ref().map(|l| l.id)
-            && next.leader.is_some()
-        {
+        let leader_moved =
+            current.leader.as_ref().map(|l| l.id) != next.leader.as_ref().map(|l| l.id);
+        if leader_moved {
+            *inner.leader_since.lock().unwrap_or_else(|e| e.into_inner()) =
+                next.leader.as_ref().map(|_| Instant::now());
+        }
+        if leader_moved && next.leader.is_some() {
             inner.leader_changes.fetch_add(1, Ordering::Relaxed);
             let mut recent = inner
                 .recent_changes

@@ -1,5 +1,7 @@
 //! The network a node uses, HTTP or the in-process test network, behind one
-//! type: openraft's network traits are implemented once, here.
+//! type: openraft's network traits are implemented once, here, and every
+//! Raft RPC (append, vote, snapshot) a running peer answered is recorded in
+//! the node's [`PeerContacts`], whichever network carried it.
 
 use std::time::Duration;
 
@@ -15,26 +17,64 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::network::contacts::PeerContacts;
 use crate::network::http_client::{peer_backoff, HttpNetwork, HttpNetworkFactory};
 use crate::network::Failure;
 use crate::types::TypeConfig;
 
+/// The network of one node: the clients of its transport, and the contact
+/// times every answered RPC updates (see [`PeerContacts`]).
 #[derive(Debug, Clone)]
-pub(crate) enum NetworkFactory {
+pub(crate) struct NetworkFactory {
+    clients: Clients,
+    contacts: PeerContacts,
+}
+
+#[derive(Debug, Clone)]
+enum Clients {
     Http(Box<HttpNetworkFactory>),
     #[cfg(feature = "test-util")]
     Memory(crate::network::memory::MemoryNetworkFactory),
 }
 
 impl NetworkFactory {
+    /// Raft RPCs over HTTP.
+    pub(crate) fn http(clients: HttpNetworkFactory, contacts: PeerContacts) -> Self {
+        NetworkFactory {
+            clients: Clients::Http(Box::new(clients)),
+            contacts,
+        }
+    }
+
+    /// Raft RPCs over the in-process test network.
+    #[cfg(feature = "test-util")]
+    pub(crate) fn memory(
+        clients: crate::network::memory::MemoryNetworkFactory,
+        contacts: PeerContacts,
+    ) -> Self {
+        NetworkFactory {
+            clients: Clients::Memory(clients),
+            contacts,
+        }
+    }
+
+    /// When each peer last answered or was heard from.
+    pub(crate) fn contacts(&self) -> &PeerContacts {
+        &self.contacts
+    }
+
     pub(crate) fn peer(&self, target: NodeId, addr: &str) -> Peer {
-        match self {
-            NetworkFactory::Http(f) => Peer::Http(Box::new(f.peer(target, addr))),
+        let client = match &self.clients {
+            Clients::Http(f) => PeerClient::Http(Box::new(f.peer(target, addr))),
             #[cfg(feature = "test-util")]
-            NetworkFactory::Memory(f) => {
+            Clients::Memory(f) => {
                 let _ = addr;
-                Peer::Memory(f.peer(target))
+                PeerClient::Memory(f.peer(target))
             }
+        };
+        Peer {
+            client,
+            contacts: self.contacts.clone(),
         }
     }
 
@@ -51,8 +91,15 @@ impl NetworkFactory {
     }
 }
 
+/// The client for one peer.
 #[derive(Debug)]
-pub(crate) enum Peer {
+pub(crate) struct Peer {
+    client: PeerClient,
+    contacts: PeerContacts,
+}
+
+#[derive(Debug)]
+enum PeerClient {
     Http(Box<HttpNetwork>),
     #[cfg(feature = "test-util")]
     Memory(crate::network::memory::MemoryPeer),
@@ -65,26 +112,26 @@ impl Peer {
         request: &Req,
         ttl: Duration,
     ) -> Result<Resp, Failure> {
-        match self {
-            Peer::Http(p) => p.call(rpc, request, ttl).await,
+        match &self.client {
+            PeerClient::Http(p) => p.call(rpc, request, ttl).await,
             #[cfg(feature = "test-util")]
-            Peer::Memory(p) => p.call(rpc, request, ttl).await,
+            PeerClient::Memory(p) => p.call(rpc, request, ttl).await,
         }
     }
 
     fn target(&self) -> NodeId {
-        match self {
-            Peer::Http(p) => p.target(),
+        match &self.client {
+            PeerClient::Http(p) => p.target(),
             #[cfg(feature = "test-util")]
-            Peer::Memory(p) => p.target(),
+            PeerClient::Memory(p) => p.target(),
         }
     }
 
     fn local(&self) -> NodeId {
-        match self {
-            Peer::Http(p) => p.local(),
+        match &self.client {
+            PeerClient::Http(p) => p.local(),
             #[cfg(feature = "test-util")]
-            Peer::Memory(p) => p.local(),
+            PeerClient::Memory(p) => p.local(),
         }
     }
 
@@ -105,11 +152,21 @@ impl Peer {
             .call::<Req, Result<Resp, RaftError<NodeId, E>>>(rpc, request, option.hard_ttl())
             .await
         {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(
-                self.target(),
-                remote,
-            ))),
+            Ok(Ok(answer)) => {
+                self.contacts.record_answer(self.target());
+                Ok(answer)
+            }
+            Ok(Err(remote)) => {
+                // Raft's refusals come from a running peer; a peer whose
+                // Raft stopped answers `Fatal` and cannot vote.
+                if !matches!(remote, RaftError::Fatal(_)) {
+                    self.contacts.record_answer(self.target());
+                }
+                Err(RPCError::RemoteError(RemoteError::new(
+                    self.target(),
+                    remote,
+                )))
+            }
             Err(failure) => Err(failure.into_rpc_error(action, self.local(), entries)),
         }
     }

@@ -109,7 +109,14 @@ pub struct Limits {
     /// The deadline of ordinary routes (default 30 s).
     pub request_timeout: Duration,
     /// The deadline of membership changes and leadership transfer
-    /// (default 120 s: catching a new member up can take long).
+    /// (`POST /cluster/members`, `DELETE /cluster/members/{id}`,
+    /// `POST /cluster/leadership/transfer`; default 30 s): the whole
+    /// request on the node that receives it, forwarding to the leader
+    /// included — on these routes the forward hop gets this deadline
+    /// instead of the forward timeout. A Raft node bounds its own work
+    /// below it: `RaftNode::membership_change_bound` (catch-up 10 s + three
+    /// write deadlines of 5 s = 25 s by default) plus the forward hold must
+    /// stay under this, and the router logs a warning when it does not.
     pub admin_timeout: Duration,
     /// The deadline of Raft RPCs (default 60 s).
     pub raft_timeout: Duration,
@@ -128,7 +135,7 @@ impl Default for Limits {
             command_body: 1024 * 1024,
             raft_body: 32 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
-            admin_timeout: Duration::from_secs(120),
+            admin_timeout: Duration::from_secs(30),
             raft_timeout: Duration::from_secs(60),
             max_lock_wait: Duration::from_secs(30),
             default_lock_ttl: Duration::from_secs(30),
@@ -480,7 +487,8 @@ impl ClusterRoutes {
         self
     }
 
-    /// The deadline of a forwarded request (default 30 s).
+    /// The deadline of a forwarded request (default 30 s); the admin
+    /// routes forward under [`Limits::admin_timeout`] instead.
     pub fn forward_timeout(mut self, timeout: Duration) -> Self {
         self.forward.timeout = timeout;
         self
@@ -544,6 +552,19 @@ impl ClusterRoutes {
     {
         let table = self.route_table();
         let openapi = openapi::document(&table, self.view.node(), &self.commands, &self.limits);
+        #[cfg(feature = "raft")]
+        if let Some(node) = &self.raft {
+            let needed = node.membership_change_bound() + self.forward.hold;
+            if self.limits.admin_timeout < needed {
+                tracing::warn!(
+                    target: "catga_cluster::axum",
+                    admin_timeout_ms = self.limits.admin_timeout.as_millis() as u64,
+                    needed_ms = needed.as_millis() as u64,
+                    "Limits::admin_timeout is shorter than a membership change may take; \
+                     a slow change will answer 504 timeout before its own outcome"
+                );
+            }
+        }
         let state = AppState(Arc::new(Shared {
             view: self.view.clone(),
             metrics: self.metrics.clone(),
@@ -559,7 +580,11 @@ impl ClusterRoutes {
             // `route_layer`: a method the route does not serve is answered
             // 405 here, never forwarded or checked for a body.
             if def.forwarded {
-                route = (self.forwarding)(route, self.forward);
+                let mut settings = self.forward;
+                if is_admin_route(&def.path) {
+                    settings.timeout = self.limits.admin_timeout;
+                }
+                route = (self.forwarding)(route, settings);
             }
             match def.body {
                 BodyDoc::Json(_) | BodyDoc::AnyJson => {
@@ -745,11 +770,20 @@ impl ClusterRoutes {
         ];
         #[cfg(feature = "raft")]
         if self.raft.is_some() {
-            table.extend(raft::routes(&l, forward_timeout + l.admin_timeout));
+            table.extend(raft::routes(&l, l.admin_timeout));
         }
         table.sort_by(|a, b| a.path.cmp(&b.path));
         table
     }
+}
+
+/// The admin routes: the whole request, forwarding included, runs under
+/// [`Limits::admin_timeout`].
+fn is_admin_route(path: &str) -> bool {
+    matches!(
+        path,
+        paths::MEMBERS | paths::MEMBER | paths::LEADERSHIP_TRANSFER
+    )
 }
 
 // ---------------------------------------------------------------------------

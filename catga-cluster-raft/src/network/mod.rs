@@ -60,11 +60,13 @@ use openraft::raft::{
 };
 use openraft::{AnyError, BasicNode};
 
+use crate::network::contacts::PeerContacts;
 use crate::node::{Inner, RaftNode};
 use crate::state_machine::{KvValue, LockState};
 use crate::types::{CommandResponse, Operation, Raft, TypeConfig};
 
 mod codec;
+pub(crate) mod contacts;
 mod elect;
 pub(crate) mod http_client;
 #[cfg(feature = "test-util")]
@@ -263,6 +265,7 @@ struct HandlerInner {
     node: Weak<Inner>,
     /// The last elect request this node stood for (see `elect`).
     elected_for: Mutex<Option<ElectRequest>>,
+    contacts: PeerContacts,
 }
 
 impl std::fmt::Debug for RaftRpcHandler {
@@ -280,6 +283,7 @@ impl RaftRpcHandler {
         local: NodeId,
         secret: Option<ClusterSecret>,
         node: Weak<Inner>,
+        contacts: PeerContacts,
     ) -> Self {
         RaftRpcHandler {
             inner: Arc::new(HandlerInner {
@@ -288,6 +292,7 @@ impl RaftRpcHandler {
                 secret,
                 node,
                 elected_for: Mutex::new(None),
+                contacts,
             }),
         }
     }
@@ -346,22 +351,33 @@ impl RaftRpcHandler {
         self.dispatch(rpc, body).await
     }
 
+    /// Records that the sender of a Raft RPC (the leader or candidate
+    /// named in its vote) was heard from now.
+    fn heard(&self, vote: &openraft::Vote<NodeId>) {
+        if let Some(from) = vote.leader_id().voted_for() {
+            self.inner.contacts.record_heard(from);
+        }
+    }
+
     /// Serves an RPC whose headers were already checked.
     pub(crate) async fn dispatch(&self, rpc: RaftRpc, body: &[u8]) -> Result<Bytes, RpcRejection> {
         let raft = &self.inner.raft;
         let encoded = match rpc {
             RaftRpc::Append => {
                 let req: AppendEntriesRequest<TypeConfig> = decode_body(body)?;
+                self.heard(&req.vote);
                 let answer: AppendResult = raft.append_entries(req).await;
                 encode(&answer)
             }
             RaftRpc::Vote => {
                 let req: VoteRequest<NodeId> = decode_body(body)?;
+                self.heard(&req.vote);
                 let answer: VoteResult = raft.vote(req).await;
                 encode(&answer)
             }
             RaftRpc::Snapshot => {
                 let req: InstallSnapshotRequest<TypeConfig> = decode_body(body)?;
+                self.heard(&req.vote);
                 let answer: SnapshotResult = raft.install_snapshot(req).await;
                 encode(&answer)
             }
