@@ -115,6 +115,11 @@ where
 
     /// Starts the accept loop on the current runtime.
     fn start(&mut self) {
+        // Only an idle listener starts; taking the state out of a running
+        // one would drop its accept loop (and close the socket).
+        if !matches!(self.state, State::Idle { .. }) {
+            return;
+        }
         let State::Idle {
             mut listener,
             handshake,

@@ -145,3 +145,37 @@ async fn handshakes_run_concurrently_and_failures_drop_the_connection() {
         .unwrap()
         .unwrap();
 }
+
+/// A `HandshakeListener` keeps accepting after its first connection (it
+/// once dropped its accept loop on the second `accept`, so a node served
+/// one connection and then refused every other).
+#[tokio::test]
+async fn a_handshake_listener_serves_connection_after_connection() {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener =
+        catga_cluster_axum::HandshakeListener::new(
+            tcp,
+            |io| async move { Ok::<_, std::io::Error>(io) },
+        )
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        serve(listener, app(), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    for _ in 0..5 {
+        let request =
+            format!("GET /health/live HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        let answer = raw_exchange(addr, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
