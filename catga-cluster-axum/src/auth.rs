@@ -106,7 +106,15 @@ struct Policy {
     /// Allowed `Host` names besides loopback, lowercased, without port.
     hosts: Vec<String>,
     dynamic_hosts: Option<HostCheck>,
+    /// With mutual TLS: the check a client's certificate chain must pass.
+    #[cfg(feature = "tls")]
+    members: Option<MemberCheck>,
 }
+
+/// Decides whether a client certificate chain (end entity first) belongs
+/// to a current member.
+#[cfg(feature = "tls")]
+type MemberCheck = Arc<dyn Fn(&[rustls::pki_types::CertificateDer<'static>]) -> bool + Send + Sync>;
 
 /// Guards protected routes; see the [module docs](self).
 #[derive(Clone)]
@@ -130,6 +138,31 @@ impl ClusterAuthLayer {
     /// Replaces the secret, keeping the cross-site rules.
     pub fn secret(mut self, secret: Option<ClusterSecret>) -> Self {
         self.policy_mut().secret = secret;
+        self
+    }
+
+    /// Mutual TLS: requests must come over a TLS connection whose client
+    /// certificate chain passes `check` (for the cluster's peer routes:
+    /// valid for the host of a current member's endpoint); anything else is
+    /// `403 forbidden`, whatever bearer token it sends. Needs
+    /// [`serve`](crate::serve()), which hands the certificates to the
+    /// routes as [`PeerCertificates`](crate::tls::PeerCertificates).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn require_member_certificate(
+        mut self,
+        check: impl Fn(&[rustls::pki_types::CertificateDer<'static>]) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.policy_mut().members = Some(Arc::new(check));
+        self
+    }
+
+    /// The same layer without a member-certificate requirement.
+    pub(crate) fn without_member_certificate(mut self) -> Self {
+        #[cfg(feature = "tls")]
+        {
+            self.policy_mut().members = None;
+        }
         self
     }
 
@@ -245,7 +278,8 @@ where
             .map(|c| c.0)
             .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0));
         let checked = authorize(self.policy.secret.as_ref(), req.headers(), peer)
-            .and_then(|()| self.policy.check_cross_site(&req));
+            .and_then(|()| self.policy.check_cross_site(&req))
+            .and_then(|()| self.policy.check_member_certificate(&req));
         match checked {
             Ok(()) => AuthFuture {
                 kind: Kind::Inner {
@@ -347,6 +381,27 @@ fn is_loopback(addr: SocketAddr) -> bool {
 }
 
 impl Policy {
+    /// With mutual TLS: the client's certificate must be a member's.
+    fn check_member_certificate<B>(&self, req: &Request<B>) -> Result<(), Problem> {
+        #[cfg(feature = "tls")]
+        if let Some(check) = &self.members {
+            let chain = req.extensions().get::<crate::tls::PeerCertificates>();
+            return match chain {
+                Some(chain) if check(chain.chain()) => Ok(()),
+                Some(_) => Err(Problem::forbidden(
+                    "the client certificate is not valid for the host of any current member; \
+                     cluster RPCs and forwarded commands are accepted from members only",
+                )),
+                None => Err(Problem::forbidden(
+                    "mutual TLS is required: cluster RPCs and forwarded commands need a \
+                     client certificate of a current member",
+                )),
+            };
+        }
+        let _ = req;
+        Ok(())
+    }
+
     /// The `Origin` and (in protected mode) `Host` rules of the module docs.
     fn check_cross_site<B>(&self, req: &Request<B>) -> Result<(), Problem> {
         if let Some(origin) = req.headers().get(ORIGIN) {

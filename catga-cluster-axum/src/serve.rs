@@ -53,7 +53,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::serve::{Listener, ListenerExt};
+use axum::extract::ConnectInfo;
+use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use http::Request;
 use tower::ServiceExt;
@@ -139,6 +140,21 @@ async fn discover(app: &Router) -> Option<ShutdownHook> {
     request.extensions_mut().insert(ShutdownProbe);
     let response = app.clone().oneshot(request).await.ok()?;
     response.extensions().get::<ShutdownHook>().cloned()
+}
+
+/// What each request of a connection carries: `ConnectInfo<SocketAddr>`,
+/// and `tls::PeerCertificates` when a TLS client presented a certificate.
+fn connection_extensions<L>(incoming: &IncomingStream<'_, L>) -> http::Extensions
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    let mut extensions = http::Extensions::new();
+    extensions.insert(ConnectInfo(*incoming.remote_addr()));
+    #[cfg(feature = "tls")]
+    if let Some(peer) = crate::tls::PeerCertificates::of_io(incoming.io()) {
+        extensions.insert(peer);
+    }
+    extensions
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down
@@ -235,8 +251,21 @@ where
         }
         let _ = drain_tx.send(());
     };
-    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener.tap_io(|_| {}), make_service)
+    // Every request learns its peer: the address (for the loopback rule)
+    // and, over TLS, the client's certificates (for the member rule).
+    let make_service = tower::service_fn(move |incoming: IncomingStream<'_, L>| {
+        let extensions = connection_extensions(&incoming);
+        let app = app.clone();
+        std::future::ready(Ok::<_, std::convert::Infallible>(
+            tower::ServiceBuilder::new()
+                .map_request(move |mut request: Request<axum::body::Body>| {
+                    request.extensions_mut().extend(extensions.clone());
+                    request
+                })
+                .service(app),
+        ))
+    });
+    let server = axum::serve(listener, make_service)
         .with_graceful_shutdown(signal)
         .into_future();
     tokio::pin!(server);

@@ -41,6 +41,7 @@
 
 use std::sync::Arc;
 
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use rustls;
@@ -60,4 +61,52 @@ where
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     move |io| acceptor.accept(io)
+}
+
+/// The certificate chain a TLS client presented (end entity first), as a
+/// request extension.
+///
+/// [`serve()`](crate::serve()) adds it to every request of a connection
+/// accepted by a [`HandshakeListener`](crate::HandshakeListener) with
+/// [`rustls_acceptor`] whose client sent a certificate (the server
+/// configuration verified it against its roots during the handshake).
+/// Requests over plain TCP, or from clients without a certificate, have
+/// none.
+///
+/// ```
+/// use axum::{routing::get, Extension, Router};
+/// use catga_cluster_axum::tls::PeerCertificates;
+///
+/// let app: Router = Router::new().route(
+///     "/whoami",
+///     get(|peer: Option<Extension<PeerCertificates>>| async move {
+///         match peer {
+///             Some(Extension(chain)) => format!("{} certificates", chain.chain().len()),
+///             None => "anonymous".to_owned(),
+///         }
+///     }),
+/// );
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(Arc<[CertificateDer<'static>]>);
+
+impl PeerCertificates {
+    /// A chain, end entity first.
+    pub fn new(chain: Vec<CertificateDer<'static>>) -> Self {
+        PeerCertificates(chain.into())
+    }
+
+    /// The chain, end entity first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.0
+    }
+
+    /// The certificates of an accepted connection, if it is a rustls
+    /// server stream over TCP whose client presented any.
+    pub(crate) fn of_io(io: &(dyn std::any::Any + Send)) -> Option<Self> {
+        let tls = io.downcast_ref::<TlsStream<tokio::net::TcpStream>>()?;
+        let chain = tls.get_ref().1.peer_certificates()?;
+        (!chain.is_empty()).then(|| PeerCertificates::new(chain.to_vec()))
+    }
 }

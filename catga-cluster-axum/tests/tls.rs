@@ -258,3 +258,151 @@ async fn a_forwarder_that_does_not_trust_the_leader_fails_to_connect() {
         "{problem}"
     );
 }
+
+/// A CA and a certificate it signed for `host`.
+fn leaf_of(ca: &CertifiedIssuer<'static, KeyPair>, host: &str) -> Pki {
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![host.to_owned()])
+        .unwrap()
+        .signed_by(&key, ca)
+        .unwrap();
+    Pki {
+        ca: ca.der().clone(),
+        chain: vec![leaf.der().clone()],
+        key: PrivateKeyDer::from(key),
+    }
+}
+
+fn test_ca() -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A client trusting `ca`, presenting `identity` when given.
+fn mtls_client(ca: &CertificateDer<'static>, identity: Option<&Pki>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+/// Raft RPCs and forwarded commands need a member's client certificate;
+/// other routes serve clients without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_routes_need_a_member_certificate() {
+    let ca = test_ca();
+    let server_id = leaf_of(&ca, "127.0.0.1");
+    let member = leaf_of(&ca, "member.cluster.test");
+    let stranger = leaf_of(&ca, "stranger.test");
+
+    // Client certificates are verified against the CA, but optional at the
+    // handshake: health probes and applications have none.
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
+    let server = Arc::new(
+        ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(server_id.chain.clone(), server_id.key.clone_key())
+            .unwrap(),
+    );
+    let member_der = member.chain[0].clone();
+    let routes = ClusterRoutes::new(ManualCoordinator::new_leader())
+        .require_member_certificate(move |chain| chain.first() == Some(&member_der));
+    let app = routes.mount(Router::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel();
+    let server_task = serve_tls(listener, server, app, stopped);
+
+    let call = |config: Arc<ClientConfig>, path: &'static str| async move {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, Body>(catga_cluster_core::connector::tls(
+                    hyper_util::client::legacy::connect::HttpConnector::new(),
+                    config,
+                ));
+        let request = Request::builder()
+            .method(if path.starts_with("/health") {
+                Method::GET
+            } else {
+                Method::POST
+            })
+            .uri(format!("https://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = tokio::time::timeout(DEADLINE, client.request(request))
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+
+    let anonymous = mtls_client(ca.der(), None);
+    let (status, body) = call(anonymous.clone(), "/cluster/forward/none").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("\"type\":\"forbidden\""), "{body}");
+    let (status, body) = call(
+        mtls_client(ca.der(), Some(&stranger)),
+        "/cluster/forward/none",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body.contains("not valid for the host of any current member"),
+        "{body}"
+    );
+    // A member passes: the command is unknown, but that is past the door.
+    let (status, body) = call(
+        mtls_client(ca.der(), Some(&member)),
+        "/cluster/forward/none",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // Health needs no certificate.
+    let (status, body) = call(anonymous, "/health/live").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A certificate from another CA does not even finish the handshake.
+    let other_ca = test_ca();
+    let forged = leaf_of(&other_ca, "member.cluster.test");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Body>(catga_cluster_core::connector::tls(
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+        mtls_client(ca.der(), Some(&forged)),
+    ));
+    let request = Request::post(format!("https://{addr}/cluster/forward/none"))
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    let refused = tokio::time::timeout(DEADLINE, client.request(request))
+        .await
+        .expect("an answer in time");
+    assert!(refused.is_err(), "{refused:?}");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, server_task)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}

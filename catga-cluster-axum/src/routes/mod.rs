@@ -40,7 +40,7 @@ use bytes::Bytes;
 use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::protocol::FORWARD_PATH_PREFIX;
 use catga_cluster_core::{ClusterCoordinator, Role};
-use catga_cluster_tower::ForwardToLeaderLayer;
+use catga_cluster_tower::{ForwardToLeaderLayer, HttpForwarder};
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
@@ -217,8 +217,11 @@ impl Default for ForwardSettings {
     }
 }
 
-type Forwarding =
-    Arc<dyn Fn(MethodRouter<AppState>, ForwardSettings) -> MethodRouter<AppState> + Send + Sync>;
+type Forwarding = Arc<
+    dyn Fn(MethodRouter<AppState>, ForwardSettings, HttpForwarder) -> MethodRouter<AppState>
+        + Send
+        + Sync,
+>;
 
 /// The state every cluster route shares.
 #[derive(Clone)]
@@ -334,6 +337,8 @@ pub struct ClusterRoutes {
     limits: Limits,
     forward: ForwardSettings,
     forwarding: Forwarding,
+    /// One connection pool for every forwarding route.
+    forwarder: HttpForwarder,
     #[cfg(feature = "raft")]
     raft: Option<catga_cluster_raft::RaftNode>,
 }
@@ -360,14 +365,16 @@ impl ClusterRoutes {
     {
         let view = Arc::new(ClusterView::new(Arc::new(coordinator.clone())));
         let metrics = ClusterMetrics::new().with_view(&view);
-        let forwarding: Forwarding = Arc::new(move |route, settings: ForwardSettings| {
-            route.route_layer::<_>(
-                ForwardToLeaderLayer::new(coordinator.clone())
-                    .hop_limit(settings.hop_limit)
-                    .hold_timeout(settings.hold)
-                    .timeout(Some(settings.timeout)),
-            )
-        });
+        let forwarding: Forwarding =
+            Arc::new(move |route, settings: ForwardSettings, forwarder| {
+                route.route_layer::<_>(
+                    ForwardToLeaderLayer::new(coordinator.clone())
+                        .forwarder(forwarder)
+                        .hop_limit(settings.hop_limit)
+                        .hold_timeout(settings.hold)
+                        .timeout(Some(settings.timeout)),
+                )
+            });
         let auth = ClusterAuthLayer::new(None).allow_host(endpoint_host(&view.node().endpoint));
         let routes = ClusterRoutes {
             view,
@@ -379,6 +386,7 @@ impl ClusterRoutes {
             limits: Limits::default(),
             forward: ForwardSettings::default(),
             forwarding,
+            forwarder: HttpForwarder::new(),
             #[cfg(feature = "raft")]
             raft: None,
         };
@@ -516,7 +524,39 @@ impl ClusterRoutes {
     /// (the secret, or loopback peers only; the cross-site rules of
     /// [`crate::auth`]).
     pub fn auth_layer(&self) -> ClusterAuthLayer {
+        self.peer_auth_layer().without_member_certificate()
+    }
+
+    /// The layer of the routes only peers call (Raft RPC, forwarded
+    /// commands): [`auth_layer`](Self::auth_layer) plus, with mutual TLS,
+    /// a member's client certificate.
+    pub fn peer_auth_layer(&self) -> ClusterAuthLayer {
         self.auth.clone().secret(self.secret.clone())
+    }
+
+    /// Mutual TLS between peers: the Raft RPC and forwarded-command routes
+    /// accept only requests whose client certificate chain passes `check`
+    /// (see [`ClusterAuthLayer::require_member_certificate`]), whatever
+    /// bearer token they send. With [`ClusterRoutes::raft`],
+    /// [`tls`](Self::tls) sets it from the node's TLS material.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn require_member_certificate(
+        mut self,
+        check: impl Fn(&[rustls::pki_types::CertificateDer<'static>]) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.auth = self.auth.require_member_certificate(check);
+        self
+    }
+
+    /// Forwards the cluster routes' requests to the leader over TLS with
+    /// `config` (for `https://` leaders; it should present this node's
+    /// client certificate when the cluster uses mutual TLS).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn forward_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.forwarder = HttpForwarder::with_tls(config);
+        self
     }
 
     /// What [`serve`](crate::serve()) runs on shutdown: readiness turns to
@@ -584,7 +624,7 @@ impl ClusterRoutes {
                 if is_admin_route(&def.path) {
                     settings.timeout = self.limits.admin_timeout;
                 }
-                route = (self.forwarding)(route, settings);
+                route = (self.forwarding)(route, settings, self.forwarder.clone());
             }
             match def.body {
                 BodyDoc::Json(_) | BodyDoc::AnyJson => {
@@ -602,7 +642,14 @@ impl ClusterRoutes {
                 ))
                 .layer::<_, Infallible>(RequestBodyLimitLayer::new(def.limit));
             if def.protected {
-                route = route.layer::<_, Infallible>(self.auth_layer());
+                // Raft RPCs and forwarded commands come from peers only:
+                // with mutual TLS they need a member's certificate.
+                let auth = if is_peer_route(&def.path) {
+                    self.peer_auth_layer()
+                } else {
+                    self.auth_layer()
+                };
+                route = route.layer::<_, Infallible>(auth);
             }
             router = router.route(&def.path, route);
         }
@@ -775,6 +822,14 @@ impl ClusterRoutes {
         table.sort_by(|a, b| a.path.cmp(&b.path));
         table
     }
+}
+
+/// The routes only peers call: Raft RPC and forwarded commands.
+fn is_peer_route(path: &str) -> bool {
+    path.starts_with(FORWARD_PATH_PREFIX)
+        || catga_cluster_core::protocol::RaftRpc::ALL
+            .iter()
+            .any(|rpc| catga_cluster_core::protocol::raft_rpc_path(*rpc) == path)
 }
 
 /// The admin routes: the whole request, forwarding included, runs under
