@@ -41,6 +41,9 @@ pub mod config;
 #[cfg(feature = "http-client")]
 pub mod connector;
 
+#[cfg(any(feature = "config", feature = "tls"))]
+mod keys;
+
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use catga_cluster_core::config::{ClusterConfig, ConfigError, ConfigLoader};
+use catga_cluster_core::config::{ClusterConfig, ConfigError, ConfigLoader, TlsConfig};
 use catga_cluster_core::{Endpoint, NodeId, NodeInfo};
 
 fn fixture(name: &str) -> PathBuf {
@@ -316,14 +316,27 @@ mod config {
     #[test]
     fn toml_file() {
         let config = ClusterConfig::from_file(fixture("cluster.toml")).unwrap();
-        assert_eq!(config.node, NodeInfo::new(0u64, ep("http://node0:5000")));
+        assert_eq!(config.node, NodeInfo::new(0u64, ep("https://node0:5000")));
         assert_eq!(
             config.members,
             [
-                NodeInfo::new(1u64, ep("http://node1:5000")),
-                NodeInfo::new(2u64, ep("http://node2:5000")),
+                NodeInfo::new(1u64, ep("https://node1:5000")),
+                NodeInfo::new(2u64, ep("https://node2:5000")),
             ]
         );
+        assert_eq!(
+            config.tls,
+            Some(
+                TlsConfig::new(
+                    "/etc/catga/node0.pem",
+                    "/etc/catga/node0.key",
+                    "/etc/catga/ca.pem"
+                )
+                .require_client_certificate(false)
+                .reload_interval(Duration::from_secs(60))
+            )
+        );
+        assert!(!config.allow_insecure_transport);
         assert_eq!(config.election_timeout_min, Duration::from_secs(2));
         assert_eq!(config.election_timeout_max, ms(4_500));
         assert_eq!(config.heartbeat_interval, ms(1_500));
@@ -376,6 +389,10 @@ mod config {
         assert_eq!(config.election_timeout_min, Duration::from_secs(1));
         assert_eq!(config.election_timeout_max, Duration::from_secs(2));
         assert_eq!(config.heartbeat_interval, ms(100));
+        assert_eq!(
+            config.tls,
+            Some(TlsConfig::new("certs/a.pem", "certs/a.key", "certs/ca.pem"))
+        );
         let ids: Vec<NodeId> = config.all_nodes().map(|n| n.id).collect();
         let mut sorted = ids.clone();
         sorted.sort();
@@ -776,5 +793,442 @@ mod config {
             assert!(message.starts_with(|c: char| c.is_lowercase()), "{message}");
             assert!(!message.ends_with('.'), "{message}");
         }
+    }
+
+    // --- TLS and transport security ---------------------------------------------
+
+    const TLS_KEYS: [&str; 4] = [
+        "Cluster.Tls.CertificatePath",
+        "Cluster.Tls.KeyPath",
+        "Cluster.Tls.CaCertificatePath",
+        "Cluster.Tls.RequireClientCertificate",
+    ];
+
+    /// A JSON cluster section with https endpoints and `extra` settings.
+    fn https_json(extra: &str) -> ConfigLoader {
+        json(&format!(
+            r#"{{ "Cluster": {{ "LocalNodeEndpoint": "https://node0:5000",
+                               "Members": ["https://node1:5000"], {extra} }} }}"#
+        ))
+    }
+
+    const TLS_JSON: &str = r#""Tls": { "CertificatePath": "node0.pem", "KeyPath": "node0.key",
+                                      "CaCertificatePath": "ca.pem" }"#;
+
+    #[test]
+    fn tls_from_json_with_defaults_and_every_key() {
+        let config = https_json(TLS_JSON).build().unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls, TlsConfig::new("node0.pem", "node0.key", "ca.pem"));
+        assert!(tls.require_client_certificate);
+        assert_eq!(tls.reload_interval, Duration::from_secs(10));
+        assert!(!config.allow_insecure_transport);
+
+        let config = https_json(
+            r#""tls": { "certificate_path": "/c.pem", "KEYPATH": "/k.pem",
+                        "caCertificatePath": "/ca.pem", "RequireClientCertificate": false,
+                        "ReloadInterval": "00:00:30" },
+                "AllowInsecureTransport": false"#,
+        )
+        .build()
+        .unwrap();
+        assert_eq!(
+            config.tls,
+            Some(
+                TlsConfig::new("/c.pem", "/k.pem", "/ca.pem")
+                    .require_client_certificate(false)
+                    .reload_interval(Duration::from_secs(30))
+            )
+        );
+    }
+
+    #[test]
+    fn tls_from_toml() {
+        let config = ClusterConfig::loader()
+            .toml_str(
+                r#"
+                [Cluster]
+                LocalNodeEndpoint = "https://[::1]:5000"
+                [Cluster.Tls]
+                CertificatePath = "node.pem"
+                KeyPath = "node.key"
+                CaCertificatePath = "ca.pem"
+                RequireClientCertificate = true
+                ReloadInterval = "5s"
+                "#,
+            )
+            .build()
+            .unwrap();
+        assert_eq!(
+            config.tls,
+            Some(TlsConfig::new("node.pem", "node.key", "ca.pem").reload_interval(ms(5_000)))
+        );
+        expect_error(
+            ClusterConfig::loader().toml_str(
+                "[cluster]\nlocal_node_endpoint = \"https://a:1\"\n[cluster.tls]\nkey_path = \"k.pem\"",
+            ),
+            "Cluster.Tls.CertificatePath",
+            &["required because Cluster.Tls.KeyPath is set"],
+        );
+    }
+
+    #[test]
+    fn tls_from_env_alone_and_over_a_file() {
+        let config = env(&[
+            ("Cluster__LocalNodeEndpoint", "https://node0:5000"),
+            ("Cluster__Members__0", "https://node1:5000"),
+            ("Cluster__Tls__CertificatePath", "/etc/catga/node0.pem"),
+            ("cluster__tls__keypath", "/etc/catga/node0.key"),
+            ("CLUSTER__TLS__CA_CERTIFICATE_PATH", "/etc/catga/ca.pem"),
+            ("Cluster__Tls__RequireClientCertificate", "False"),
+            ("Cluster__Tls__ReloadInterval", "1min"),
+        ])
+        .build()
+        .unwrap();
+        assert_eq!(
+            config.tls,
+            Some(
+                TlsConfig::new(
+                    "/etc/catga/node0.pem",
+                    "/etc/catga/node0.key",
+                    "/etc/catga/ca.pem"
+                )
+                .require_client_certificate(false)
+                .reload_interval(Duration::from_secs(60))
+            )
+        );
+
+        // A variable overrides one key of the file's section; the others stay.
+        let config = https_json(TLS_JSON)
+            .env_vars([("Cluster__Tls__KeyPath", "renewed.key")])
+            .build()
+            .unwrap();
+        assert_eq!(
+            config.tls,
+            Some(TlsConfig::new("node0.pem", "renewed.key", "ca.pem"))
+        );
+        // And completes a section the file started.
+        let config = https_json(r#""Tls": { "CertificatePath": "a.pem", "KeyPath": "a.key" }"#)
+            .env_vars([("Cluster__Tls__CaCertificatePath", "ca.pem")])
+            .build()
+            .unwrap();
+        assert_eq!(config.tls.unwrap().ca_certificate_path, Path::new("ca.pem"));
+    }
+
+    #[test]
+    fn an_empty_or_null_tls_section_is_no_tls() {
+        for section in [
+            r#""Tls": null"#,
+            r#""Tls": {}"#,
+            r#""Tls": { "KeyPath": null }"#,
+        ] {
+            let config = json(&format!(r#"{{ "Cluster": {{ {LOCAL}, {section} }} }}"#))
+                .build()
+                .unwrap();
+            assert_eq!(config.tls, None, "{section}");
+        }
+    }
+
+    #[test]
+    fn partial_tls_sections_name_the_missing_key() {
+        expect_error(
+            https_json(r#""Tls": { "CertificatePath": "a.pem" }"#),
+            "Cluster.Tls.KeyPath",
+            &[
+                "required because Cluster.Tls.CertificatePath is set",
+                "Cluster.Tls.CaCertificatePath",
+            ],
+        );
+        expect_error(
+            https_json(r#""Tls": { "CertificatePath": "a.pem", "KeyPath": "a.key" }"#),
+            "Cluster.Tls.CaCertificatePath",
+            &["required because Cluster.Tls.CertificatePath is set"],
+        );
+        expect_error(
+            https_json(r#""Tls": { "RequireClientCertificate": false }"#),
+            "Cluster.Tls.CertificatePath",
+            &["required because Cluster.Tls.RequireClientCertificate is set"],
+        );
+        expect_error(
+            env(&[
+                ("Cluster__LocalNodeEndpoint", "https://a:1"),
+                ("Cluster__Tls__KeyPath", "a.key"),
+                ("Cluster__Tls__CaCertificatePath", "ca.pem"),
+            ]),
+            "Cluster.Tls.CertificatePath",
+            &["required because Cluster.Tls.KeyPath is set"],
+        );
+    }
+
+    #[test]
+    fn invalid_tls_values() {
+        expect_error(
+            https_json(r#""Tls": "on""#),
+            "Cluster.Tls",
+            &["`on`", "expected an object", "CertificatePath"],
+        );
+        expect_error(
+            https_json(
+                r#""Tls": { "CertificatePath": " ", "KeyPath": "k", "CaCertificatePath": "c" }"#,
+            ),
+            "Cluster.Tls.CertificatePath",
+            &["must not be empty", "inline JSON"],
+        );
+        expect_error(
+            https_json(
+                r#""Tls": { "CertificatePath": 5, "KeyPath": "k", "CaCertificatePath": "c" }"#,
+            ),
+            "Cluster.Tls.CertificatePath",
+            &["expected a string, found a number"],
+        );
+        let tls_with = |extra: &str| {
+            https_json(&format!(
+                r#""Tls": {{ "CertificatePath": "a.pem", "KeyPath": "a.key",
+                            "CaCertificatePath": "ca.pem", {extra} }}"#
+            ))
+        };
+        expect_error(
+            tls_with(r#""RequireClientCertificate": "maybe""#),
+            "Cluster.Tls.RequireClientCertificate",
+            &["`maybe`", "expected true or false"],
+        );
+        expect_error(
+            tls_with(r#""RequireClientCertificate": 1"#),
+            "Cluster.Tls.RequireClientCertificate",
+            &["expected true or false, found a number"],
+        );
+        expect_error(
+            tls_with(r#""ReloadInterval": 10"#),
+            "Cluster.Tls.ReloadInterval",
+            &["bare number has no unit"],
+        );
+        expect_error(
+            tls_with(r#""ReloadInterval": "0s""#),
+            "Cluster.Tls.ReloadInterval",
+            &["greater than zero"],
+        );
+        expect_error(
+            https_json(TLS_JSON).env_vars([("Cluster__Tls__RequireClientCertificate", "yes")]),
+            "Cluster.Tls.RequireClientCertificate",
+            &["`yes`", "Cluster__Tls__RequireClientCertificate"],
+        );
+        expect_error(
+            json(&format!(
+                r#"{{ "Cluster": {{ {LOCAL}, "AllowInsecureTransport": "sometimes" }} }}"#
+            )),
+            "Cluster.AllowInsecureTransport",
+            &["`sometimes`", "expected true or false"],
+        );
+    }
+
+    #[test]
+    fn unknown_and_repeated_tls_keys() {
+        let err = expect_error(
+            https_json(r#""Tls": { "CertificatPath": "a.pem" }"#),
+            "Cluster.Tls.CertificatPath",
+            &[
+                "unknown key",
+                "did you mean `CertificatePath`?",
+                "ReloadInterval",
+            ],
+        );
+        assert!(matches!(err, ConfigError::UnknownKey { .. }));
+        expect_error(
+            https_json(r#""Tls": { "KeyPath": "a.key", "key_path": "b.key" }"#),
+            "Cluster.Tls.key_path",
+            &["same setting as `Cluster.Tls.KeyPath`"],
+        );
+        expect_error(
+            env(&[("Cluster__Tls__KeyPth", "a.key")]),
+            "Cluster__Tls__KeyPth",
+            &[
+                "unknown key",
+                "did you mean `KeyPath`?",
+                "Cluster__Tls__CaCertificatePath",
+            ],
+        );
+        expect_error(
+            env(&[("Cluster__Tls", "on")]),
+            "Cluster__Tls",
+            &["Cluster__Tls__CertificatePath"],
+        );
+        expect_error(
+            env(&[("Cluster__Tls__KeyPath__File", "a.key")]),
+            "Cluster__Tls__KeyPath__File",
+            &["unknown key"],
+        );
+        expect_error(
+            env(&[
+                ("Cluster__Tls__KeyPath", "a.key"),
+                ("cluster__tls__key_path", "b.key"),
+            ]),
+            "cluster__tls__key_path",
+            &["same setting as `Cluster__Tls__KeyPath`"],
+        );
+    }
+
+    #[test]
+    fn tls_needs_https_endpoints() {
+        expect_error(
+            json(&format!(r#"{{ "Cluster": {{ {LOCAL}, {TLS_JSON} }} }}"#)),
+            "Cluster.LocalNodeEndpoint",
+            &["`http://localhost:5000` is plain HTTP but TLS is configured (Cluster.Tls)"],
+        );
+        expect_error(
+            json(&format!(
+                r#"{{ "Cluster": {{ "LocalNodeEndpoint": "https://node0:5000",
+                                  "Members": ["https://node1:5000", "http://node2:5000"], {TLS_JSON} }} }}"#
+            )),
+            "Cluster.Members[1]",
+            &["`http://node2:5000`", "TLS is configured"],
+        );
+    }
+
+    #[test]
+    fn https_needs_tls() {
+        expect_error(
+            https_json(""),
+            "Cluster.LocalNodeEndpoint",
+            &[
+                "`https://node0:5000` is https:// but TLS is not configured",
+                TLS_KEYS[0],
+                TLS_KEYS[1],
+                TLS_KEYS[2],
+            ],
+        );
+        expect_error(
+            json(&format!(
+                r#"{{ "Cluster": {{ {LOCAL}, "Members": ["https://localhost:5001"] }} }}"#
+            )),
+            "Cluster.Members[0]",
+            &["TLS is not configured"],
+        );
+        let local = NodeInfo::new(0u64, ep("http://localhost:5000"));
+        let err = ClusterConfig::new(local, vec![NodeInfo::new(1u64, ep("https://node1:5000"))])
+            .unwrap_err();
+        assert_eq!(err.key(), Some("Cluster.Members[0]"));
+    }
+
+    #[test]
+    fn a_secret_over_plain_http_between_machines_is_refused() {
+        let err = expect_error(
+            env(&[
+                ("Cluster__LocalNodeEndpoint", "http://node0:5000"),
+                ("Cluster__Members__0", "http://node1:5000"),
+                ("Cluster__Secret", "s3cret"),
+            ]),
+            "Cluster.LocalNodeEndpoint",
+            &[
+                "`http://node0:5000` is plain HTTP to another machine",
+                "unencrypted",
+                "Cluster.AllowInsecureTransport",
+                "Cluster__AllowInsecureTransport=true",
+                "Cluster__Tls__CertificatePath",
+            ],
+        );
+        let message = err.to_string();
+        for key in TLS_KEYS {
+            assert!(message.contains(key), "{message} lacks {key}");
+        }
+        assert!(!message.contains("s3cret"), "{message}");
+        // A loopback node with a member elsewhere: the member is named.
+        expect_error(
+            json(&format!(
+                r#"{{ "Cluster": {{ {LOCAL}, "Members": ["http://127.0.0.1:5001", "http://10.0.0.2:5000"],
+                                  "Secret": "s3cret" }} }}"#
+            )),
+            "Cluster.Members[1]",
+            &["`http://10.0.0.2:5000`"],
+        );
+    }
+
+    #[test]
+    fn plain_http_is_fine_on_loopback_or_without_a_secret() {
+        let config = json(
+            r#"{ "Cluster": { "LocalNodeEndpoint": "http://localhost:5000",
+                              "Members": ["http://127.0.0.1:5001", "http://127.9.9.9:5002", "http://[::1]:5003"],
+                              "Secret": "s3cret" } }"#,
+        )
+        .build()
+        .unwrap();
+        assert_eq!(config.insecure_transport_warning(), None);
+        let config = env(&[
+            ("Cluster__LocalNodeEndpoint", "http://node0:5000"),
+            ("Cluster__Members__0", "http://node1:5000"),
+        ])
+        .build()
+        .unwrap();
+        assert_eq!(config.insecure_transport_warning(), None);
+    }
+
+    #[test]
+    fn allow_insecure_transport_accepts_and_warns() {
+        let sources = [
+            env(&[
+                ("Cluster__LocalNodeEndpoint", "http://node0:5000"),
+                ("Cluster__Members__0", "http://node1:5000"),
+                ("Cluster__Secret", "s3cret"),
+                ("Cluster__AllowInsecureTransport", "TRUE"),
+            ]),
+            json(
+                r#"{ "Cluster": { "LocalNodeEndpoint": "http://node0:5000",
+                                  "Members": ["http://node1:5000"], "Secret": "s3cret",
+                                  "AllowInsecureTransport": true } }"#,
+            ),
+            ClusterConfig::loader().toml_str(
+                "[cluster]\nlocal_node_endpoint = \"http://node0:5000\"\nmembers = [\"http://node1:5000\"]\n\
+                 secret = \"s3cret\"\nallow_insecure_transport = true",
+            ),
+        ];
+        for loader in sources {
+            let config = loader.build().unwrap();
+            assert!(config.allow_insecure_transport);
+            let warning = config.insecure_transport_warning().unwrap();
+            for fragment in [
+                "Cluster.AllowInsecureTransport is true",
+                "http://node0:5000, http://node1:5000",
+                "the cluster secret crosses the network in clear text",
+                "Cluster.Tls.CertificatePath",
+            ] {
+                assert!(warning.contains(fragment), "`{warning}` lacks `{fragment}`");
+            }
+            assert!(!warning.contains("s3cret"), "{warning}");
+        }
+        // Without a secret the warning still says the traffic is plain.
+        let config = env(&[
+            ("Cluster__LocalNodeEndpoint", "http://localhost:5000"),
+            ("Cluster__Members__0", "http://node1:5000"),
+            ("Cluster__AllowInsecureTransport", "true"),
+        ])
+        .build()
+        .unwrap();
+        let warning = config.insecure_transport_warning().unwrap();
+        assert!(
+            warning.contains("to http://node1:5000 is plain HTTP"),
+            "{warning}"
+        );
+        assert!(!warning.contains("secret"), "{warning}");
+        // With TLS there is nothing to warn about.
+        let config = https_json(&format!(r#"{TLS_JSON}, "AllowInsecureTransport": true"#))
+            .build()
+            .unwrap();
+        assert_eq!(config.insecure_transport_warning(), None);
+    }
+
+    #[test]
+    fn hand_built_tls_settings_are_validated() {
+        let mut config = ClusterConfig::single_node(NodeInfo::new(0u64, ep("https://node0:5000")));
+        config.tls = Some(TlsConfig::new("a.pem", "", "ca.pem"));
+        assert_eq!(
+            config.validate().unwrap_err().key(),
+            Some("Cluster.Tls.KeyPath")
+        );
+        config.tls =
+            Some(TlsConfig::new("a.pem", "a.key", "ca.pem").reload_interval(Duration::ZERO));
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key(), Some("Cluster.Tls.ReloadInterval"));
+        assert!(err.to_string().contains("greater than zero"), "{err}");
+        config.tls = Some(TlsConfig::new("a.pem", "a.key", "ca.pem"));
+        config.validate().unwrap();
     }
 }
