@@ -1,0 +1,4 @@
+//! The integration tests of catga-cluster-core, in one binary.
+
+#[cfg(feature = "config")]
+mod config;
