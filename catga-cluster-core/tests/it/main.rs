@@ -2,3 +2,5 @@
 
 #[cfg(feature = "config")]
 mod config;
+#[cfg(feature = "tls")]
+mod tls;
