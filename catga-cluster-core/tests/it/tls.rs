@@ -669,6 +669,59 @@ async fn a_client_certificate_of_another_ca_is_refused() {
     );
 }
 
+#[tokio::test]
+async fn the_shared_connector_speaks_https_with_the_client_config() {
+    use catga_cluster_core::connector;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let ca = ca("cluster CA");
+    let (a, b) = (leaf(&ca, &A_NAMES), leaf(&ca, &B_NAMES));
+    let a_tls = load(&NodeFiles::new(&a, &ca.pem), "node-a.test");
+    let b_tls = load(&NodeFiles::new(&b, &ca.pem), "node-b.test");
+
+    // A minimal HTTP/1.1 server over A's server configuration.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = TlsAcceptor::from(a_tls.server_config());
+    let serving = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = acceptor.accept(tcp).await.unwrap();
+        let client_chain = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            request.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        stream.shutdown().await.unwrap();
+        client_chain
+    });
+
+    let client: Client<_, String> = Client::builder(TokioExecutor::new())
+        .build(connector::tls(HttpConnector::new(), b_tls.client_config()));
+    let uri: http::Uri = format!("https://localhost:{port}/cluster/status")
+        .parse()
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(30), client.get(uri))
+        .await
+        .expect("the request hung")
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
+    let client_chain = tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("the server hung")
+        .unwrap()
+        .expect("B presented its certificate");
+    assert_eq!(client_chain[0], b.der);
+}
+
 #[test]
 fn certificate_valid_for_checks_chain_time_and_host() {
     let ca1 = ca("cluster CA");
