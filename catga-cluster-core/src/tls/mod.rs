@@ -405,7 +405,7 @@ impl ClusterTls {
     }
 
     /// Spawns a Tokio task that calls [`reload`](Self::reload) every
-    /// `every` (at least 100 ms), logging a swap at info and refused files
+    /// `every` (kept between 100 ms and a year), logging a swap at info and refused files
     /// at warn with the reason (target `catga_cluster::tls`; the same
     /// refusal again is logged at debug). The task stops when the returned
     /// guard is dropped.
@@ -503,6 +503,14 @@ fn server_name(host: &str) -> Option<ServerName<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shareable_across_tasks() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<ClusterTls>();
+        assert_send_sync::<TlsError>();
+        assert_send_sync::<ReloadGuard>();
+    }
 
     #[test]
     fn server_names() {

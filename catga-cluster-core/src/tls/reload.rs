@@ -12,7 +12,11 @@ const TARGET: &str = "catga_cluster::tls";
 
 /// The shortest period [`ClusterTls::spawn_reloader`] accepts; shorter ones
 /// are raised to it (each check reads three files).
-pub(super) const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(100);
+const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest period; longer ones are lowered to it (so the timer's
+/// arithmetic cannot overflow).
+const MAX_RELOAD_INTERVAL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Stops the reload task of [`ClusterTls::spawn_reloader`] when dropped.
 ///
@@ -40,11 +44,11 @@ impl Drop for ReloadGuard {
 }
 
 pub(super) fn spawn(tls: ClusterTls, every: Duration) -> ReloadGuard {
-    let every = every.max(MIN_RELOAD_INTERVAL);
+    let every = every.clamp(MIN_RELOAD_INTERVAL, MAX_RELOAD_INTERVAL);
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let task = tokio::spawn(
         async move {
-            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             // The last refusal logged at warn: the same refusal again (a bad
             // file left in place) is logged at debug, not every period.
             let mut refused: Option<String> = None;

@@ -880,3 +880,16 @@ async fn the_reloader_picks_up_new_files_until_dropped() {
     eventually_served(&a_tls, &b_tls, &renewed.der).await;
     drop(reloader);
 }
+
+#[tokio::test]
+async fn extreme_reload_periods_are_kept_in_range() {
+    let ca = ca("cluster CA");
+    let tls = load(
+        &NodeFiles::new(&leaf(&ca, &A_NAMES), &ca.pem),
+        "node-a.test",
+    );
+    // Neither a busy loop nor an overflowing timer.
+    drop(tls.spawn_reloader(Duration::ZERO));
+    drop(tls.spawn_reloader(Duration::MAX));
+    tokio::task::yield_now().await;
+}
