@@ -1,5 +1,5 @@
 //! Cluster configuration: the local node, the other members, Raft timings,
-//! storage and the cluster secret, loaded from JSON/TOML files and
+//! storage, the cluster secret and TLS, loaded from JSON/TOML files and
 //! environment variables.
 //!
 //! The seed's `appsettings.json` loads unchanged:
@@ -36,6 +36,50 @@
 //! | `PersistentStatePath` | data directory; absent or `null` means in-memory storage | in-memory |
 //! | `Secret` | shared secret that authenticates cluster traffic | none |
 //! | `ClusterName` | name stamped into the data directory | `catga` |
+//! | `Tls` | TLS for cluster traffic: an object with the `Tls.*` keys below | none (plain HTTP) |
+//! | `Tls.CertificatePath` | PEM file with this node's certificate chain, end-entity certificate first | required with TLS |
+//! | `Tls.KeyPath` | PEM file with that certificate's private key (PKCS#8, PKCS#1 or SEC1) | required with TLS |
+//! | `Tls.CaCertificatePath` | PEM file with the CA certificate(s) that every node's certificate chains to | required with TLS |
+//! | `Tls.RequireClientCertificate` | nodes present their certificate to peers, and protected routes demand a member's certificate | `true` |
+//! | `Tls.ReloadInterval` | how often the three files are checked for changes | 10 s |
+//! | `AllowInsecureTransport` | accept plain `http://` to other machines although a `Secret` is set | `false` |
+//!
+//! # TLS and secure by default
+//!
+//! With `Tls` set ([`TlsConfig`]), cluster traffic is TLS and
+//! `LocalNodeEndpoint` and every member must be `https://` endpoints; an
+//! `https://` endpoint without `Tls` is an error. A `Tls` object that sets
+//! some keys but not all three paths is an error naming the first missing
+//! one. `CaCertificatePath` is required: nodes verify each other against it,
+//! and no public roots are bundled or trusted. During a CA rotation the file
+//! holds the old and the new CA certificate. In TOML the object is a
+//! `[cluster.tls]` table. Booleans are `true`/`false` (in
+//! any case in strings, so `Cluster__Tls__RequireClientCertificate=False`
+//! works).
+//!
+//! A node with a `Secret` and an `http://` endpoint (its own or a member's)
+//! that is not loopback (`127.0.0.0/8`, `::1`, `localhost`) is refused: the
+//! secret would cross the network in clear text. Configure TLS, or set
+//! `AllowInsecureTransport` to `true` to accept it and log
+//! [`ClusterConfig::insecure_transport_warning`] at start.
+//!
+//! ```
+//! use catga_cluster_core::config::ClusterConfig;
+//!
+//! let config = ClusterConfig::loader()
+//!     .json_str(r#"{ "Cluster": {
+//!         "LocalNodeEndpoint": "https://node0.example:5000",
+//!         "Members": ["https://node1.example:5000", "https://node2.example:5000"],
+//!         "Secret": "a-long-random-secret",
+//!         "Tls": { "CertificatePath": "/etc/catga/node0.pem",
+//!                  "KeyPath": "/etc/catga/node0.key",
+//!                  "CaCertificatePath": "/etc/catga/ca.pem" } } }"#)
+//!     .build()?;
+//! let tls = config.tls.as_ref().unwrap();
+//! assert!(tls.require_client_certificate);
+//! assert_eq!(tls.reload_interval, std::time::Duration::from_secs(10));
+//! # Ok::<(), catga_cluster_core::config::ConfigError>(())
+//! ```
 //!
 //! Durations are .NET `TimeSpan` strings (`00:00:00.150`, `1.02:03:04.5`) or
 //! human-readable strings (`150ms`, `1s 500ms`); see [`parse_duration`]. A
@@ -57,7 +101,13 @@
 //! the key match case-insensitively) override file values:
 //!
 //! * `Cluster__LocalNodeEndpoint`, `Cluster__ElectionTimeout`,
-//!   `Cluster__Secret`, … set one key each;
+//!   `Cluster__Secret`, `Cluster__AllowInsecureTransport`, … set one key
+//!   each;
+//! * `Cluster__Tls__CertificatePath`, `Cluster__Tls__KeyPath`,
+//!   `Cluster__Tls__CaCertificatePath`,
+//!   `Cluster__Tls__RequireClientCertificate` and
+//!   `Cluster__Tls__ReloadInterval` set one key of the `Tls` object each,
+//!   over (not instead of) the `Tls` keys of earlier sources;
 //! * `Cluster__Members__0`, `Cluster__Members__1`, … give member endpoints by
 //!   index, and `Cluster__Members__0__Id` / `Cluster__Members__0__Endpoint`
 //!   give a member's id and endpoint separately. Indices must run from 0
@@ -103,6 +153,7 @@ use figment::providers::{Format, Json, Toml};
 use figment::value::{Dict, Map, Num, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
+use crate::keys;
 use crate::node::{Endpoint, NodeId, NodeInfo};
 
 // ---------------------------------------------------------------------------
@@ -135,6 +186,14 @@ pub struct ClusterConfig {
     /// The cluster's name; a node refuses a data directory written by a
     /// cluster of another name.
     pub cluster_name: String,
+    /// TLS for cluster traffic, if configured: every endpoint is then
+    /// `https://`.
+    pub tls: Option<TlsConfig>,
+    /// Accept plain `http://` endpoints on other machines although the
+    /// cluster has a secret (which then crosses the network in clear text).
+    /// See [`ClusterConfig::validate`] and
+    /// [`ClusterConfig::insecure_transport_warning`].
+    pub allow_insecure_transport: bool,
 }
 
 impl ClusterConfig {
@@ -148,7 +207,7 @@ impl ClusterConfig {
     pub const DEFAULT_CLUSTER_NAME: &'static str = "catga";
 
     /// A configuration for a cluster of one node, with default timings,
-    /// in-memory storage and no secret.
+    /// in-memory storage, no secret and no TLS.
     pub fn single_node(node: NodeInfo) -> Self {
         ClusterConfig {
             node,
@@ -159,6 +218,8 @@ impl ClusterConfig {
             persistent_state_path: None,
             secret: None,
             cluster_name: Self::DEFAULT_CLUSTER_NAME.to_owned(),
+            tls: None,
+            allow_insecure_transport: false,
         }
     }
 
@@ -200,6 +261,48 @@ impl ClusterConfig {
     /// election timeout, the maximum election timeout is above the minimum,
     /// members list neither the local node nor one node twice (by id or
     /// endpoint), the secret is not empty and the cluster name is usable.
+    ///
+    /// Then the transport:
+    ///
+    /// * with [`tls`](Self::tls), its paths must not be empty, its reload
+    ///   interval not zero, and `LocalNodeEndpoint` and every member must be
+    ///   `https://`;
+    /// * without it, no endpoint may be `https://` (there is nothing to
+    ///   serve or verify TLS with);
+    /// * **secure by default**: without TLS, a node with a
+    ///   [`secret`](Self::secret) and an `http://` endpoint (its own or a
+    ///   member's) that is not loopback (`127.0.0.0/8`, `::1`, `localhost`,
+    ///   see [`Endpoint::is_loopback`]) is refused, because the secret and
+    ///   all cluster traffic would cross the network in clear text — unless
+    ///   [`allow_insecure_transport`](Self::allow_insecure_transport) is set;
+    ///   then [`insecure_transport_warning`](Self::insecure_transport_warning)
+    ///   says what to log.
+    ///
+    /// ```
+    /// use catga_cluster_core::config::{ClusterConfig, ClusterSecret, TlsConfig};
+    /// use catga_cluster_core::{Endpoint, NodeInfo};
+    ///
+    /// let endpoint = |s: &str| Endpoint::parse(s).unwrap();
+    /// let mut config = ClusterConfig::new(
+    ///     NodeInfo::new(0u64, endpoint("http://node0:5000")),
+    ///     vec![NodeInfo::new(1u64, endpoint("http://node1:5000"))],
+    /// )?;
+    /// config.secret = Some(ClusterSecret::from("s3cret"));
+    /// // A secret over plain HTTP between machines is refused...
+    /// let err = config.validate().unwrap_err();
+    /// assert_eq!(err.key(), Some("Cluster.LocalNodeEndpoint"));
+    /// // ...unless explicitly allowed,
+    /// config.allow_insecure_transport = true;
+    /// config.validate()?;
+    /// assert!(config.insecure_transport_warning().is_some());
+    /// // or, better, with TLS and https:// endpoints.
+    /// config.allow_insecure_transport = false;
+    /// config.tls = Some(TlsConfig::new("node0.pem", "node0.key", "ca.pem"));
+    /// config.node.endpoint = endpoint("https://node0:5000");
+    /// config.members[0].endpoint = endpoint("https://node1:5000");
+    /// config.validate()?;
+    /// # Ok::<(), catga_cluster_core::config::ConfigError>(())
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             (Field::HeartbeatInterval, self.heartbeat_interval),
@@ -306,7 +409,112 @@ impl ClusterConfig {
                 ));
             }
         }
+        self.validate_transport()
+    }
+
+    /// The TLS and secure-by-default rules of [`validate`](Self::validate).
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        let endpoints = || {
+            std::iter::once((Field::LocalNodeEndpoint.key(), &self.node.endpoint)).chain(
+                self.members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, member)| (member_key(i), &member.endpoint)),
+            )
+        };
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+            if let Some((key, endpoint)) = endpoints().find(|(_, e)| e.scheme() != "https") {
+                return Err(ConfigError::validation(
+                    key,
+                    format!(
+                        "`{endpoint}` is plain HTTP but TLS is configured ({}); advertise an https:// endpoint",
+                        keys::TLS
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if let Some((key, endpoint)) = endpoints().find(|(_, e)| e.scheme() == "https") {
+            return Err(ConfigError::validation(
+                key,
+                format!(
+                    "`{endpoint}` is https:// but TLS is not configured; set {}, {} and {} (environment: Cluster__Tls__CertificatePath, …)",
+                    keys::TLS_CERTIFICATE_PATH,
+                    keys::TLS_KEY_PATH,
+                    keys::TLS_CA_CERTIFICATE_PATH
+                ),
+            ));
+        }
+        if self.secret.is_some() && !self.allow_insecure_transport {
+            if let Some((key, endpoint)) = endpoints().find(|(_, e)| !e.is_loopback()) {
+                return Err(ConfigError::validation(
+                    key,
+                    format!(
+                        "`{endpoint}` is plain HTTP to another machine: the cluster secret and all \
+                         cluster traffic would cross the network unencrypted; configure TLS \
+                         ({}, {}, {} and optionally {}; environment: Cluster__Tls__CertificatePath, …) \
+                         with https:// endpoints, or set {} to true \
+                         (Cluster__AllowInsecureTransport=true) to accept plain HTTP",
+                        keys::TLS_CERTIFICATE_PATH,
+                        keys::TLS_KEY_PATH,
+                        keys::TLS_CA_CERTIFICATE_PATH,
+                        keys::TLS_REQUIRE_CLIENT_CERTIFICATE,
+                        Field::AllowInsecureTransport.key()
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// A warning to log at start when
+    /// [`allow_insecure_transport`](Self::allow_insecure_transport) lets
+    /// cluster traffic to another machine go over plain HTTP; `None` when
+    /// there is nothing to warn about (TLS is configured, the flag is off,
+    /// or every endpoint is loopback).
+    ///
+    /// ```
+    /// use catga_cluster_core::config::ClusterConfig;
+    ///
+    /// let config = ClusterConfig::loader()
+    ///     .env_vars([
+    ///         ("Cluster__LocalNodeEndpoint", "http://node0:5000"),
+    ///         ("Cluster__Members__0", "http://node1:5000"),
+    ///         ("Cluster__Secret", "s3cret"),
+    ///         ("Cluster__AllowInsecureTransport", "true"),
+    ///     ])
+    ///     .build()?;
+    /// let warning = config.insecure_transport_warning().unwrap();
+    /// assert!(warning.contains("http://node1:5000"), "{warning}");
+    /// # Ok::<(), catga_cluster_core::config::ConfigError>(())
+    /// ```
+    pub fn insecure_transport_warning(&self) -> Option<String> {
+        if self.tls.is_some() || !self.allow_insecure_transport {
+            return None;
+        }
+        let plain: Vec<&str> = std::iter::once(&self.node)
+            .chain(&self.members)
+            .map(|node| &node.endpoint)
+            .filter(|endpoint| endpoint.scheme() == "http" && !endpoint.is_loopback())
+            .map(Endpoint::as_str)
+            .collect();
+        if plain.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{} is true: cluster traffic to {} is plain HTTP, neither encrypted nor authenticated by certificates{}; configure TLS ({}, {}, {}) with https:// endpoints for traffic between machines",
+            Field::AllowInsecureTransport.key(),
+            plain.join(", "),
+            if self.secret.is_some() {
+                ", and the cluster secret crosses the network in clear text"
+            } else {
+                ""
+            },
+            keys::TLS_CERTIFICATE_PATH,
+            keys::TLS_KEY_PATH,
+            keys::TLS_CA_CERTIFICATE_PATH,
+        ))
     }
 
     /// The local node and the members, sorted by id.
@@ -410,6 +618,129 @@ impl fmt::Debug for ClusterSecret {
 impl fmt::Display for ClusterSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClusterSecret(***)")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TlsConfig
+// ---------------------------------------------------------------------------
+
+/// Where a node's TLS material lives: the `Cluster.Tls` settings.
+///
+/// All three files are PEM. The certificate file holds this node's
+/// certificate chain, end-entity certificate first; the key file its private
+/// key (PKCS#8, PKCS#1 or SEC1); the CA file the certificate(s) of the
+/// authority that signs the nodes' certificates. **The CA file is required**:
+/// peers verify each other's certificates against it, and no public roots are
+/// bundled or trusted. During a CA rotation it holds the old and the new CA.
+///
+/// Relative paths are resolved against the working directory of the process.
+/// With the `tls` feature, `ClusterTls::from_config` loads the files and
+/// checks them; the files are read again every
+/// [`reload_interval`](Self::reload_interval), so renewed certificates are
+/// picked up without a restart.
+///
+/// ```
+/// use std::time::Duration;
+/// use catga_cluster_core::config::TlsConfig;
+///
+/// let tls = TlsConfig::new("/etc/catga/node.pem", "/etc/catga/node.key", "/etc/catga/ca.pem")
+///     .require_client_certificate(false)
+///     .reload_interval(Duration::from_secs(60));
+/// assert!(!tls.require_client_certificate);
+/// assert_eq!(tls.reload_interval, Duration::from_secs(60));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// The node's certificate chain (`Cluster.Tls.CertificatePath`).
+    pub certificate_path: PathBuf,
+    /// The certificate's private key (`Cluster.Tls.KeyPath`).
+    pub key_path: PathBuf,
+    /// The CA certificates the nodes' certificates chain to
+    /// (`Cluster.Tls.CaCertificatePath`).
+    pub ca_certificate_path: PathBuf,
+    /// Whether nodes present their certificate as a client certificate to
+    /// peers, and protected routes demand a member's certificate
+    /// (`Cluster.Tls.RequireClientCertificate`, default `true`).
+    pub require_client_certificate: bool,
+    /// How often the files are checked for changes
+    /// (`Cluster.Tls.ReloadInterval`, default 10 s).
+    pub reload_interval: Duration,
+}
+
+impl TlsConfig {
+    /// The default [`reload_interval`](Self::reload_interval): 10 s.
+    pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+    /// TLS with the given certificate chain, key and CA files, client
+    /// certificates required and the default reload interval.
+    ///
+    /// ```
+    /// use catga_cluster_core::config::TlsConfig;
+    ///
+    /// let tls = TlsConfig::new("node.pem", "node.key", "ca.pem");
+    /// assert!(tls.require_client_certificate);
+    /// assert_eq!(tls.reload_interval, TlsConfig::DEFAULT_RELOAD_INTERVAL);
+    /// ```
+    pub fn new(
+        certificate_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+        ca_certificate_path: impl Into<PathBuf>,
+    ) -> Self {
+        TlsConfig {
+            certificate_path: certificate_path.into(),
+            key_path: key_path.into(),
+            ca_certificate_path: ca_certificate_path.into(),
+            require_client_certificate: true,
+            reload_interval: Self::DEFAULT_RELOAD_INTERVAL,
+        }
+    }
+
+    /// Sets [`require_client_certificate`](Self::require_client_certificate).
+    ///
+    /// ```
+    /// use catga_cluster_core::config::TlsConfig;
+    ///
+    /// let tls = TlsConfig::new("node.pem", "node.key", "ca.pem").require_client_certificate(false);
+    /// assert!(!tls.require_client_certificate);
+    /// ```
+    pub fn require_client_certificate(mut self, require: bool) -> Self {
+        self.require_client_certificate = require;
+        self
+    }
+
+    /// Sets [`reload_interval`](Self::reload_interval).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use catga_cluster_core::config::TlsConfig;
+    ///
+    /// let tls = TlsConfig::new("node.pem", "node.key", "ca.pem").reload_interval(Duration::from_secs(1));
+    /// assert_eq!(tls.reload_interval, Duration::from_secs(1));
+    /// ```
+    pub fn reload_interval(mut self, every: Duration) -> Self {
+        self.reload_interval = every;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, path) in [
+            (keys::TLS_CERTIFICATE_PATH, &self.certificate_path),
+            (keys::TLS_KEY_PATH, &self.key_path),
+            (keys::TLS_CA_CERTIFICATE_PATH, &self.ca_certificate_path),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::validation(key, "must not be empty"));
+            }
+        }
+        if self.reload_interval.is_zero() {
+            return Err(ConfigError::validation(
+                keys::TLS_RELOAD_INTERVAL,
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -563,10 +894,12 @@ enum Field {
     PersistentStatePath,
     Secret,
     ClusterName,
+    Tls,
+    AllowInsecureTransport,
 }
 
 impl Field {
-    const ALL: [Field; 9] = [
+    const ALL: [Field; 11] = [
         Field::LocalNodeEndpoint,
         Field::LocalNodeId,
         Field::Members,
@@ -576,6 +909,8 @@ impl Field {
         Field::PersistentStatePath,
         Field::Secret,
         Field::ClusterName,
+        Field::Tls,
+        Field::AllowInsecureTransport,
     ];
 
     /// The .NET spelling, used in messages.
@@ -590,6 +925,8 @@ impl Field {
             Field::PersistentStatePath => "PersistentStatePath",
             Field::Secret => "Secret",
             Field::ClusterName => "ClusterName",
+            Field::Tls => "Tls",
+            Field::AllowInsecureTransport => "AllowInsecureTransport",
         }
     }
 
@@ -605,6 +942,8 @@ impl Field {
             Field::PersistentStatePath => "persistent_state_path",
             Field::Secret => "secret",
             Field::ClusterName => "cluster_name",
+            Field::Tls => "tls",
+            Field::AllowInsecureTransport => "allow_insecure_transport",
         }
     }
 
@@ -664,6 +1003,64 @@ impl MemberField {
     }
 }
 
+/// Settings of the `Tls` object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsField {
+    CertificatePath,
+    KeyPath,
+    CaCertificatePath,
+    RequireClientCertificate,
+    ReloadInterval,
+}
+
+impl TlsField {
+    const ALL: [TlsField; 5] = [
+        TlsField::CertificatePath,
+        TlsField::KeyPath,
+        TlsField::CaCertificatePath,
+        TlsField::RequireClientCertificate,
+        TlsField::ReloadInterval,
+    ];
+
+    /// The full key for messages, such as `Cluster.Tls.KeyPath`.
+    fn key(self) -> &'static str {
+        match self {
+            TlsField::CertificatePath => keys::TLS_CERTIFICATE_PATH,
+            TlsField::KeyPath => keys::TLS_KEY_PATH,
+            TlsField::CaCertificatePath => keys::TLS_CA_CERTIFICATE_PATH,
+            TlsField::RequireClientCertificate => keys::TLS_REQUIRE_CLIENT_CERTIFICATE,
+            TlsField::ReloadInterval => keys::TLS_RELOAD_INTERVAL,
+        }
+    }
+
+    /// The .NET spelling: the last segment of [`key`](Self::key).
+    fn pascal(self) -> &'static str {
+        let key = self.key();
+        key.rsplit_once('.').map_or(key, |(_, name)| name)
+    }
+
+    fn canonical(self) -> &'static str {
+        match self {
+            TlsField::CertificatePath => "certificate_path",
+            TlsField::KeyPath => "key_path",
+            TlsField::CaCertificatePath => "ca_certificate_path",
+            TlsField::RequireClientCertificate => "require_client_certificate",
+            TlsField::ReloadInterval => "reload_interval",
+        }
+    }
+
+    fn lookup(name: &str) -> Option<TlsField> {
+        let folded = fold_key(name);
+        TlsField::ALL
+            .into_iter()
+            .find(|field| fold_key(field.pascal()) == folded)
+    }
+
+    fn known_list() -> String {
+        TlsField::ALL.map(TlsField::pascal).join(", ")
+    }
+}
+
 /// Lower-cases a key and drops `_` and `-`, so `LocalNodeEndpoint`,
 /// `local_node_endpoint` and `LOCAL-NODE-ENDPOINT` compare equal.
 fn fold_key(name: &str) -> String {
@@ -679,7 +1076,10 @@ fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&
     known
         .into_iter()
         .map(|candidate| (edit_distance(&folded, &fold_key(candidate)), candidate))
-        .filter(|(distance, candidate)| *distance <= 3.max(candidate.len() / 4))
+        // Close, and not a rewrite of a short key (`Zzz` is not `Tls`).
+        .filter(|(distance, candidate)| {
+            *distance <= 3.max(candidate.len() / 4) && *distance < candidate.len()
+        })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
 }
@@ -1180,10 +1580,10 @@ fn section_provider(document: Dict, origin: String) -> Result<SectionProvider, C
                 format!("sets the same setting as `{first}` in {origin}; keep one"),
             ));
         }
-        let value = if field == Field::Members {
-            normalise_members(value, &section_name, &origin)?
-        } else {
-            value
+        let value = match field {
+            Field::Members => normalise_members(value, &section_name, &origin)?,
+            Field::Tls => normalise_tls(value, &section_name, &origin)?,
+            _ => value,
         };
         dict.insert(field.canonical().to_owned(), value);
     }
@@ -1224,6 +1624,34 @@ fn normalise_members(value: Value, section: &str, origin: &str) -> Result<Value,
     Ok(Value::Array(tag, normalised))
 }
 
+/// Normalises the keys of the `Tls` object; values are interpreted later.
+fn normalise_tls(value: Value, section: &str, origin: &str) -> Result<Value, ConfigError> {
+    let Value::Dict(tag, fields) = value else {
+        return Ok(value);
+    };
+    let mut dict = Dict::new();
+    let mut written: BTreeMap<&'static str, String> = BTreeMap::new();
+    for (name, value) in fields {
+        let key = format!("{section}.Tls.{name}");
+        let Some(field) = TlsField::lookup(&name) else {
+            return Err(ConfigError::UnknownKey {
+                suggestion: suggest(&name, TlsField::ALL.map(TlsField::pascal)),
+                key,
+                origin: origin.to_owned(),
+                known: TlsField::known_list(),
+            });
+        };
+        if let Some(first) = written.insert(field.canonical(), key.clone()) {
+            return Err(ConfigError::validation(
+                key,
+                format!("sets the same setting as `{first}` in {origin}; keep one"),
+            ));
+        }
+        dict.insert(field.canonical().to_owned(), value);
+    }
+    Ok(Value::Dict(tag, dict))
+}
+
 fn is_cluster_var(name: &str) -> bool {
     name.get(..9)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("cluster__"))
@@ -1246,6 +1674,9 @@ fn env_providers(
             .iter()
             .map(|f| match f {
                 Field::Members => "Cluster__Members__N".to_owned(),
+                Field::Tls => TlsField::ALL
+                    .map(|t| format!("Cluster__Tls__{}", t.pascal()))
+                    .join(", "),
                 other => format!("Cluster__{}", other.pascal()),
             })
             .chain([
@@ -1262,7 +1693,8 @@ fn env_providers(
         known: known_vars(),
     };
 
-    let mut scalars: Vec<(Field, String, String)> = Vec::new();
+    // (setting, sub-setting of `Tls`, variable, value)
+    let mut scalars: Vec<(Field, Option<TlsField>, String, String)> = Vec::new();
     let mut members: BTreeMap<usize, EnvMember> = BTreeMap::new();
     for (var, value) in vars {
         let value = value.map_err(|_| {
@@ -1273,16 +1705,32 @@ fn env_providers(
         let field = Field::lookup(name)
             .ok_or_else(|| unknown(&var, name, &Field::ALL.map(Field::pascal)))?;
         if field != Field::Members {
-            if segments.len() != 1 {
-                return Err(unknown(&var, name, &Field::ALL.map(Field::pascal)));
-            }
-            if let Some((_, first, _)) = scalars.iter().find(|(f, _, _)| *f == field) {
+            let sub = match (field, segments.as_slice()) {
+                (Field::Tls, [_]) => {
+                    return Err(ConfigError::validation(
+                        var,
+                        "needs a TLS setting, like Cluster__Tls__CertificatePath",
+                    ))
+                }
+                (Field::Tls, [_, sub]) => Some(
+                    TlsField::lookup(sub)
+                        .ok_or_else(|| unknown(&var, sub, &TlsField::ALL.map(TlsField::pascal)))?,
+                ),
+                (Field::Tls, [_, sub, ..]) => {
+                    return Err(unknown(&var, sub, &TlsField::ALL.map(TlsField::pascal)))
+                }
+                (_, [_]) => None,
+                _ => return Err(unknown(&var, name, &Field::ALL.map(Field::pascal))),
+            };
+            if let Some((_, _, first, _)) =
+                scalars.iter().find(|(f, s, _, _)| (*f, *s) == (field, sub))
+            {
                 return Err(ConfigError::validation(
                     var,
                     format!("sets the same setting as `{first}`; keep one"),
                 ));
             }
-            scalars.push((field, var, value));
+            scalars.push((field, sub, var, value));
             continue;
         }
         let Some(index) = segments.get(1) else {
@@ -1329,9 +1777,15 @@ fn env_providers(
 
     let mut providers: Vec<SectionProvider> = scalars
         .into_iter()
-        .map(|(field, var, value)| {
+        .map(|(field, sub, var, value)| {
+            let mut value = Value::from(value);
+            if let Some(sub) = sub {
+                let mut inner = Dict::new();
+                inner.insert(sub.canonical().to_owned(), value);
+                value = Value::from(inner);
+            }
             let mut dict = Dict::new();
-            dict.insert(field.canonical().to_owned(), Value::from(value));
+            dict.insert(field.canonical().to_owned(), value);
             SectionProvider {
                 name: format!("environment variable `{var}`"),
                 dict,
@@ -1497,6 +1951,28 @@ fn interpret(figment: &Figment) -> Result<ClusterConfig, ConfigError> {
         None => ClusterConfig::DEFAULT_CLUSTER_NAME.to_owned(),
     };
 
+    let tls = match take(Field::Tls) {
+        Some(Value::Dict(_, fields)) => parse_tls(&fields, &origin)?,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                Field::Tls.key(),
+                &describe(&other),
+                format!(
+                    "expected an object (a table in TOML) with {}",
+                    TlsField::known_list()
+                ),
+            )
+            .with_origin(origin(&other)))
+        }
+        None => None,
+    };
+
+    let allow_insecure_transport = match take(Field::AllowInsecureTransport) {
+        Some(value) => parse_bool(&Field::AllowInsecureTransport.key(), &value)
+            .map_err(|e| e.with_origin(origin(&value)))?,
+        None => false,
+    };
+
     let config = ClusterConfig {
         node,
         members,
@@ -1506,9 +1982,82 @@ fn interpret(figment: &Figment) -> Result<ClusterConfig, ConfigError> {
         persistent_state_path,
         secret,
         cluster_name,
+        tls,
+        allow_insecure_transport,
     };
     config.validate()?;
     Ok(config)
+}
+
+/// Reads the `Tls` object: `None` when it sets nothing, an error naming the
+/// first missing path when it sets something but not all three paths.
+fn parse_tls(
+    fields: &Dict,
+    origin: &dyn Fn(&Value) -> Option<String>,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    // `null` means "not set".
+    let get = |field: TlsField| {
+        fields
+            .get(field.canonical())
+            .filter(|value| !matches!(value, Value::Empty(..)))
+    };
+    let Some(first_set) = TlsField::ALL
+        .into_iter()
+        .find(|field| get(*field).is_some())
+    else {
+        return Ok(None);
+    };
+    let path = |field: TlsField| -> Result<PathBuf, ConfigError> {
+        let Some(value) = get(field) else {
+            return Err(ConfigError::validation(
+                field.key(),
+                format!(
+                    "required because {} is set: TLS needs {}, {} and {}",
+                    first_set.key(),
+                    TlsField::CertificatePath.key(),
+                    TlsField::KeyPath.key(),
+                    TlsField::CaCertificatePath.key()
+                ),
+            ));
+        };
+        let text = expect_string(field.key(), value).map_err(|e| e.with_origin(origin(value)))?;
+        if text.trim().is_empty() {
+            return Err(ConfigError::invalid(field.key(), text, "must not be empty")
+                .with_origin(origin(value)));
+        }
+        Ok(PathBuf::from(text))
+    };
+    let mut tls = TlsConfig::new(
+        path(TlsField::CertificatePath)?,
+        path(TlsField::KeyPath)?,
+        path(TlsField::CaCertificatePath)?,
+    );
+    if let Some(value) = get(TlsField::RequireClientCertificate) {
+        tls.require_client_certificate =
+            parse_bool(TlsField::RequireClientCertificate.key(), value)
+                .map_err(|e| e.with_origin(origin(value)))?;
+    }
+    if let Some(value) = get(TlsField::ReloadInterval) {
+        tls.reload_interval = parse_duration_value(TlsField::ReloadInterval.key(), value)
+            .map_err(|e| e.with_origin(origin(value)))?;
+    }
+    Ok(Some(tls))
+}
+
+/// A boolean: `true`/`false` in JSON and TOML, or the strings `true` and
+/// `false` in any case (environment variables, .NET's `True`).
+fn parse_bool(key: &str, value: &Value) -> Result<bool, ConfigError> {
+    match value {
+        Value::Bool(_, b) => Ok(*b),
+        Value::String(_, text) if text.trim().eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(_, text) if text.trim().eq_ignore_ascii_case("false") => Ok(false),
+        Value::String(_, text) => Err(ConfigError::invalid(key, text, "expected true or false")),
+        other => Err(ConfigError::invalid(
+            key,
+            &describe(other),
+            format!("expected true or false, found {}", kind_of(other)),
+        )),
+    }
 }
 
 fn parse_members(
@@ -1943,6 +2492,20 @@ mod tests {
             Some("ElectionTimeout")
         );
         assert_eq!(suggest("Zzz", Field::ALL.map(Field::pascal)), None);
+        assert_eq!(suggest("Tsl", Field::ALL.map(Field::pascal)), Some("Tls"));
+        assert_eq!(
+            suggest("CaCertPath", TlsField::ALL.map(TlsField::pascal)),
+            None
+        );
+        assert_eq!(
+            suggest("CaCertificatesPath", TlsField::ALL.map(TlsField::pascal)),
+            Some("CaCertificatePath")
+        );
+        assert_eq!(
+            TlsField::lookup("ca-certificate-path"),
+            Some(TlsField::CaCertificatePath)
+        );
+        assert_eq!(TlsField::KeyPath.pascal(), "KeyPath");
     }
 
     #[test]
@@ -2072,7 +2635,8 @@ mod tests {
                 r#"{"Cluster": {"LocalNodeEndpoint": "http://node0:5000",
                                 "LocalNodeId": null,
                                 "Members": ["http://node1:5000"],
-                                "Secret": "s"}}"#,
+                                "Secret": "s",
+                                "AllowInsecureTransport": true}}"#,
             )
             .env_vars([
                 ("Cluster__Members__0", "http://node2:5000"),

@@ -23,7 +23,10 @@
 //! * `serde`: serialisation of the public types.
 //! * `test-util`: [`testing::ManualCoordinator`].
 //! * `http-client`: [`connector`], the connector the other crates' pooled
-//!   HTTP clients share; `tls` adds https-or-http over rustls to it.
+//!   HTTP clients share.
+//! * `tls`: https-or-http over rustls for that connector, and `tls`, a
+//!   node's certificate, key and CA roots from PEM files, checked, reloaded
+//!   when they change and turned into rustls configurations.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod coordinator;
@@ -40,6 +43,12 @@ pub mod config;
 
 #[cfg(feature = "http-client")]
 pub mod connector;
+
+#[cfg(feature = "tls")]
+pub mod tls;
+
+#[cfg(any(feature = "config", feature = "tls"))]
+mod keys;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

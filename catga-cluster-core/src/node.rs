@@ -238,6 +238,57 @@ impl Endpoint {
         self.0.split_once("://").map_or(&self.0, |(_, a)| a)
     }
 
+    /// The host without port and without the brackets of an IPv6 address:
+    /// `node0` for `http://node0:5000`, `::1` for `https://[::1]:5443`. This
+    /// is the name a TLS certificate of the node must be valid for.
+    ///
+    /// ```
+    /// use catga_cluster_core::Endpoint;
+    ///
+    /// assert_eq!(Endpoint::parse("https://Node0.example:5443")?.host(), "node0.example");
+    /// assert_eq!(Endpoint::parse("http://[::1]:5000")?.host(), "::1");
+    /// assert_eq!(Endpoint::parse("http://10.0.0.7")?.host(), "10.0.0.7");
+    /// # Ok::<(), catga_cluster_core::EndpointError>(())
+    /// ```
+    pub fn host(&self) -> &str {
+        let authority = self.authority();
+        if let Some(rest) = authority.strip_prefix('[') {
+            return rest.split_once(']').map_or(rest, |(host, _)| host);
+        }
+        authority
+            .split_once(':')
+            .map_or(authority, |(host, _)| host)
+    }
+
+    /// Whether the host is a loopback address or `localhost`: `127.0.0.0/8`,
+    /// `::1`, an IPv4-mapped loopback address (`::ffff:127.0.0.1`) or the
+    /// name `localhost`. Other names (`*.localhost` included) are not,
+    /// since resolving them to loopback is up to the resolver.
+    ///
+    /// ```
+    /// use catga_cluster_core::Endpoint;
+    ///
+    /// assert!(Endpoint::parse("http://localhost:5000")?.is_loopback());
+    /// assert!(Endpoint::parse("http://127.0.0.2:5000")?.is_loopback());
+    /// assert!(Endpoint::parse("http://[::1]:5000")?.is_loopback());
+    /// assert!(!Endpoint::parse("http://node1:5000")?.is_loopback());
+    /// assert!(!Endpoint::parse("http://10.0.0.1:5000")?.is_loopback());
+    /// # Ok::<(), catga_cluster_core::EndpointError>(())
+    /// ```
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host();
+        if host == "localhost" {
+            return true;
+        }
+        match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+            Ok(std::net::IpAddr::V6(ip)) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+            Err(_) => false,
+        }
+    }
+
     /// The endpoint as an [`http::Uri`] (path `/`).
     pub fn to_uri(&self) -> http::Uri {
         // An `Endpoint` is only built from a URI that parsed; re-parsing the
@@ -358,6 +409,30 @@ mod tests {
         assert_eq!(e.scheme(), "https");
         assert_eq!(e.authority(), "node0:5000");
         assert_eq!(e.to_uri().to_string(), "https://node0:5000/");
+        assert_eq!(e.host(), "node0");
+    }
+
+    #[test]
+    fn endpoint_host_and_loopback() {
+        let cases = [
+            ("http://localhost:5000", "localhost", true),
+            ("http://LOCALHOST", "localhost", true),
+            ("http://127.0.0.1:80", "127.0.0.1", true),
+            ("http://127.255.0.9:1", "127.255.0.9", true),
+            ("http://[::1]:5000", "::1", true),
+            ("http://[::ffff:127.0.0.1]:5000", "::ffff:127.0.0.1", true),
+            ("https://[2001:db8::1]", "2001:db8::1", false),
+            ("http://a.localhost:1", "a.localhost", false),
+            ("http://localhost.example:1", "localhost.example", false),
+            ("http://10.1.2.3:1", "10.1.2.3", false),
+            ("http://128.0.0.1:1", "128.0.0.1", false),
+            ("http://node1", "node1", false),
+        ];
+        for (input, host, loopback) in cases {
+            let endpoint = Endpoint::parse(input).unwrap();
+            assert_eq!(endpoint.host(), host, "{input}");
+            assert_eq!(endpoint.is_loopback(), loopback, "{input}");
+        }
     }
 
     #[test]
