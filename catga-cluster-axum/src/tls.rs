@@ -110,3 +110,75 @@ impl PeerCertificates {
         (!chain.is_empty()).then(|| PeerCertificates::new(chain.to_vec()))
     }
 }
+
+/// The member-certificate decision of `ClusterRoutes::tls`, cached per
+/// end-entity certificate and member set for a few seconds: verifying a
+/// chain costs signature checks, and peers send thousands of RPCs a second
+/// over the same few certificates.
+#[derive(Clone)]
+pub(crate) struct MemberCertificates {
+    material: catga_cluster_core::tls::ClusterTls,
+    hosts: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+    cache: Arc<std::sync::Mutex<Vec<Decision>>>,
+}
+
+struct Decision {
+    certificate: CertificateDer<'static>,
+    hosts: Vec<String>,
+    accepted: bool,
+    at: std::time::Instant,
+}
+
+impl MemberCertificates {
+    /// How long a decision stands (a reload or a membership change takes
+    /// effect within it).
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+    /// Most certificates remembered (peers have one each).
+    const CAPACITY: usize = 64;
+
+    pub(crate) fn new(
+        material: catga_cluster_core::tls::ClusterTls,
+        hosts: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+    ) -> Self {
+        MemberCertificates {
+            material,
+            hosts,
+            cache: Arc::new(std::sync::Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Whether `chain` is a current member's.
+    pub(crate) fn accepts(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let Some(leaf) = chain.first() else {
+            return false;
+        };
+        let hosts = (self.hosts)();
+        let now = std::time::Instant::now();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(d) = cache
+                .iter()
+                .find(|d| &d.certificate == leaf && d.hosts == hosts)
+            {
+                if now.duration_since(d.at) < Self::FRESH {
+                    return d.accepted;
+                }
+            }
+        }
+        let accepted = hosts
+            .iter()
+            .any(|host| self.material.certificate_valid_for(chain, host));
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|d| &d.certificate != leaf && now.duration_since(d.at) < Self::FRESH);
+        if cache.len() >= Self::CAPACITY {
+            cache.remove(0);
+        }
+        cache.push(Decision {
+            certificate: leaf.clone(),
+            hosts,
+            accepted,
+            at: now,
+        });
+        accepted
+    }
+}

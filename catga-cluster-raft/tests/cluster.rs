@@ -288,6 +288,9 @@ async fn misaddressed_and_unauthenticated_rpcs_are_rejected() {
     let net = catga_cluster_raft::network::memory::MemoryNetwork::new();
     let mut cfg = config(5, &[5]);
     cfg.secret = Some("s3cret".into());
+    // The endpoints are names on the in-memory network: no secret crosses
+    // a real one.
+    cfg.allow_insecure_transport = true;
     let node = RaftNode::builder(cfg)
         .transport(Transport::Memory(net))
         .start()

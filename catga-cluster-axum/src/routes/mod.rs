@@ -549,6 +549,49 @@ impl ClusterRoutes {
         self
     }
 
+    /// TLS from the node's material (`catga_cluster_core::tls::ClusterTls`,
+    /// loaded from `Cluster.Tls`): the cluster routes forward to `https://`
+    /// leaders with its client configuration and, when it requires client
+    /// certificates, Raft RPCs and forwarded commands accept only clients
+    /// whose certificate chains to the cluster CA and is valid for the host
+    /// of this node's or a current member's endpoint (decisions are cached
+    /// per certificate for a few seconds; membership changes take effect
+    /// within that time). Serve with
+    /// `HandshakeListener::new(tcp, tls::rustls_acceptor(material.server_config()))`.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, material: &catga_cluster_core::tls::ClusterTls) -> Self {
+        self = self.forward_tls(material.client_config());
+        if material.requires_client_certificate() {
+            let hosts = self.member_hosts();
+            let members = crate::tls::MemberCertificates::new(material.clone(), hosts);
+            self = self.require_member_certificate(move |chain| members.accepts(chain));
+        }
+        self
+    }
+
+    /// The hosts of this node's and the members' endpoints, now.
+    #[cfg(feature = "tls")]
+    fn member_hosts(&self) -> Arc<dyn Fn() -> Vec<String> + Send + Sync> {
+        let local = self.view.node().endpoint.host().to_owned();
+        #[cfg(feature = "raft")]
+        if let Some(node) = self.raft.clone() {
+            return Arc::new(move || {
+                let mut hosts: Vec<String> = node
+                    .status()
+                    .members
+                    .iter()
+                    .map(|m| m.node.endpoint.host().to_owned())
+                    .collect();
+                hosts.push(local.clone());
+                hosts.sort();
+                hosts.dedup();
+                hosts
+            });
+        }
+        Arc::new(move || vec![local.clone()])
+    }
+
     /// Forwards the cluster routes' requests to the leader over TLS with
     /// `config` (for `https://` leaders; it should present this node's
     /// client certificate when the cluster uses mutual TLS).

@@ -7,13 +7,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use catga_cluster_axum::{ClusterRoutes, ProblemResponsesLayer};
+use catga_cluster_axum::{ClusterRoutes, HandshakeListener, ProblemResponsesLayer};
 use catga_cluster_core::config::ClusterConfig;
 use catga_cluster_core::singleton::{SingletonHandle, SingletonRunner};
+use catga_cluster_core::tls::{ClusterTls, ReloadGuard, TlsError};
 use catga_cluster_core::{DistributedLock, LockGuard};
-use catga_cluster_raft::{RaftLock, RaftNode};
+use catga_cluster_raft::{NodeOptions, RaftLock, RaftNode};
 use catga_cluster_tower::problem::Problem;
-use catga_cluster_tower::ForwardToLeaderLayer;
+use catga_cluster_tower::{ForwardToLeaderLayer, HttpForwarder};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -58,9 +59,21 @@ async fn critical_operation(State(state): State<AppState>) -> Response {
 /// (`413`) itself, also while streaming it to the leader.
 pub const MAX_ORDER_BODY: usize = 64 * 1024;
 
-/// The application's routes plus the cluster routes.
+/// The application's routes plus the cluster routes, over plain HTTP.
 pub fn router(node: RaftNode) -> Router {
-    let routes = ClusterRoutes::raft(node.clone());
+    router_with_tls(node, None)
+}
+
+/// The application's routes plus the cluster routes; with `tls`, forwards
+/// reach the leader over HTTPS and, with mutual TLS, Raft RPCs and
+/// forwarded commands need a member's client certificate.
+pub fn router_with_tls(node: RaftNode, tls: Option<&ClusterTls>) -> Router {
+    let mut routes = ClusterRoutes::raft(node.clone());
+    let mut forward = ForwardToLeaderLayer::new(node.clone()).hold_timeout(Duration::from_secs(3));
+    if let Some(tls) = tls {
+        routes = routes.tls(tls);
+        forward = forward.forwarder(HttpForwarder::with_tls(tls.client_config()));
+    }
     let state = AppState { node: node.clone() };
     let orders = Router::new()
         .route(
@@ -70,9 +83,7 @@ pub fn router(node: RaftNode) -> Router {
             // election or hand-over to finish instead of failing (the
             // default hold is 600 ms).
             post(create_order)
-                .route_layer(
-                    ForwardToLeaderLayer::new(node.clone()).hold_timeout(Duration::from_secs(3)),
-                )
+                .route_layer(forward)
                 .route_layer(RequestBodyLimitLayer::new(MAX_ORDER_BODY))
                 .get(list_orders),
         )
@@ -87,6 +98,17 @@ pub fn router(node: RaftNode) -> Router {
     routes.mount(orders).layer(ProblemResponsesLayer::new())
 }
 
+/// The TLS material the configuration names (`Cluster.Tls`), loaded and
+/// checked (files, key, expiry, the node's host, the CA), or `None`
+/// without a `Tls` section.
+pub fn load_tls(config: &ClusterConfig) -> Result<Option<ClusterTls>, TlsError> {
+    config
+        .tls
+        .as_ref()
+        .map(|tls| ClusterTls::from_config(tls, config.node.endpoint.host()))
+        .transpose()
+}
+
 /// A node with its HTTP server and outbox.
 #[derive(Debug)]
 pub struct RunningNode {
@@ -97,25 +119,60 @@ pub struct RunningNode {
     runner: SingletonHandle,
     stop: CancellationToken,
     server: JoinHandle<()>,
+    /// Re-reads the certificate files while the node runs.
+    _reloader: Option<ReloadGuard>,
 }
 
 impl RunningNode {
-    /// Starts Raft, the outbox runner and the HTTP server on `listener`.
+    /// Starts Raft, the outbox runner and the HTTP server on `listener`,
+    /// with TLS when the configuration has a `Tls` section.
     pub async fn start(
         config: ClusterConfig,
         listener: TcpListener,
     ) -> Result<RunningNode, Box<dyn std::error::Error + Send + Sync>> {
-        let node = RaftNode::builder(config).start().await?;
+        let tls = load_tls(&config)?;
+        RunningNode::start_with_tls(config, listener, tls).await
+    }
+
+    /// [`start`](Self::start) with TLS material loaded already (see
+    /// [`load_tls`]).
+    pub async fn start_with_tls(
+        config: ClusterConfig,
+        listener: TcpListener,
+        tls: Option<ClusterTls>,
+    ) -> Result<RunningNode, Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(warning) = config.insecure_transport_warning() {
+            tracing::warn!("{warning}");
+        }
+        let reload_every = config.tls.as_ref().map(|t| t.reload_interval);
+        let mut options = NodeOptions::default();
+        if let Some(tls) = &tls {
+            options = options.tls(tls.client_config());
+        }
+        let node = RaftNode::builder(config).options(options).start().await?;
         let outbox = OutboxProcessor::new(node.clone());
         let runner = SingletonRunner::new(node.clone(), outbox.clone()).spawn();
         let stop = CancellationToken::new();
-        let app = router(node.clone());
+        let app = router_with_tls(node.clone(), tls.as_ref());
+        let reloader = match (&tls, reload_every) {
+            (Some(tls), Some(every)) => Some(tls.spawn_reloader(every)),
+            _ => None,
+        };
+        let acceptor = tls
+            .as_ref()
+            .map(|tls| catga_cluster_axum::tls::rustls_acceptor(tls.server_config()));
         let server = {
-            let (node, stop) = (node.clone(), stop.clone());
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let shutdown = async move { stop.cancelled().await };
-                let _ = node;
-                if let Err(e) = catga_cluster_axum::serve(listener, app, shutdown).await {
+                let served = match acceptor {
+                    Some(acceptor) => match HandshakeListener::new(listener, acceptor) {
+                        Ok(listener) => catga_cluster_axum::serve(listener, app, shutdown).await,
+                        Err(e) => Err(e),
+                    },
+                    None => catga_cluster_axum::serve(listener, app, shutdown).await,
+                };
+                if let Err(e) = served {
                     tracing::error!(error = %e, "the HTTP server failed");
                 }
             })
@@ -126,6 +183,7 @@ impl RunningNode {
             runner,
             stop,
             server,
+            _reloader: reloader,
         })
     }
 

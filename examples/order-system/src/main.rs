@@ -39,7 +39,10 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-async fn run_node(setup: NodeSetup) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn run_node(
+    setup: NodeSetup,
+    tls: Option<catga_cluster_core::tls::ClusterTls>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing::info!(
         node = %setup.config.node,
         members = setup.config.members.len(),
@@ -49,7 +52,7 @@ async fn run_node(setup: NodeSetup) -> Result<(), Box<dyn std::error::Error + Se
     let listener = TcpListener::bind(setup.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", setup.listen))?;
-    let node = app::RunningNode::start(setup.config, listener).await?;
+    let node = app::RunningNode::start_with_tls(setup.config, listener, tls).await?;
     shutdown_signal().await;
     node.shutdown().await;
     Ok(())
@@ -89,6 +92,15 @@ fn main() -> ExitCode {
             }
         }
     };
+    // Certificate files that cannot serve are bad input too: say which key
+    // and file, and exit 2.
+    let tls = match setup.as_ref().map(|s| app::load_tls(&s.config)).transpose() {
+        Ok(tls) => tls.flatten(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -98,7 +110,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match setup {
-            Some(setup) => run_node(setup).await,
+            Some(setup) => run_node(setup, tls).await,
             None => demo::run().await,
         }
     });
