@@ -1276,42 +1276,4 @@ mod tests {
         .unwrap();
         assert_eq!(setup.listen.to_string(), "[::1]:5000");
     }
-
-    /// The environment of the seed's (and our) docker-compose.yml.
-    #[test]
-    fn compose_environment_parses_into_the_expected_cluster() {
-        let compose = include_str!("../docker-compose.yml");
-        let mut per_service: Vec<Vec<(String, String)>> = Vec::new();
-        for line in compose.lines() {
-            let line = line.trim();
-            if line.starts_with("environment:") {
-                per_service.push(Vec::new());
-            } else if let Some(var) = line.strip_prefix("- ") {
-                if let (Some(current), Some((k, v))) = (per_service.last_mut(), var.split_once('='))
-                {
-                    if k.starts_with("Cluster__") {
-                        current.push((k.to_owned(), v.to_owned()));
-                    }
-                }
-            }
-        }
-        assert_eq!(per_service.len(), 3, "three services with an environment");
-        let mut ids = Vec::new();
-        for (i, env) in per_service.into_iter().enumerate() {
-            let setup = resolve(&cli(&["--port", "5000"]), env).unwrap();
-            assert_eq!(
-                setup.config.node.endpoint.as_str(),
-                format!("http://node{i}:5000")
-            );
-            assert_eq!(setup.config.members.len(), 2);
-            assert!(
-                setup.config.secret.is_some(),
-                "the compose file sets a secret"
-            );
-            assert_eq!(setup.listen.ip(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            ids.push(setup.config.node.id);
-        }
-        ids.dedup();
-        assert_eq!(ids.len(), 3);
-    }
 }

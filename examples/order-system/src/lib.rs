@@ -5,6 +5,8 @@ pub mod app;
 pub mod certs;
 pub mod cli;
 pub mod demo;
+#[cfg(test)]
+mod deployment;
 pub mod orders;
 pub mod outbox;
 pub mod probe;
