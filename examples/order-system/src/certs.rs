@@ -1,7 +1,7 @@
 //! A development PKI for TLS between the nodes: what `order-system certs`
 //! writes.
 //!
-//! [`write`] makes a certificate authority (`ca.pem`, `ca-key.pem`) and, for
+//! [`write()`] makes a certificate authority (`ca.pem`, `ca-key.pem`) and, for
 //! each node `i`, a certificate and key signed by it (`node{i}.pem`,
 //! `node{i}-key.pem`). A node's certificate is valid for `localhost`,
 //! `127.0.0.1`, `::1`, `node{i}` (its Docker Compose service name) and every
@@ -45,11 +45,11 @@ use rcgen::{
 use rustls::pki_types::DnsName;
 use time::OffsetDateTime;
 
-/// The most nodes [`write`] makes certificates for.
+/// The most nodes [`write()`] makes certificates for.
 pub const MAX_NODES: u16 = 99;
 /// How long the certificates are valid when `--days` is not given.
 pub const DEFAULT_DAYS: u32 = 365;
-/// The longest validity [`write`] accepts, in days (ten years).
+/// The longest validity [`write()`] accepts, in days (ten years).
 pub const MAX_DAYS: u32 = 3650;
 /// In a host given with `--host`, what becomes the node's number.
 pub const NODE_PLACEHOLDER: &str = "{i}";
@@ -151,7 +151,7 @@ pub enum Existing {
     KeepComplete,
 }
 
-/// What [`write`] makes.
+/// What [`write()`] makes.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// The directory, created when missing.
@@ -168,7 +168,7 @@ pub struct Options {
     pub existing: Existing,
 }
 
-/// Why [`write`] wrote nothing, or not everything.
+/// Why [`write()`] wrote nothing, or not everything.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertsError {
@@ -188,6 +188,9 @@ pub enum CertsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The output directory is a file (or another non-directory).
+    #[error("--out {}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
     /// A file exists and [`Existing::Refuse`] keeps it.
     #[error(
         "{} already exists; pass --force to replace the whole PKI, or --if-missing to keep \
@@ -305,7 +308,7 @@ pub fn subject_alt_names(node: u16, hosts: &[String]) -> Result<Vec<String>, Cer
     Ok(names)
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Outcome {
@@ -408,6 +411,9 @@ pub fn write(options: &Options) -> Result<Outcome, CertsError> {
     let names = (0..options.nodes)
         .map(|node| subject_alt_names(node, &options.hosts))
         .collect::<Result<Vec<_>, _>>()?;
+    if options.out.exists() && !options.out.is_dir() {
+        return Err(CertsError::NotADirectory(options.out.clone()));
+    }
     let layout = Layout::new(&options.out, options.nodes);
 
     let files = layout.files();
@@ -904,5 +910,13 @@ mod tests {
         );
         assert!(host("ünïcode.example").contains("not a DNS name"));
         assert!(host(&"a".repeat(64)).contains("not a DNS name"));
+
+        std::fs::write(&dir, "a file").unwrap();
+        let err = write(&options(&dir, 1)).unwrap_err();
+        assert!(err.is_bad_input());
+        assert_eq!(
+            err.to_string(),
+            format!("--out {}: not a directory", dir.display())
+        );
     }
 }
