@@ -34,10 +34,13 @@
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use catga_cluster_core::config::{ClusterConfig, ConfigError, ConfigLoader, TopologySources};
 use catga_cluster_core::{Endpoint, NodeId, NodeInfo};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{certs, probe};
 
 /// The local cluster's size when `--nodes` is not given.
 pub const DEFAULT_NODES: u16 = 3;
@@ -138,6 +141,101 @@ pub enum Command {
     /// an election, a forwarded order, a crash fail-over, the outbox and a
     /// graceful hand-over.
     Demo,
+    /// Write a development PKI for TLS between the nodes: a CA (ca.pem,
+    /// ca-key.pem) and a certificate and key per node (node{i}.pem,
+    /// node{i}-key.pem) for server and client authentication, valid for
+    /// localhost, 127.0.0.1, ::1, node{i} and every --host.
+    Certs(CertsArgs),
+    /// GET a URL and exit with code 0 on a 2xx answer, 1 otherwise: a health
+    /// check for a container without an HTTP client.
+    Probe(ProbeArgs),
+}
+
+/// The flags of `order-system certs`; see [`crate::certs`].
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// The directory to write to (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// How many nodes get a certificate: node0 to node{N-1}, 1 to 99.
+    #[arg(long, value_name = "N")]
+    pub nodes: u16,
+
+    /// One more name for every node's certificate: a DNS name or an IP
+    /// address, where `{i}` becomes the node's number (repeatable), e.g.
+    /// `--host order-system-{i}.order-system.default.svc.cluster.local`.
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+
+    /// How many days the certificates are valid (1 to 3650).
+    #[arg(long, value_name = "D", default_value_t = certs::DEFAULT_DAYS)]
+    pub days: u32,
+
+    /// Replace existing files (a new CA and new certificates for all).
+    #[arg(long, conflicts_with = "if_missing")]
+    pub force: bool,
+
+    /// Write nothing and succeed when all the files exist already (for a
+    /// start-up step that runs every time); fail when only some do.
+    #[arg(long)]
+    pub if_missing: bool,
+}
+
+impl CertsArgs {
+    /// The PKI these flags describe.
+    pub fn options(&self) -> certs::Options {
+        let existing = match (self.force, self.if_missing) {
+            (true, _) => certs::Existing::Overwrite,
+            (false, true) => certs::Existing::KeepComplete,
+            (false, false) => certs::Existing::Refuse,
+        };
+        certs::Options {
+            out: self.out.clone(),
+            nodes: self.nodes,
+            hosts: self.hosts.clone(),
+            days: self.days,
+            existing,
+        }
+    }
+}
+
+/// The flags of `order-system probe`; see [`crate::probe`].
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL, e.g. https://localhost:5000/health/ready.
+    pub url: String,
+
+    /// The CA certificate (PEM) the server's certificate must chain to;
+    /// needed for https:// URLs.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// A client certificate (PEM) to present, for a server that requires
+    /// one; with --key.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// How long the whole exchange may take (e.g. 3s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl ProbeArgs {
+    /// The request these flags describe.
+    pub fn options(&self) -> probe::Options {
+        probe::Options {
+            url: self.url.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            timeout: self.timeout,
+        }
+    }
 }
 
 /// Why the configuration could not be built. All of these are bad input:
@@ -649,8 +747,6 @@ pub fn resolve(cli: &Cli, env: Vec<(String, String)>) -> Result<NodeSetup, CliEr
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn ep(s: &str) -> Endpoint {
@@ -1092,6 +1188,86 @@ mod tests {
     }
 
     #[test]
+    fn the_certs_flags_describe_the_pki() {
+        let Some(Command::Certs(args)) = cli(&[
+            "certs",
+            "--out",
+            "certs",
+            "--nodes",
+            "3",
+            "--host",
+            "a-{i}.example",
+            "--host",
+            "b.example",
+            "--if-missing",
+        ])
+        .command
+        else {
+            panic!("certs parses");
+        };
+        let options = args.options();
+        assert_eq!(options.out, Path::new("certs"));
+        assert_eq!((options.nodes, options.days), (3, certs::DEFAULT_DAYS));
+        assert_eq!(options.hosts, ["a-{i}.example", "b.example"]);
+        assert_eq!(options.existing, certs::Existing::KeepComplete);
+        let Some(Command::Certs(args)) = cli(&[
+            "certs", "--out", "c", "--nodes", "1", "--force", "--days", "30",
+        ])
+        .command
+        else {
+            panic!("certs parses");
+        };
+        assert_eq!(args.options().existing, certs::Existing::Overwrite);
+        assert_eq!(args.options().days, 30);
+        for bad in [
+            &["certs", "--nodes", "3"][..],
+            &["certs", "--out", "c"],
+            &[
+                "certs",
+                "--out",
+                "c",
+                "--nodes",
+                "3",
+                "--force",
+                "--if-missing",
+            ],
+            &["certs", "--out", "c", "--nodes", "-1"],
+        ] {
+            let args = std::iter::once("order-system").chain(bad.iter().copied());
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert!(err.use_stderr(), "{bad:?}: exit code 2");
+        }
+    }
+
+    #[test]
+    fn the_probe_flags_describe_the_request() {
+        let Some(Command::Probe(args)) = cli(&[
+            "probe",
+            "https://localhost:5000/health/ready",
+            "--ca",
+            "/certs/ca.pem",
+            "--timeout",
+            "500ms",
+        ])
+        .command
+        else {
+            panic!("probe parses");
+        };
+        let options = args.options();
+        assert_eq!(options.url, "https://localhost:5000/health/ready");
+        assert_eq!(options.ca.as_deref(), Some(Path::new("/certs/ca.pem")));
+        assert_eq!(options.timeout, Duration::from_millis(500));
+        let Some(Command::Probe(args)) = cli(&["probe", "http://node0:5000/"]).command else {
+            panic!("probe parses");
+        };
+        assert_eq!(args.options().timeout, Duration::from_secs(3));
+        for bad in [&["probe"][..], &["probe", "http://x/", "--timeout", "5"]] {
+            let args = std::iter::once("order-system").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_loopback_ipv6_endpoint_listens_on_ipv6_loopback() {
         let setup = resolve(
             &cli(&["--port", "5000"]),
@@ -1099,43 +1275,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(setup.listen.to_string(), "[::1]:5000");
-    }
-
-    /// The environment of the seed's (and our) docker-compose.yml.
-    #[test]
-    fn compose_environment_parses_into_the_expected_cluster() {
-        let compose = include_str!("../docker-compose.yml");
-        let mut per_service: Vec<Vec<(String, String)>> = Vec::new();
-        for line in compose.lines() {
-            let line = line.trim();
-            if line.starts_with("environment:") {
-                per_service.push(Vec::new());
-            } else if let Some(var) = line.strip_prefix("- ") {
-                if let (Some(current), Some((k, v))) = (per_service.last_mut(), var.split_once('='))
-                {
-                    if k.starts_with("Cluster__") {
-                        current.push((k.to_owned(), v.to_owned()));
-                    }
-                }
-            }
-        }
-        assert_eq!(per_service.len(), 3, "three services with an environment");
-        let mut ids = Vec::new();
-        for (i, env) in per_service.into_iter().enumerate() {
-            let setup = resolve(&cli(&["--port", "5000"]), env).unwrap();
-            assert_eq!(
-                setup.config.node.endpoint.as_str(),
-                format!("http://node{i}:5000")
-            );
-            assert_eq!(setup.config.members.len(), 2);
-            assert!(
-                setup.config.secret.is_some(),
-                "the compose file sets a secret"
-            );
-            assert_eq!(setup.listen.ip(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            ids.push(setup.config.node.id);
-        }
-        ids.dedup();
-        assert_eq!(ids.len(), 3);
     }
 }

@@ -1,7 +1,8 @@
 //! Run with `cargo run -p order-system -- demo` (a narrated 3-node demo), or
 //! `cargo run -p order-system -- --cluster --port 5000 --node-id node0` (and
 //! node1/5001, node2/5002 in two more terminals) for the seed's local
-//! cluster.
+//! cluster. `order-system certs` writes a development PKI for TLS between
+//! the nodes; `order-system probe` is a health check for containers.
 //!
 //! The seed's OrderSystem on catga-cluster: `POST /orders` is forwarded to
 //! the leader from any node and stored in the replicated key-value store;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use order_system::cli::{self, Cli, Command, NodeSetup};
-use order_system::{app, demo};
+use order_system::{app, certs, demo, probe};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -70,6 +71,11 @@ fn main() -> ExitCode {
             };
         }
     };
+    match &cli.command {
+        Some(Command::Certs(args)) => return certs::run(&args.options()),
+        Some(Command::Probe(args)) => return probe::run(&args.options()),
+        Some(Command::Demo) | None => {}
+    }
     let demo = matches!(cli.command, Some(Command::Demo));
     let default_filter = if demo { "error,openraft=off" } else { "info" };
     tracing_subscriber::fmt()

@@ -2,8 +2,9 @@
 //! ports. Orders through every node, a SIGKILLed leader, the outbox's
 //! exactly-once processing, a SIGTERMed leader handing over during a stream
 //! of writes, and a restart that rejoins. Also the command line: the seed's
-//! local cluster with a secret from `Cluster__Secret`, and configurations
-//! that cannot form one cluster refused at start with exit code 2.
+//! local cluster with a secret from `Cluster__Secret`, configurations that
+//! cannot form one cluster refused at start with exit code 2, and the
+//! `certs` and `probe` commands' output and exit codes.
 //!
 //! Processes are observed over HTTP, so waiting means polling with a
 //! deadline.
@@ -277,6 +278,33 @@ fn command(dir: &Path, args: &[&str], vars: &[(String, String)]) -> Command {
     cmd
 }
 
+/// Runs `cmd` to its end, within a deadline: its exit code, stdout and
+/// stderr.
+fn run_to_end(mut cmd: Command, what: &str) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example binary starts");
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.code(), stdout, stderr)
+}
+
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
@@ -304,6 +332,19 @@ async fn scenario(cluster: &mut Cluster) {
         cluster.spawn(i);
     }
     let leader = cluster.wait_leader().await;
+
+    // `order-system probe`, the containers' health check: 0 on a 2xx, 1 on
+    // another answer.
+    let probe = |path: &str| {
+        let url = cluster.url(leader, path);
+        run_to_end(command(cluster.dir.path(), &["probe", &url], &[]), &url)
+    };
+    let (code, stdout, stderr) = probe("/health/live");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("200 OK"), "{stdout}");
+    let (code, stdout, _) = probe("/no-such-route");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.starts_with("404 Not Found"), "{stdout}");
 
     // Orders through every node; the leader serves each.
     let mut ids = Vec::new();
@@ -654,4 +695,56 @@ fn inconsistent_cluster_configurations_exit_with_code_2() {
             "{case}: the secret leaked: {stderr}"
         );
     }
+}
+
+/// `order-system certs` and `probe` as commands: what they print and their
+/// exit codes (2 for bad input, as for a bad flag).
+#[test]
+fn certs_and_probe_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| run_to_end(command(dir.path(), args, &[]), &args.join(" "));
+    let pki = ["certs", "--out", "pki", "--nodes", "2"];
+
+    let (code, stdout, stderr) = run(&pki);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("Cluster__Tls__CertificatePath=pki/node1.pem"),
+        "{stdout}"
+    );
+    for file in ["ca.pem", "ca-key.pem", "node0.pem", "node1-key.pem"] {
+        assert!(dir.path().join("pki").join(file).is_file(), "{file}");
+    }
+    let (code, _, stderr) = run(&pki);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("pki/ca.pem already exists"), "{stderr}");
+    let (code, stdout, stderr) = run(&[&pki[..], &["--if-missing"]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("nothing written"), "{stdout}");
+    for bad in [
+        &["certs", "--out", "pki", "--nodes", "0"][..],
+        &["certs", "--out", "pki", "--nodes", "100"],
+        &["certs", "--out", "pki", "--nodes", "2", "--host", "a b"],
+        &[
+            "certs",
+            "--out",
+            "pki",
+            "--nodes",
+            "2",
+            "--force",
+            "--if-missing",
+        ],
+    ] {
+        let (code, _, stderr) = run(bad);
+        assert_eq!(code, Some(2), "{bad:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{bad:?}: {stderr}");
+    }
+
+    // Nobody listens on a freed port: no answer, exit code 1.
+    let url = format!("https://127.0.0.1:{}/health/ready", free_ports(1)[0]);
+    let (code, _, stderr) = run(&["probe", &url, "--ca", "pki/ca.pem"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&url), "{stderr}");
+    let (code, _, stderr) = run(&["probe", &url]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("give --ca FILE"), "{stderr}");
 }
