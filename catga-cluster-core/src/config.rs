@@ -1258,6 +1258,7 @@ impl ConfigLoader {
             local_node_endpoint: origin(Field::LocalNodeEndpoint),
             local_node_id: origin(Field::LocalNodeId),
             members: origin(Field::Members),
+            tls: origin(Field::Tls),
         })
     }
 
@@ -1301,6 +1302,9 @@ pub struct TopologySources {
     pub local_node_id: Option<String>,
     /// The source of `Members`.
     pub members: Option<String>,
+    /// The source of the `Tls` section (the last one that sets any of its
+    /// keys): a topology built by the caller must then use `https://`.
+    pub tls: Option<String>,
 }
 
 impl fmt::Debug for ConfigLoader {

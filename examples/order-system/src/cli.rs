@@ -309,6 +309,12 @@ fn localhost(port: u16) -> Result<Endpoint, CliError> {
     Endpoint::parse(&format!("http://localhost:{port}")).map_err(|e| CliError::Flag(e.to_string()))
 }
 
+/// The same endpoint over `https://`.
+fn over_https(endpoint: &Endpoint) -> Result<Endpoint, CliError> {
+    Endpoint::parse(&format!("https://{}", endpoint.authority()))
+        .map_err(|e| CliError::Flag(e.to_string()))
+}
+
 /// The local cluster the seed's README runs: `node{i}` on
 /// `http://localhost:{base + i}`.
 fn local_cluster(cli: &Cli, id: Option<NodeId>) -> Result<ClusterConfig, CliError> {
@@ -647,12 +653,19 @@ fn configure(
         check_explicit_topology(cli, topology)?;
         sources.over(ClusterConfig::loader()).build()?
     } else {
-        let defaults = if cli.cluster {
+        let mut defaults = if cli.cluster {
             local_cluster(cli, flag.map(|(_, id)| id))?
         } else {
             let id = flag.map(|(_, id)| id).unwrap_or_default();
             ClusterConfig::single_node(NodeInfo::new(id, localhost(cli.port)?))
         };
+        // With a `Tls` section the flags' topology speaks https.
+        if topology.tls.is_some() {
+            defaults.node.endpoint = over_https(&defaults.node.endpoint)?;
+            for member in &mut defaults.members {
+                member.endpoint = over_https(&member.endpoint)?;
+            }
+        }
         if let (Some((name, id)), Some(origin)) = (flag, &topology.local_node_id) {
             let configured = sources.configured_id(&defaults.node.endpoint)?;
             if configured != id {
@@ -755,6 +768,29 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("order-system").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_local_cluster_speaks_https_when_tls_is_configured() {
+        let setup = resolve(
+            &cli(&["--cluster", "--port", "5001", "--node-id", "node1"]),
+            vec![
+                ("Cluster__Secret".into(), "s3cret".into()),
+                ("Cluster__Tls__CertificatePath".into(), "certs/node1.pem".into()),
+                ("Cluster__Tls__KeyPath".into(), "certs/node1-key.pem".into()),
+                ("Cluster__Tls__CaCertificatePath".into(), "certs/ca.pem".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(setup.config.node.endpoint.as_str(), "https://localhost:5001");
+        assert!(setup
+            .config
+            .members
+            .iter()
+            .all(|m| m.endpoint.scheme() == "https"));
+        let tls = setup.config.tls.as_ref().unwrap();
+        assert!(tls.require_client_certificate);
+        assert!(setup.config.secret.is_some());
     }
 
     #[test]

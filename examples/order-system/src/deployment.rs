@@ -91,18 +91,6 @@ fn compose_services() -> Vec<(String, Vec<&'static str>)> {
     out
 }
 
-/// `Cluster__*` variables split in two: the ones the configuration loader
-/// of this build reads, and the TLS ones (`Cluster__Tls__*`,
-/// `Cluster__AllowInsecureTransport`), which
-/// `compose_tls_variables_name_the_files_the_certs_service_writes` checks
-/// against the files instead.
-fn split_tls(vars: Vars) -> (Vars, Vars) {
-    vars.into_iter().partition(|(name, _)| {
-        let name = name.to_ascii_lowercase();
-        !(name.starts_with("cluster__tls__") || name == "cluster__allowinsecuretransport")
-    })
-}
-
 fn environment(service: &[&str]) -> Vars {
     items(&block(service, 4, "environment"))
         .into_iter()
@@ -126,10 +114,14 @@ fn compose_environment_parses_into_the_expected_cluster() {
     let mut ids = BTreeSet::new();
     for (i, (name, service)) in nodes.iter().enumerate() {
         assert_eq!(name, &format!("node{i}"));
-        let (config_vars, tls_vars) = split_tls(environment(service));
-        assert!(!tls_vars.is_empty(), "{name} sets its TLS files");
         let cli = parse(&["order-system", "--port", "5000"].map(String::from));
-        let setup = cli::resolve(&cli, config_vars).unwrap();
+        let setup = cli::resolve(&cli, environment(service)).unwrap();
+        let tls = setup.config.tls.as_ref().expect("the compose file sets TLS");
+        assert_eq!(tls.certificate_path, std::path::Path::new(&format!("/certs/node{i}.pem")));
+        assert_eq!(tls.key_path, std::path::Path::new(&format!("/certs/node{i}-key.pem")));
+        assert_eq!(tls.ca_certificate_path, std::path::Path::new("/certs/ca.pem"));
+        assert!(tls.require_client_certificate, "mutual TLS");
+        assert!(!setup.config.allow_insecure_transport);
         assert_eq!(
             setup.config.node.endpoint.as_str(),
             format!("https://node{i}:5000")
@@ -183,7 +175,12 @@ fn compose_tls_variables_name_the_files_the_certs_service_writes() {
         "a certificate per node"
     );
     for (i, (name, service)) in (0..).zip(&nodes) {
-        let (config_vars, tls_vars) = split_tls(environment(service));
+        let config_vars = environment(service);
+        let tls_vars: Vars = config_vars
+            .iter()
+            .filter(|(k, _)| k.to_ascii_lowercase().starts_with("cluster__tls__"))
+            .cloned()
+            .collect();
         let expected: Vars = layout
             .env_vars(i)
             .into_iter()
