@@ -776,13 +776,22 @@ mod tests {
             &cli(&["--cluster", "--port", "5001", "--node-id", "node1"]),
             vec![
                 ("Cluster__Secret".into(), "s3cret".into()),
-                ("Cluster__Tls__CertificatePath".into(), "certs/node1.pem".into()),
+                (
+                    "Cluster__Tls__CertificatePath".into(),
+                    "certs/node1.pem".into(),
+                ),
                 ("Cluster__Tls__KeyPath".into(), "certs/node1-key.pem".into()),
-                ("Cluster__Tls__CaCertificatePath".into(), "certs/ca.pem".into()),
+                (
+                    "Cluster__Tls__CaCertificatePath".into(),
+                    "certs/ca.pem".into(),
+                ),
             ],
         )
         .unwrap();
-        assert_eq!(setup.config.node.endpoint.as_str(), "https://localhost:5001");
+        assert_eq!(
+            setup.config.node.endpoint.as_str(),
+            "https://localhost:5001"
+        );
         assert!(setup
             .config
             .members

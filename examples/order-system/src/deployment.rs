@@ -116,10 +116,23 @@ fn compose_environment_parses_into_the_expected_cluster() {
         assert_eq!(name, &format!("node{i}"));
         let cli = parse(&["order-system", "--port", "5000"].map(String::from));
         let setup = cli::resolve(&cli, environment(service)).unwrap();
-        let tls = setup.config.tls.as_ref().expect("the compose file sets TLS");
-        assert_eq!(tls.certificate_path, std::path::Path::new(&format!("/certs/node{i}.pem")));
-        assert_eq!(tls.key_path, std::path::Path::new(&format!("/certs/node{i}-key.pem")));
-        assert_eq!(tls.ca_certificate_path, std::path::Path::new("/certs/ca.pem"));
+        let tls = setup
+            .config
+            .tls
+            .as_ref()
+            .expect("the compose file sets TLS");
+        assert_eq!(
+            tls.certificate_path,
+            std::path::Path::new(&format!("/certs/node{i}.pem"))
+        );
+        assert_eq!(
+            tls.key_path,
+            std::path::Path::new(&format!("/certs/node{i}-key.pem"))
+        );
+        assert_eq!(
+            tls.ca_certificate_path,
+            std::path::Path::new("/certs/ca.pem")
+        );
         assert!(tls.require_client_certificate, "mutual TLS");
         assert!(!setup.config.allow_insecure_transport);
         assert_eq!(
