@@ -435,19 +435,13 @@ impl ClusterConfig {
             }
             return Ok(());
         }
-        if let Some((key, endpoint)) = endpoints().find(|(_, e)| e.scheme() == "https") {
-            return Err(ConfigError::validation(
-                key,
-                format!(
-                    "`{endpoint}` is https:// but TLS is not configured; set {}, {} and {} (environment: Cluster__Tls__CertificatePath, …)",
-                    keys::TLS_CERTIFICATE_PATH,
-                    keys::TLS_KEY_PATH,
-                    keys::TLS_CA_CERTIFICATE_PATH
-                ),
-            ));
-        }
+        // `https://` endpoints without a `Tls` section are left to the
+        // application: it may give the clients and the listener TLS in code
+        // (`NodeOptions::tls`, `HandshakeListener`).
         if self.secret.is_some() && !self.allow_insecure_transport {
-            if let Some((key, endpoint)) = endpoints().find(|(_, e)| !e.is_loopback()) {
+            if let Some((key, endpoint)) =
+                endpoints().find(|(_, e)| e.scheme() == "http" && !e.is_loopback())
+            {
                 return Err(ConfigError::validation(
                     key,
                     format!(
@@ -2654,6 +2648,7 @@ mod tests {
                 // `null` is "not set".
                 local_node_id: None,
                 members: Some("environment variables `Cluster__Members__N`".to_owned()),
+                tls: None,
             }
         );
         // Asking does not consume the loader.

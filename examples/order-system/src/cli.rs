@@ -721,6 +721,23 @@ fn check_listen_port(
     )))
 }
 
+/// This binary serves and dials HTTPS only from `Cluster.Tls`: an
+/// `https://` endpoint without it could never be reached.
+fn check_https_has_tls(config: &ClusterConfig) -> Result<(), CliError> {
+    if config.tls.is_some() {
+        return Ok(());
+    }
+    match config.all_nodes().find(|n| n.endpoint.scheme() == "https") {
+        Some(node) => Err(CliError::Conflict(format!(
+            "`{}` is https:// but TLS is not configured; set Cluster.Tls.CertificatePath, \
+             Cluster.Tls.KeyPath and Cluster.Tls.CaCertificatePath (environment: \
+             Cluster__Tls__CertificatePath, …; `order-system certs` writes a development set)",
+            node.endpoint
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Resolves the node's configuration from the flags, the configuration file
 /// and `env` (the `Cluster__*` variables, see [`cluster_env`]) under the
 /// rules in the [module docs](self).
@@ -738,6 +755,7 @@ pub fn resolve(cli: &Cli, env: Vec<(String, String)>) -> Result<NodeSetup, CliEr
         .unwrap_or("the local cluster of --cluster");
     check_one_cluster(&config, &id_source, members_origin)?;
     check_listen_port(cli, &config, &topology)?;
+    check_https_has_tls(&config)?;
 
     let base = cli
         .data_dir
@@ -768,6 +786,30 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("order-system").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn https_endpoints_without_tls_are_refused() {
+        let err = resolve(
+            &cli(&["--port", "5000"]),
+            vec![
+                (
+                    "Cluster__LocalNodeEndpoint".into(),
+                    "https://localhost:5000".into(),
+                ),
+                (
+                    "Cluster__Members__0".into(),
+                    "https://localhost:5001".into(),
+                ),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("is https:// but TLS is not configured"),
+            "{err}"
+        );
+        assert!(err.contains("Cluster__Tls__CertificatePath"), "{err}");
     }
 
     #[test]
