@@ -45,6 +45,7 @@ use crate::types::{
     Command, CommandResponse, Entry, LogId, Operation, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
+pub use crate::types::{KvValue, LockState};
 
 /// Limits on what the state machine accepts.
 pub mod limits {
@@ -79,26 +80,6 @@ impl Default for StateMachineConfig {
             dedup_max_entries: 100_000,
         }
     }
-}
-
-/// A value of the key-value store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvValue {
-    /// The value's bytes.
-    pub value: Vec<u8>,
-    /// The log index of the write that set it.
-    pub revision: u64,
-}
-
-/// A held lock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockState {
-    /// The holder.
-    pub owner: String,
-    /// The fencing token of the grant.
-    pub token: u64,
-    /// When the lease ends, on the state machine's clock.
-    pub expires_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

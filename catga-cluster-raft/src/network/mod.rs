@@ -62,8 +62,7 @@ use openraft::{AnyError, BasicNode};
 
 use crate::network::contacts::PeerContacts;
 use crate::node::{Inner, RaftNode};
-use crate::state_machine::{KvValue, LockState};
-use crate::types::{CommandResponse, Operation, Raft, TypeConfig};
+use crate::types::{CommandResponse, KvValue, LockState, Operation, Raft, TypeConfig};
 
 mod codec;
 pub(crate) mod contacts;
