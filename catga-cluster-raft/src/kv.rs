@@ -18,7 +18,7 @@ use catga_cluster_core::protocol::RaftRpc;
 use catga_cluster_core::{ClusterCoordinator, ClusterError, NotLeader, NotLeaderReason};
 use tokio::time::Instant;
 
-use crate::network::{ProposeRequest, ReadAnswer, ReadRequest, WireError};
+use crate::network::wire::{ProposeRequest, ReadAnswer, ReadRequest, WireError};
 use crate::node::RaftNode;
 use crate::types::{CommandResponse, KvValue, Operation};
 

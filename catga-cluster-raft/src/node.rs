@@ -40,8 +40,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log_store::{LogStore, StoreIdentity};
 use crate::network::contacts::PeerContacts;
-use crate::network::http_client::HttpNetworkFactory;
-use crate::network::{ElectRequest, ElectResult, RaftRpcHandler};
+use crate::network::http_client::{HttpClientConfig, HttpNetworkFactory};
+use crate::network::wire::{ElectRequest, ElectResult};
+use crate::network::RaftRpcHandler;
 use crate::snapshot_store::SnapshotStore;
 use crate::state_machine::{validate_command, StateMachineConfig, StateMachineStore};
 use crate::transport::NetworkFactory;
@@ -333,7 +334,12 @@ impl RaftNodeBuilder {
         let contacts = PeerContacts::new();
         let network = match &self.transport {
             Transport::Http => NetworkFactory::http(
-                HttpNetworkFactory::new(local.id, config.secret.as_ref(), &self.options),
+                HttpNetworkFactory::new(HttpClientConfig {
+                    local: local.id,
+                    secret: config.secret.clone(),
+                    #[cfg(feature = "tls")]
+                    tls: self.options.tls.clone(),
+                }),
                 contacts.clone(),
             ),
             #[cfg(feature = "test-util")]

@@ -14,7 +14,9 @@ use catga_cluster_core::NodeId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, encode, Failure, RaftRpcHandler};
+use crate::network::failure::Failure;
+use crate::network::wire::{decode, encode};
+use crate::network::RaftRpcHandler;
 
 /// An in-process network. Clones share it.
 #[derive(Clone, Default)]

@@ -43,165 +43,33 @@
 //! can still disturb the cluster, which is what the secret is for.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::protocol::{RaftRpc, TARGET_NODE_HEADER};
-use catga_cluster_core::{ClusterError, NodeId, NotLeader};
+use catga_cluster_core::NodeId;
 use http::{HeaderMap, StatusCode};
-use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Timeout, Unreachable,
-};
-use openraft::network::RPCTypes;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
-use openraft::{AnyError, BasicNode};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use crate::network::contacts::PeerContacts;
+use crate::network::wire::{
+    decode_canonical, encode, AppendResult, ElectRequest, ElectResult, ProposeRequest,
+    ProposeResult, ReadRequest, ReadResult, SnapshotResult, VoteResult, WireError,
+};
 use crate::node::{Inner, RaftNode};
-use crate::types::{CommandResponse, KvValue, LockState, Operation, Raft, TypeConfig};
+use crate::types::{Raft, TypeConfig};
 
-mod codec;
 pub(crate) mod contacts;
 mod elect;
+pub(crate) mod failure;
 pub(crate) mod http_client;
 #[cfg(feature = "test-util")]
 pub mod memory;
+pub(crate) mod wire;
 
-pub use codec::BodyError;
-pub(crate) use codec::{decode, decode_canonical, encode};
 pub use elect::ElectRefusal;
-pub(crate) use elect::ElectRequest;
 use elect::{check_elect, ElectVerdict, ElectView};
-
-/// The content type of Raft RPC bodies.
-pub const CONTENT_TYPE: &str = "application/vnd.catga.raft+postcard";
-
-/// The answer to an append-entries RPC.
-pub(crate) type AppendResult = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
-/// The answer to a vote RPC.
-pub(crate) type VoteResult = Result<VoteResponse<NodeId>, RaftError<NodeId>>;
-/// The answer to a snapshot-chunk RPC.
-pub(crate) type SnapshotResult =
-    Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
-/// The answer to an elect RPC.
-pub(crate) type ElectResult = Result<(), String>;
-
-/// A command a follower forwards to the leader.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct ProposeRequest {
-    pub(crate) request_id: Option<String>,
-    pub(crate) op: Operation,
-}
-
-/// A read a follower forwards to the leader.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) enum ReadRequest {
-    Get { key: String },
-    List { prefix: String, limit: usize },
-    Lock { name: String },
-}
-
-/// The leader's answer to a [`ReadRequest`].
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) enum ReadAnswer {
-    Value(Option<KvValue>),
-    Entries(Vec<(String, KvValue)>),
-    Lock {
-        state: Option<LockState>,
-        clock_ms: u64,
-    },
-}
-
-/// A cluster error as it crosses the wire.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) enum WireError {
-    NotLeader(NotLeader),
-    UnknownOutcome,
-    Timeout,
-    Invalid(String),
-    Shutdown,
-    Storage(String),
-    Other(String),
-}
-
-impl WireError {
-    pub(crate) fn from_cluster(e: &ClusterError) -> Self {
-        match e {
-            ClusterError::NotLeader(n) => WireError::NotLeader(n.clone()),
-            ClusterError::UnknownOutcome { .. } => WireError::UnknownOutcome,
-            ClusterError::Timeout { .. } => WireError::Timeout,
-            ClusterError::InvalidRequest(r) => WireError::Invalid(r.clone()),
-            ClusterError::Shutdown => WireError::Shutdown,
-            ClusterError::Storage(s) => WireError::Storage(s.clone()),
-            other => WireError::Other(other.to_string()),
-        }
-    }
-
-    pub(crate) fn into_cluster(self, operation: &'static str, after: Duration) -> ClusterError {
-        match self {
-            WireError::NotLeader(n) => ClusterError::NotLeader(n),
-            WireError::UnknownOutcome => ClusterError::UnknownOutcome { operation, after },
-            WireError::Timeout => ClusterError::Timeout { operation, after },
-            WireError::Invalid(r) => ClusterError::InvalidRequest(r),
-            WireError::Shutdown => ClusterError::Shutdown,
-            WireError::Storage(s) => ClusterError::Storage(s),
-            WireError::Other(s) => ClusterError::Other(s.into()),
-        }
-    }
-}
-
-pub(crate) type ProposeResult = Result<CommandResponse, WireError>;
-pub(crate) type ReadResult = Result<ReadAnswer, WireError>;
-
-/// Why an RPC failed before the other side answered.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Failure {
-    /// Not delivered: the request cannot have taken effect.
-    #[error("node {target} is unreachable: {reason}")]
-    Unreachable { target: NodeId, reason: String },
-    #[error("no answer from node {target} within {after:?}")]
-    Timeout { target: NodeId, after: Duration },
-    #[error("node {target} refused the RPC as too large")]
-    TooLarge { target: NodeId },
-    #[error("RPC to node {target} failed: {reason}")]
-    Network { target: NodeId, reason: String },
-}
-
-impl Failure {
-    /// Whether the request surely did not reach the other side.
-    pub(crate) fn undelivered(&self) -> bool {
-        matches!(self, Failure::Unreachable { .. })
-    }
-
-    pub(crate) fn into_rpc_error<E: std::error::Error>(
-        self,
-        action: RPCTypes,
-        local: NodeId,
-        entries: usize,
-    ) -> RPCError<NodeId, BasicNode, E> {
-        match self {
-            Failure::Unreachable { .. } => {
-                RPCError::Unreachable(Unreachable::new(&AnyError::error(self.to_string())))
-            }
-            Failure::Timeout { target, after } => RPCError::Timeout(Timeout {
-                action,
-                id: local,
-                target,
-                timeout: after,
-            }),
-            Failure::TooLarge { .. } if entries > 1 => {
-                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2) as u64))
-            }
-            Failure::TooLarge { .. } | Failure::Network { .. } => {
-                RPCError::Network(NetworkError::new(&AnyError::error(self.to_string())))
-            }
-        }
-    }
-}
+pub use wire::{BodyError, CONTENT_TYPE};
 
 /// An RPC refused before it reached Raft.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
