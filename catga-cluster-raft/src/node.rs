@@ -42,7 +42,6 @@ use crate::log_store::{LogStore, StoreIdentity};
 use crate::network::contacts::PeerContacts;
 use crate::network::http_client::{HttpClientConfig, HttpNetworkFactory};
 use crate::network::wire::{ElectRequest, ElectResult};
-use crate::network::RaftRpcHandler;
 use crate::snapshot_store::SnapshotStore;
 use crate::state_machine::{validate_command, StateMachineConfig, StateMachineStore};
 use crate::transport::NetworkFactory;
@@ -340,12 +339,10 @@ impl RaftNodeBuilder {
                     #[cfg(feature = "tls")]
                     tls: self.options.tls.clone(),
                 }),
-                contacts.clone(),
+                contacts,
             ),
             #[cfg(feature = "test-util")]
-            Transport::Memory(net) => {
-                NetworkFactory::memory(net.factory(local.id), contacts.clone())
-            }
+            Transport::Memory(net) => NetworkFactory::memory(net.factory(local.id), contacts),
         };
         let raft = Raft::new(
             local.id,
@@ -370,9 +367,7 @@ impl RaftNodeBuilder {
             .reachability_window
             .unwrap_or_else(|| crate::quorum::default_window(config.election_timeout_max));
         let (leadership, _) = watch::channel(Leadership::default());
-        let secret = config.secret.clone();
-        let inner = Arc::new_cyclic(|weak| Inner {
-            handler: RaftRpcHandler::new(raft.clone(), local.id, secret, weak.clone(), contacts),
+        let inner = Arc::new(Inner {
             raft,
             info: local,
             config,
@@ -391,6 +386,7 @@ impl RaftNodeBuilder {
             leader_since: Mutex::new(None),
             reachability_window,
             membership_change: Arc::new(AtomicBool::new(false)),
+            elected_for: Mutex::new(None),
             shutdown: CancellationToken::new(),
             watcher: Mutex::new(None),
             #[cfg(feature = "test-util")]
@@ -401,7 +397,10 @@ impl RaftNodeBuilder {
         });
         #[cfg(feature = "test-util")]
         if let Some(net) = &inner.memory {
-            net.register(inner.info.id, inner.handler.clone());
+            let node = RaftNode {
+                inner: inner.clone(),
+            };
+            net.register(inner.info.id, node.rpc_handler());
         }
         let raft = &inner.raft;
         let initialized = raft
@@ -459,7 +458,6 @@ pub(crate) struct Inner {
     config: ClusterConfig,
     leadership: watch::Sender<Leadership>,
     sm: StateMachineStore,
-    handler: RaftRpcHandler,
     network: NetworkFactory,
     transferring: AtomicBool,
     /// Set for good by `retire`: the node no longer claims leadership.
@@ -477,6 +475,9 @@ pub(crate) struct Inner {
     reachability_window: Duration,
     /// Set while a membership change runs (see `membership.rs`).
     membership_change: Arc<AtomicBool>,
+    /// The last elect request this node stood for, kept for the RPC server
+    /// (see `network/server/elect.rs`).
+    elected_for: Mutex<Option<ElectRequest>>,
     shutdown: CancellationToken,
     watcher: Mutex<Option<JoinHandle<()>>>,
     #[cfg(feature = "test-util")]
@@ -546,6 +547,11 @@ impl Inner {
     /// This node.
     pub(crate) fn info(&self) -> &NodeInfo {
         &self.info
+    }
+
+    /// The last elect request this node stood for.
+    pub(crate) fn elected_for(&self) -> &Mutex<Option<ElectRequest>> {
+        &self.elected_for
     }
 }
 
@@ -622,10 +628,6 @@ pub struct NodeStatus {
 }
 
 impl RaftNode {
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
-        RaftNode { inner }
-    }
-
     pub(crate) fn network(&self) -> &NetworkFactory {
         &self.inner.network
     }
@@ -651,11 +653,6 @@ impl RaftNode {
     /// The openraft handle, for what this crate does not wrap.
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
-    }
-
-    /// The server side of the Raft RPCs, to mount on an HTTP router.
-    pub fn rpc_handler(&self) -> RaftRpcHandler {
-        self.inner.handler.clone()
     }
 
     /// The cluster configuration the node started with.
