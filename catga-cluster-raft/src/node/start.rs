@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use catga_cluster_core::config::ClusterConfig;
+use catga_cluster_core::config::{ClusterConfig, ConfigError};
 use catga_cluster_core::{Leadership, NodeId};
-use openraft::error::{InitializeError, RaftError};
+use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::BasicNode;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -18,37 +18,41 @@ use tokio_util::sync::CancellationToken;
 use super::lease::LeaseWord;
 use super::options::{NodeOptions, Storage, Transport};
 use super::{failover, publish, Inner, RaftNode, TARGET};
-use crate::log_store::{LogStore, StoreIdentity};
+use crate::log_store::{LogStore, LogStoreError, StoreIdentity};
 use crate::network::contacts::PeerContacts;
 use crate::network::http_client::{HttpClientConfig, HttpNetworkFactory};
 use crate::quorum;
-use crate::snapshot_store::SnapshotStore;
-use crate::state_machine::StateMachineStore;
+use crate::snapshot_store::{SnapshotStore, SnapshotStoreError};
+use crate::state_machine::{StateMachineError, StateMachineStore};
 use crate::transport::NetworkFactory;
 use crate::types::Raft;
 
-/// Why a node could not start.
+/// Why a node could not start. Each variant keeps its cause as its
+/// [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// The configuration is not valid.
     #[error(transparent)]
-    Config(#[from] catga_cluster_core::config::ConfigError),
+    Config(#[from] ConfigError),
     /// The Raft timings are not valid.
     #[error("invalid Raft timings: {0}")]
-    Timings(String),
+    Timings(#[from] openraft::ConfigError),
     /// The log could not be opened.
     #[error(transparent)]
-    LogStore(#[from] crate::log_store::LogStoreError),
+    LogStore(#[from] LogStoreError),
     /// The snapshot store could not be opened.
     #[error("cannot open the snapshot store: {0}")]
-    SnapshotStore(String),
+    SnapshotStore(#[from] SnapshotStoreError),
     /// The state machine could not be restored.
     #[error(transparent)]
-    StateMachine(#[from] crate::state_machine::StateMachineError),
+    StateMachine(#[from] StateMachineError),
     /// openraft refused to start.
     #[error("raft failed to start: {0}")]
-    Raft(String),
+    Raft(#[from] Fatal<NodeId>),
+    /// openraft refused to bootstrap the configured members.
+    #[error("raft failed to start: cannot bootstrap the configured members: {0}")]
+    Bootstrap(#[from] RaftError<NodeId, InitializeError<NodeId, BasicNode>>),
 }
 
 /// Builds a [`RaftNode`].
@@ -103,8 +107,7 @@ impl RaftNodeBuilder {
             max_payload_entries: 64,
             ..Default::default()
         }
-        .validate()
-        .map_err(|e| StartError::Timings(e.to_string()))?;
+        .validate()?;
 
         let dir = match &self.storage {
             Storage::FromConfig => config.persistent_state_path.clone(),
@@ -118,8 +121,7 @@ impl RaftNodeBuilder {
                     cluster_name: config.cluster_name.clone(),
                 };
                 let log = LogStore::open(&dir.join("log"), &identity)?;
-                let snapshots = SnapshotStore::open(&dir.join("snapshots"))
-                    .map_err(|e| StartError::SnapshotStore(e.to_string()))?;
+                let snapshots = SnapshotStore::open(&dir.join("snapshots"))?;
                 (log, snapshots)
             }
             None => (LogStore::memory(), SnapshotStore::memory()),
@@ -147,8 +149,7 @@ impl RaftNodeBuilder {
             log_store,
             sm.clone(),
         )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        .await?;
         let lease = config.election_timeout_max.saturating_sub(
             self.options
                 .lease_margin
@@ -212,10 +213,7 @@ impl RaftNodeBuilder {
 /// a cluster (unless [`NodeOptions::bootstrap`] is off).
 async fn bootstrap(inner: &Inner) -> Result<(), StartError> {
     let raft = &inner.raft;
-    let initialized = raft
-        .is_initialized()
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let initialized = raft.is_initialized().await?;
     if !initialized && !inner.options.bootstrap {
         tracing::info!(target: TARGET, node_id = %inner.info.id, "empty storage; waiting to be added to a cluster");
     } else if !initialized {
@@ -240,7 +238,7 @@ async fn bootstrap(inner: &Inner) -> Result<(), StartError> {
             }
             Err(e) => {
                 let _ = raft.shutdown().await;
-                return Err(StartError::Raft(e.to_string()));
+                return Err(StartError::Bootstrap(e));
             }
         }
     } else {
@@ -295,5 +293,46 @@ impl RaftNode {
         }
         publish::publish_stopped(&self.inner);
         tracing::info!(target: TARGET, node_id = %self.inner.info.id, "raft node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn causes_are_kept_as_sources() {
+        let corrupt = SnapshotStoreError::Corrupt {
+            path: "snapshot.bin".into(),
+            reason: "bad checksum".into(),
+        };
+        let e = StartError::from(corrupt);
+        assert!(
+            e.to_string().starts_with(
+                "cannot open the snapshot store: corrupt snapshot file snapshot.bin: bad checksum"
+            ),
+            "{e}"
+        );
+        assert!(e.source().is_some_and(|s| s.is::<SnapshotStoreError>()));
+
+        let e = StartError::from(Fatal::<NodeId>::Stopped);
+        assert_eq!(e.to_string(), "raft failed to start: raft stopped");
+        assert!(e.source().is_some_and(|s| s.is::<Fatal<NodeId>>()));
+
+        let timings = openraft::Config {
+            election_timeout_min: 300,
+            election_timeout_max: 150,
+            ..Default::default()
+        }
+        .validate()
+        .map(|_| ())
+        .map_err(StartError::from);
+        let Err(e) = timings else {
+            panic!("a minimum above the maximum is refused")
+        };
+        assert!(e.to_string().starts_with("invalid Raft timings: "), "{e}");
+        assert!(e.source().is_some_and(|s| s.is::<openraft::ConfigError>()));
     }
 }
