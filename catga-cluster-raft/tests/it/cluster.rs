@@ -2,9 +2,6 @@
 //! network: elections, crashes, isolation, restarts from disk, membership
 //! changes and hand-over.
 
-mod rpc_refusals;
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,7 +16,8 @@ use catga_cluster_raft::{
     CommandResponse, NodeOptions, Operation, RaftNode, StartError, Storage, Transport,
 };
 use openraft::ServerState;
-use support::{config, retry, Cluster};
+
+use crate::support::{self, config, retry, Cluster};
 
 fn put(key: &str, value: &str) -> Operation {
     Operation::Put {
