@@ -6,37 +6,8 @@
 //! network calls it directly. An RPC refused before it reached Raft is an
 //! [`RpcRejection`], which carries its HTTP status.
 //!
-//! # What each RPC checks
-//!
-//! Every RPC, in this order:
-//!
-//! 1. the cluster secret, when one is configured ([`RpcRejection::Unauthorized`]);
-//!    without one, the HTTP edge answers loopback peers only;
-//! 2. the target node header names this node
-//!    ([`RpcRejection::MissingTarget`], [`RpcRejection::Misdirected`]);
-//! 3. the body decodes strictly ([`RpcRejection::BadBody`]): not empty, no
-//!    bytes after the message, no unknown enum variant, no length or varint
-//!    past the end, and only the canonical encoding (see [`BodyError`]).
-//!
-//! Then, per RPC:
-//!
-//! | RPC | what is checked beyond the above |
-//! |---|---|
-//! | `append`, `vote`, `snapshot` | openraft's own rules: a message from an older term or with a smaller vote is answered with a refusal inside the `200` answer, and changes nothing |
-//! | `elect` | the sender is another voter and the leader this node follows in the request's term, which is this node's current term; this node is a voter and its log is consistent; otherwise [`RpcRejection::ElectRefused`] (`409`) and no election. The request this node last stood for is answered again as accepted, starting nothing (a hand-over asks again while it waits) |
-//! | `propose`, `read` | nothing about the sender (they carry a client's command or read, not a Raft claim): the receiver runs them only as the leader, with the checks of a local write or read (command limits, a read-index round), and a follower answers `not-leader` inside the `200` answer, never forwarding again |
-//!
-//! The sender of `elect` is a claim checked against this node's own view,
-//! not authentication: the secret (or loopback) gate authenticates peers,
-//! and whoever passes it and reads `/cluster/status` can name the leader
-//! and the term. The check makes garbage, replayed and disagreeing requests
-//! harmless; a refused request starts no election.
-//!
-//! `append`, `vote` and `snapshot` get no sender check of their own: a new
-//! learner with an empty log must accept the leader's first `append`
-//! before it knows the membership, and openraft already refuses an older
-//! term or a smaller vote. A forged `vote` or `append` with a larger term
-//! can still disturb the cluster, which is what the secret is for.
+//! What each RPC checks, and in which order, is listed in the
+//! [`network`](crate::network) module docs.
 
 use std::sync::PoisonError;
 
