@@ -18,10 +18,9 @@ use catga_cluster_core::protocol::RaftRpc;
 use catga_cluster_core::{ClusterCoordinator, ClusterError, NotLeader, NotLeaderReason};
 use tokio::time::Instant;
 
-use crate::network::{ProposeRequest, ReadAnswer, ReadRequest, WireError};
+use crate::network::wire::{ProposeRequest, ReadAnswer, ReadRequest, WireError};
 use crate::node::RaftNode;
-use crate::state_machine::KvValue;
-use crate::types::{CommandResponse, Operation};
+use crate::types::{CommandResponse, KvValue, Operation};
 
 /// The outcome of a compare-and-set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::network::contacts::PeerContacts;
+use crate::network::failure::Failure;
 use crate::network::http_client::{peer_backoff, HttpNetwork, HttpNetworkFactory};
-use crate::network::Failure;
 use crate::types::TypeConfig;
 
 /// The network of one node: the clients of its transport, and the contact

@@ -3,7 +3,9 @@
 //! Every entry of the log carries a [`Command`]: the operation, the time the
 //! leader stamped on it (lease expiry is decided from that stamp, never from
 //! a follower's clock) and an optional request id that makes a retried
-//! command apply once.
+//! command apply once. The plain values the state machine holds and hands
+//! out ([`KvValue`], [`LockState`]) are here too, so that what crosses the
+//! wire names no state-machine logic.
 
 use std::io::Cursor;
 
@@ -113,6 +115,26 @@ pub enum Operation {
         /// The holder's fencing token.
         token: u64,
     },
+}
+
+/// A value of the key-value store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvValue {
+    /// The value's bytes.
+    pub value: Vec<u8>,
+    /// The log index of the write that set it.
+    pub revision: u64,
+}
+
+/// A held lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    /// The holder.
+    pub owner: String,
+    /// The fencing token of the grant.
+    pub token: u64,
+    /// When the lease ends, on the state machine's clock.
+    pub expires_at_ms: u64,
 }
 
 /// The answer of the state machine to one log entry.

@@ -1,4 +1,6 @@
-//! Raft log storage: openraft's v2 [`RaftLogStorage`] in memory or on disk.
+//! Raft log storage: openraft's v2
+//! [`RaftLogStorage`](openraft::storage::RaftLogStorage) in memory or on
+//! disk.
 //!
 //! [`LogStore`] is one type with two flavours chosen at run time:
 //!
@@ -53,62 +55,29 @@
 //! ```
 
 mod error;
+mod meta;
 pub(crate) mod record;
+mod storage;
+#[cfg(test)]
+mod tests;
 mod wal;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use catga_cluster_core::NodeId;
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
 pub use error::LogStoreError;
-use record::{read_meta, temp_name, write_meta_atomic, Kind, MetaError};
-use wal::{batch_bounds, list_segments, Wal};
+pub use meta::StoreIdentity;
+use meta::{
+    check_identity, encode, read_value, COMMITTED_FILE, META_FILES, PURGED_FILE, VOTE_FILE,
+};
+use record::{temp_name, write_meta_atomic, Kind};
+use wal::Wal;
 
-use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
-
-const IDENTITY_FILE: &str = "IDENTITY";
-const VOTE_FILE: &str = "vote";
-const COMMITTED_FILE: &str = "committed";
-const PURGED_FILE: &str = "purged";
-const META_FILES: [&str; 4] = [IDENTITY_FILE, VOTE_FILE, COMMITTED_FILE, PURGED_FILE];
-
-/// Whom a data directory belongs to: checked on every open so that a node
-/// never runs on another node's (or another cluster's) log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreIdentity {
-    /// The node id.
-    pub node_id: NodeId,
-    /// The cluster name.
-    pub cluster_name: String,
-}
-
-impl StoreIdentity {
-    /// An identity from a node id and a cluster name.
-    pub fn new(node_id: impl Into<NodeId>, cluster_name: impl Into<String>) -> Self {
-        StoreIdentity {
-            node_id: node_id.into(),
-            cluster_name: cluster_name.into(),
-        }
-    }
-}
-
-/// The on-disk form of [`StoreIdentity`] (kept apart so that the public type
-/// can change without changing the format).
-#[derive(Serialize, Deserialize)]
-struct IdentityRecord {
-    node_id: u64,
-    cluster_name: String,
-}
+use crate::types::{Entry, LogId, Vote};
 
 /// Tuning of the durable flavour.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +163,8 @@ struct Disk {
 
 /// The Raft log of one node, in memory or on disk.
 ///
-/// Implements openraft's [`RaftLogStorage`] and [`RaftLogReader`]. Writes
+/// Implements openraft's [`RaftLogStorage`](openraft::storage::RaftLogStorage)
+/// and [`RaftLogReader`](openraft::RaftLogReader). Writes
 /// are serialised by `&mut self`; disk writes and fsyncs run on tokio's
 /// blocking pool, so the methods must be called inside a tokio runtime.
 ///
@@ -274,130 +244,6 @@ fn collect_range<RB: RangeBounds<u64>>(map: &EntryMap, range: &RB) -> Vec<Entry>
             .map(|(_, e)| e.clone())
             .collect(),
         _ => Vec::new(),
-    }
-}
-
-fn io_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: io::Error) -> StorageError {
-    StorageError::from_io_error(subject, verb, e)
-}
-
-fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// Runs `op` on the blocking pool with the disk state locked.
-///
-/// The lock is only taken inside the blocking task, never across an
-/// `.await`.
-async fn with_disk<T, F>(disk: &Arc<Mutex<Disk>>, op: F) -> io::Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut Disk) -> io::Result<T> + Send + 'static,
-{
-    let disk = Arc::clone(disk);
-    tokio::task::spawn_blocking(move || {
-        let mut guard = disk.lock().map_err(|_| {
-            io::Error::other("the raft log is unusable after a panic during an earlier write")
-        })?;
-        op(&mut guard)
-    })
-    .await
-    .map_err(|e| io::Error::other(format!("the raft log write task failed: {e}")))?
-}
-
-/// What an append must do first.
-enum AppendPlan {
-    Append,
-    /// The batch overwrites entries from this index on: truncate first.
-    TruncateFirst(u64),
-}
-
-/// Checks that a batch continues the log (or overwrites part of it).
-fn plan_append(
-    map: &BTreeMap<u64, Entry>,
-    purged: Option<u64>,
-    batch: &[Entry],
-) -> Result<AppendPlan, String> {
-    let (first, _) = batch_bounds(batch)?;
-    if let Some(p) = purged {
-        if first <= p {
-            return Err(format!(
-                "cannot append at index {first}: the log is purged up to index {p}"
-            ));
-        }
-    }
-    match map.last_key_value().map(|(i, _)| *i) {
-        Some(last) if first == last.saturating_add(1) => Ok(AppendPlan::Append),
-        Some(last) if first <= last => Ok(AppendPlan::TruncateFirst(first)),
-        Some(last) => Err(format!(
-            "cannot append at index {first}: the log ends at index {last} (no holes allowed)"
-        )),
-        None => match purged {
-            Some(p) if first != p.saturating_add(1) => Err(format!(
-                "cannot append at index {first}: the log is empty and purged up to index {p}"
-            )),
-            _ => Ok(AppendPlan::Append),
-        },
-    }
-}
-
-fn read_value<T: DeserializeOwned>(
-    dir: &Path,
-    name: &str,
-    kind: Kind,
-) -> Result<Option<T>, LogStoreError> {
-    let path = dir.join(name);
-    match read_meta(&path, kind) {
-        Ok(None) => Ok(None),
-        Ok(Some(bytes)) => {
-            postcard::from_bytes(&bytes)
-                .map(Some)
-                .map_err(|e| LogStoreError::CorruptFile {
-                    path,
-                    reason: format!("the contents do not decode: {e}"),
-                })
-        }
-        Err(MetaError::Io(e)) => Err(LogStoreError::io(path, e)),
-        Err(MetaError::Corrupt(reason)) => Err(LogStoreError::CorruptFile { path, reason }),
-    }
-}
-
-/// Checks (or, in a fresh directory, records) whom `dir` belongs to.
-fn check_identity(dir: &Path, identity: &StoreIdentity) -> Result<(), LogStoreError> {
-    match read_value::<IdentityRecord>(dir, IDENTITY_FILE, Kind::Identity)? {
-        Some(found) => {
-            if found.node_id != identity.node_id.get()
-                || found.cluster_name != identity.cluster_name
-            {
-                return Err(LogStoreError::ForeignDirectory {
-                    dir: dir.to_path_buf(),
-                    found_node: NodeId::new(found.node_id),
-                    found_cluster: found.cluster_name,
-                    expected_node: identity.node_id,
-                    expected_cluster: identity.cluster_name.clone(),
-                });
-            }
-            Ok(())
-        }
-        None => {
-            let has_segments = !list_segments(dir)
-                .map_err(|e| LogStoreError::io(dir, e))?
-                .is_empty();
-            let has_meta = META_FILES[1..].iter().any(|name| dir.join(name).exists());
-            if has_segments || has_meta {
-                return Err(LogStoreError::MissingIdentity {
-                    dir: dir.to_path_buf(),
-                    file: dir.join(IDENTITY_FILE),
-                });
-            }
-            let record = IdentityRecord {
-                node_id: identity.node_id.get(),
-                cluster_name: identity.cluster_name.clone(),
-            };
-            let payload = encode(&record).map_err(|e| LogStoreError::io(dir, e))?;
-            write_meta_atomic(dir, IDENTITY_FILE, Kind::Identity, &payload)
-                .map_err(|e| LogStoreError::io(dir.join(IDENTITY_FILE), e))
-        }
     }
 }
 
@@ -552,250 +398,5 @@ impl Drop for LogStore {
                 "could not write the committed log id while closing the raft log"
             );
         }
-    }
-}
-
-impl RaftLogReader<TypeConfig> for LogStoreReader {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
-        Ok(collect_range(&self.entries, &range))
-    }
-}
-
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
-        Ok(collect_range(&self.entries, &range))
-    }
-}
-
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStoreReader;
-
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last = read_map(&self.entries)
-            .last_key_value()
-            .map(|(_, e)| e.log_id);
-        Ok(LogState {
-            last_purged_log_id: self.purged,
-            last_log_id: last.or(self.purged),
-        })
-    }
-
-    async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.reader()
-    }
-
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        if let Some(disk) = &self.disk {
-            let payload =
-                encode(vote).map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-            with_disk(disk, move |d| {
-                write_meta_atomic(&d.dir, VOTE_FILE, Kind::Vote, &payload)
-            })
-            .await
-            .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        }
-        self.vote = Some(*vote);
-        Ok(())
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.committed = committed;
-        if let Some(disk) = &self.disk {
-            if self.committed_flush_due() {
-                let payload = encode(&committed)
-                    .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-                with_disk(disk, move |d| {
-                    write_meta_atomic(&d.dir, COMMITTED_FILE, Kind::Committed, &payload)
-                })
-                .await
-                .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-                self.committed_durable = committed;
-            }
-        }
-        Ok(())
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.committed)
-    }
-
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
-    where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let mut batch: Vec<Entry> = entries.into_iter().collect();
-        if let Some(purged) = self.purged {
-            // Entries at or below the purge point are covered by a snapshot
-            // already; openraft does not send them, but its storage suite
-            // does, and keeping them would leave a hole after the purge
-            // point.
-            let before = batch.len();
-            batch.retain(|e| e.log_id.index > purged.index);
-            if batch.len() < before {
-                tracing::debug!(
-                    dropped = before - batch.len(),
-                    %purged,
-                    "ignoring appended entries at or below the purge point"
-                );
-            }
-        }
-        if batch.is_empty() {
-            callback.log_io_completed(Ok(()));
-            return Ok(());
-        }
-        let plan = plan_append(
-            &read_map(&self.entries),
-            self.purged.map(|p| p.index),
-            &batch,
-        )
-        .map_err(|msg| StorageIOError::write_logs(AnyError::error(msg)))?;
-        let truncate_at = match plan {
-            AppendPlan::Append => None,
-            AppendPlan::TruncateFirst(index) => Some(index),
-        };
-        let batch = match &self.disk {
-            Some(disk) => with_disk(disk, move |d| {
-                if let Some(index) = truncate_at {
-                    d.wal.truncate(index)?;
-                }
-                d.wal.append(&batch)?;
-                Ok(batch)
-            })
-            .await
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?,
-            None => batch,
-        };
-        {
-            let mut map = write_map(&self.entries);
-            if let Some(index) = truncate_at {
-                drop(map.split_off(&index));
-            }
-            map.extend(batch.into_iter().map(|e| (e.log_id.index, e)));
-        }
-        // The batch is synced (durable flavour) and readable.
-        callback.log_io_completed(Ok(()));
-        Ok(())
-    }
-
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let index = log_id.index;
-        if let Some(disk) = &self.disk {
-            with_disk(disk, move |d| d.wal.truncate(index))
-                .await
-                .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        }
-        drop(write_map(&self.entries).split_off(&index));
-        Ok(())
-    }
-
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        if self.purged.is_some_and(|p| p.index >= log_id.index) {
-            return Ok(());
-        }
-        if let Some(disk) = &self.disk {
-            let payload =
-                encode(&log_id).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-            with_disk(disk, move |d| {
-                // The purge point first: a crash before the segments are
-                // deleted is finished on the next open.
-                write_meta_atomic(&d.dir, PURGED_FILE, Kind::Purged, &payload)?;
-                d.wal.purge(log_id.index)
-            })
-            .await
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        }
-        {
-            let mut map = write_map(&self.entries);
-            let keep = map.split_off(&log_id.index.saturating_add(1));
-            *map = keep;
-        }
-        self.purged = Some(log_id);
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use openraft::{CommittedLeaderId, Entry as RaftEntry};
-
-    fn blank(term: u64, index: u64) -> Entry {
-        RaftEntry {
-            log_id: openraft::LogId::new(CommittedLeaderId::new(term, NodeId::new(1)), index),
-            payload: openraft::EntryPayload::Blank,
-        }
-    }
-
-    #[test]
-    fn plan_append_rules() {
-        let mut map = BTreeMap::new();
-        assert!(matches!(
-            plan_append(&map, None, &[blank(1, 5)]),
-            Ok(AppendPlan::Append)
-        ));
-        assert!(plan_append(&map, Some(4), &[blank(1, 6)]).is_err());
-        assert!(plan_append(&map, Some(4), &[blank(1, 4)]).is_err());
-        for i in 5..=8 {
-            map.insert(i, blank(1, i));
-        }
-        assert!(matches!(
-            plan_append(&map, Some(4), &[blank(2, 9)]),
-            Ok(AppendPlan::Append)
-        ));
-        assert!(matches!(
-            plan_append(&map, Some(4), &[blank(2, 6), blank(2, 7)]),
-            Ok(AppendPlan::TruncateFirst(6))
-        ));
-        assert!(plan_append(&map, Some(4), &[blank(2, 10)]).is_err());
-        assert!(plan_append(&map, Some(4), &[blank(2, 9), blank(2, 11)]).is_err());
-    }
-
-    #[test]
-    fn wal_overwrites_instead_of_duplicating_and_refuses_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), None, 1 << 20).unwrap();
-        wal.append(&[blank(1, 1), blank(1, 2), blank(1, 3)])
-            .unwrap();
-        wal.append(&[blank(2, 2), blank(2, 3), blank(2, 4)])
-            .unwrap();
-        assert!(wal.append(&[blank(2, 9)]).is_err());
-        drop(wal);
-        let (_wal, entries) = Wal::open(dir.path(), None, 1 << 20).unwrap();
-        let got: Vec<_> = entries.values().cloned().collect();
-        assert_eq!(
-            got,
-            vec![blank(1, 1), blank(2, 2), blank(2, 3), blank(2, 4)]
-        );
-    }
-
-    #[test]
-    fn wal_rotates_and_compacts() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, entries) = Wal::open(dir.path(), None, 32).unwrap();
-        assert!(entries.is_empty());
-        for i in 1..=10 {
-            wal.append(&[blank(1, i)]).unwrap();
-        }
-        assert!(wal.segment_count() >= 5, "{}", wal.segment_count());
-        wal.purge(10).unwrap();
-        assert_eq!(wal.segment_count(), 1);
-        drop(wal);
-        let (_wal, entries) = Wal::open(dir.path(), Some(10), 32).unwrap();
-        assert!(entries.is_empty());
     }
 }

@@ -5,14 +5,20 @@
 //! TTL; a connection that cannot be made is reported as `Unreachable`, so
 //! openraft backs off from that peer instead of hammering it.
 //!
-//! With the `tls` feature and [`NodeOptions::tls`](crate::NodeOptions::tls)
-//! set, peers whose endpoints are `https://` are reached over TLS (a failed
-//! handshake is `Unreachable` too); `http://` peers stay plain.
+//! The client stands alone: it is given what it needs as values
+//! ([`HttpClientConfig`]: the local node id, the cluster secret and, with the
+//! `tls` feature, a TLS client configuration) and each RPC's deadline, and
+//! knows nothing of the node. With a TLS configuration, peers whose
+//! endpoints are `https://` are reached over TLS (a failed handshake is
+//! `Unreachable` too); `http://` peers stay plain.
 
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use catga_cluster_core::config::ClusterSecret;
+use catga_cluster_core::connector::{self, Connector};
 use catga_cluster_core::protocol::{raft_rpc_path, RaftRpc, TARGET_NODE_HEADER};
 use catga_cluster_core::{Endpoint, NodeId};
 use http::header::{AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER};
@@ -24,12 +30,30 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, encode, Failure, CONTENT_TYPE};
-use crate::node::NodeOptions;
-use catga_cluster_core::connector::{self, Connector};
+use crate::network::failure::Failure;
+use crate::network::wire::{decode, encode, CONTENT_TYPE};
 
 /// The largest RPC answer accepted, in bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a connection to a peer may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the client of one node needs to know, as plain values.
+#[derive(Clone)]
+pub(crate) struct HttpClientConfig {
+    /// The node that sends the RPCs.
+    pub(crate) local: NodeId,
+    /// The cluster secret, sent as a bearer token.
+    pub(crate) secret: Option<ClusterSecret>,
+    /// The TLS configuration for `https://` peers; without one, only
+    /// `http://` peers are reached.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
 
 type HttpClient = Client<Connector, Full<Bytes>>;
 
@@ -51,36 +75,31 @@ impl std::fmt::Debug for HttpNetworkFactory {
 }
 
 impl HttpNetworkFactory {
-    /// A factory for node `local`, sending `secret` as a bearer token, with
-    /// TLS as `options` say.
-    pub(crate) fn new(
-        local: NodeId,
-        secret: Option<&ClusterSecret>,
-        #[cfg_attr(not(feature = "tls"), allow(unused_variables))] options: &NodeOptions,
-    ) -> Self {
+    /// A factory for the node and with the settings of `config`.
+    pub(crate) fn new(config: HttpClientConfig) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.enforce_http(true);
         #[cfg(feature = "tls")]
-        let connector = match &options.tls {
-            Some(config) => connector::tls(http, config.clone()),
+        let connector = match config.tls {
+            Some(tls) => connector::tls(http, tls),
             None => connector::plain(http),
         };
         #[cfg(not(feature = "tls"))]
         let connector = connector::plain(http);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(8)
             .build(connector);
-        let authorization = secret.and_then(|s| {
+        let authorization = config.secret.and_then(|s| {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", s.expose())).ok()?;
             value.set_sensitive(true);
             Some(value)
         });
         HttpNetworkFactory {
             client,
-            local,
+            local: config.local,
             authorization,
         }
     }

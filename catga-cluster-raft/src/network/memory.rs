@@ -4,17 +4,35 @@
 //! RPCs go through the same encoding and the same server handler as over
 //! HTTP, just without sockets. Tests isolate a node, partition the cluster,
 //! drop a share of messages, and heal.
+//!
+//! The network names no node type: a starting node registers its server
+//! side, the RPC handler, as a `Serve`.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use catga_cluster_core::protocol::RaftRpc;
 use catga_cluster_core::NodeId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, encode, Failure, RaftRpcHandler};
+use crate::network::failure::Failure;
+use crate::network::wire::{decode, encode};
+
+/// The server side a node registers on the network.
+pub(crate) trait Serve: Send + Sync + 'static {
+    /// Serves one RPC (the network carries no headers to check) and answers
+    /// the encoded reply, or why the RPC was refused.
+    fn serve<'a>(
+        &'a self,
+        rpc: RaftRpc,
+        body: &'a [u8],
+    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + 'a>>;
+}
 
 /// An in-process network. Clones share it.
 #[derive(Clone, Default)]
@@ -24,7 +42,7 @@ pub struct MemoryNetwork {
 
 #[derive(Default)]
 struct NetState {
-    handlers: HashMap<NodeId, RaftRpcHandler>,
+    handlers: HashMap<NodeId, Arc<dyn Serve>>,
     isolated: HashSet<NodeId>,
     groups: Option<Vec<HashSet<NodeId>>>,
     cut: HashSet<(NodeId, NodeId)>,
@@ -53,8 +71,9 @@ impl MemoryNetwork {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn register(&self, id: NodeId, handler: RaftRpcHandler) {
-        self.state().handlers.insert(id, handler);
+    /// Runs `server` as node `id`, replacing an earlier registration.
+    pub(crate) fn register(&self, id: NodeId, server: impl Serve) {
+        self.state().handlers.insert(id, Arc::new(server));
     }
 
     /// Removes a node, as if its process died: RPCs to it are unreachable.
@@ -99,7 +118,7 @@ impl MemoryNetwork {
 
     /// Whether an RPC from `from` to `to` gets through now; `None` if `to`
     /// is not running.
-    fn route(&self, from: NodeId, to: NodeId) -> Result<RaftRpcHandler, String> {
+    fn route(&self, from: NodeId, to: NodeId) -> Result<Arc<dyn Serve>, String> {
         let mut state = self.state();
         let handler = state
             .handlers
@@ -182,13 +201,10 @@ impl MemoryPeer {
             target,
             reason: e.to_string(),
         })?;
-        let answer = tokio::time::timeout(ttl, handler.dispatch(rpc, &body))
+        let answer = tokio::time::timeout(ttl, handler.serve(rpc, &body))
             .await
             .map_err(|_| Failure::Timeout { target, after: ttl })?
-            .map_err(|e| Failure::Network {
-                target,
-                reason: e.to_string(),
-            })?;
+            .map_err(|reason| Failure::Network { target, reason })?;
         // The answer travels back over the same link: a cut here means the
         // request may have taken effect.
         self.net

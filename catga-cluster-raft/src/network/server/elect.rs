@@ -40,12 +40,7 @@ use std::collections::BTreeSet;
 use catga_cluster_core::{NodeId, Role};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 
-/// The body of an elect RPC: who asks, and in which term.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct ElectRequest {
-    pub(crate) from: NodeId,
-    pub(crate) term: u64,
-}
+use crate::network::wire::ElectRequest;
 
 /// Why a node refused to stand for election.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{decode, decode_canonical, encode, BodyError};
-use crate::network::{ElectRequest, ProposeRequest, ReadRequest};
+use crate::network::wire::{ElectRequest, ProposeRequest, ReadRequest};
 use crate::types::{Command, Entry, Operation, TypeConfig};
 
 type Append = AppendEntriesRequest<TypeConfig>;

@@ -3,8 +3,6 @@
 //! after a holder crash, idempotent retries, compare-and-set races, restarts
 //! from disk and snapshot installation.
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +10,8 @@ use std::time::Duration;
 use catga_cluster_core::{DistributedLock, LockError, LockGuard, NodeId};
 use catga_cluster_raft::state_machine::StateMachineConfig;
 use catga_cluster_raft::{CasOutcome, CommandResponse, NodeOptions, Operation, RaftLock, RaftNode};
-use support::{retry, Cluster};
+
+use crate::support::{retry, Cluster};
 
 const LONG: Duration = Duration::from_secs(20);
 

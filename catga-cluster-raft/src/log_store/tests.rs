@@ -1,0 +1,75 @@
+//! The append rules and the write-ahead log on their own.
+
+use std::collections::BTreeMap;
+
+use catga_cluster_core::NodeId;
+use openraft::{CommittedLeaderId, Entry as RaftEntry};
+
+use super::storage::{plan_append, AppendPlan};
+use super::wal::Wal;
+use crate::types::Entry;
+
+fn blank(term: u64, index: u64) -> Entry {
+    RaftEntry {
+        log_id: openraft::LogId::new(CommittedLeaderId::new(term, NodeId::new(1)), index),
+        payload: openraft::EntryPayload::Blank,
+    }
+}
+
+#[test]
+fn plan_append_rules() {
+    let mut map = BTreeMap::new();
+    assert!(matches!(
+        plan_append(&map, None, &[blank(1, 5)]),
+        Ok(AppendPlan::Append)
+    ));
+    assert!(plan_append(&map, Some(4), &[blank(1, 6)]).is_err());
+    assert!(plan_append(&map, Some(4), &[blank(1, 4)]).is_err());
+    for i in 5..=8 {
+        map.insert(i, blank(1, i));
+    }
+    assert!(matches!(
+        plan_append(&map, Some(4), &[blank(2, 9)]),
+        Ok(AppendPlan::Append)
+    ));
+    assert!(matches!(
+        plan_append(&map, Some(4), &[blank(2, 6), blank(2, 7)]),
+        Ok(AppendPlan::TruncateFirst(6))
+    ));
+    assert!(plan_append(&map, Some(4), &[blank(2, 10)]).is_err());
+    assert!(plan_append(&map, Some(4), &[blank(2, 9), blank(2, 11)]).is_err());
+}
+
+#[test]
+fn wal_overwrites_instead_of_duplicating_and_refuses_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), None, 1 << 20).unwrap();
+    wal.append(&[blank(1, 1), blank(1, 2), blank(1, 3)])
+        .unwrap();
+    wal.append(&[blank(2, 2), blank(2, 3), blank(2, 4)])
+        .unwrap();
+    assert!(wal.append(&[blank(2, 9)]).is_err());
+    drop(wal);
+    let (_wal, entries) = Wal::open(dir.path(), None, 1 << 20).unwrap();
+    let got: Vec<_> = entries.values().cloned().collect();
+    assert_eq!(
+        got,
+        vec![blank(1, 1), blank(2, 2), blank(2, 3), blank(2, 4)]
+    );
+}
+
+#[test]
+fn wal_rotates_and_compacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, entries) = Wal::open(dir.path(), None, 32).unwrap();
+    assert!(entries.is_empty());
+    for i in 1..=10 {
+        wal.append(&[blank(1, i)]).unwrap();
+    }
+    assert!(wal.segment_count() >= 5, "{}", wal.segment_count());
+    wal.purge(10).unwrap();
+    assert_eq!(wal.segment_count(), 1);
+    drop(wal);
+    let (_wal, entries) = Wal::open(dir.path(), Some(10), 32).unwrap();
+    assert!(entries.is_empty());
+}

@@ -1,0 +1,299 @@
+//! The Raft node: built from a [`ClusterConfig`], it implements
+//! [`ClusterCoordinator`] with a lease-safe `is_leader()`, writes with
+//! deadlines and graceful hand-over. Membership changes live in
+//! [`crate::membership`], the key-value store in [`crate::kv`], locks in
+//! [`crate::lock`] and the server side of the Raft RPCs in
+//! [`crate::network`].
+//!
+//! # Lease rule
+//!
+//! openraft 0.9 leaders never step down by themselves when cut off from the
+//! majority. [`RaftNode::is_leader`] is therefore true only while the node is
+//! Leader **and** the newest heartbeat acknowledged by a quorum was sent less
+//! than `election_timeout_max − lease_margin` ago. Followers that acknowledged
+//! it neither vote for another candidate nor start an election until
+//! `election_timeout_max` after they *received* it, which is later than it was
+//! sent, so no other node can become leader while `is_leader()` is true
+//! (assuming clocks that advance at about the same rate; the margin, one
+//! heartbeat interval by default, absorbs scheduling and publication delays).
+//! A watcher task follows openraft's metrics and re-publishes the snapshot
+//! the moment the lease lapses, so subscribers see the change within one
+//! tick.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use catga_cluster_core::config::ClusterConfig;
+use catga_cluster_core::{
+    ClusterCoordinator, ClusterError, Endpoint, LeaderFence, Leadership, NodeId, NodeInfo,
+    NotLeader, NotLeaderReason,
+};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, RaftMetrics, ServerState};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::network::wire::ElectRequest;
+use crate::state_machine::{validate_command, StateMachineStore};
+use crate::transport::NetworkFactory;
+use crate::types::{Command, CommandResponse, Operation, Raft};
+
+// The node itself is here; each other concern is a file of its own, which
+// extends `RaftNode` with an `impl` block where it adds methods.
+mod failover; // the fast failure detector
+mod handover; // transfer_leadership, retire
+mod lease; // the lease word behind `is_leader()`
+mod options; // NodeOptions, Transport, Storage
+mod publish; // the metrics watcher that publishes the leadership snapshot
+mod start; // the builder, bootstrap, shutdown
+mod status; // health and status
+
+use lease::LeaseWord;
+pub use options::{NodeOptions, Storage, Transport};
+pub use start::{RaftNodeBuilder, StartError};
+pub use status::{MemberStatus, NodeStatus, RaftHealth};
+
+const TARGET: &str = "catga_cluster::raft";
+
+/// A running Raft node. Clones share it.
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    raft: Raft,
+    info: NodeInfo,
+    config: ClusterConfig,
+    leadership: watch::Sender<Leadership>,
+    sm: StateMachineStore,
+    network: NetworkFactory,
+    transferring: AtomicBool,
+    /// Set for good by `retire`: the node no longer claims leadership.
+    retiring: AtomicBool,
+    /// The published leadership in one word, for a lock-free `is_leader()`.
+    claim: LeaseWord,
+    stopped: AtomicBool,
+    lease: Duration,
+    handover_timeout: Duration,
+    options: NodeOptions,
+    leader_changes: AtomicU64,
+    recent_changes: Mutex<VecDeque<Instant>>,
+    /// Since when the published leader has been the one it is now.
+    leader_since: Mutex<Option<Instant>>,
+    reachability_window: Duration,
+    /// Set while a membership change runs (see `membership.rs`).
+    membership_change: Arc<AtomicBool>,
+    /// The last elect request this node stood for, kept for the RPC server
+    /// (see `network/server/elect.rs`).
+    elected_for: Mutex<Option<ElectRequest>>,
+    shutdown: CancellationToken,
+    watcher: Mutex<Option<JoinHandle<()>>>,
+    #[cfg(feature = "test-util")]
+    memory: Option<crate::network::memory::MemoryNetwork>,
+}
+
+impl Inner {
+    /// Handing leadership over, or retiring: not claiming leadership.
+    pub(crate) fn stepping_down(&self) -> bool {
+        self.transferring.load(Ordering::SeqCst) || self.retiring.load(Ordering::SeqCst)
+    }
+
+    /// The flag a membership change holds while it runs.
+    pub(crate) fn membership_change(&self) -> &Arc<AtomicBool> {
+        &self.membership_change
+    }
+
+    /// Since when the published leader has been the one it is now.
+    pub(crate) fn leader_since(&self) -> Option<Instant> {
+        *self.leader_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How recently a voter must have answered to count as reachable.
+    pub(crate) fn reachability_window(&self) -> Duration {
+        self.reachability_window
+    }
+
+    /// This node.
+    pub(crate) fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    /// The last elect request this node stood for.
+    pub(crate) fn elected_for(&self) -> &Mutex<Option<ElectRequest>> {
+        &self.elected_for
+    }
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("node", &self.inner.info)
+            .field("leadership", &*self.inner.leadership.borrow())
+            .finish()
+    }
+}
+
+impl RaftNode {
+    pub(crate) fn network(&self) -> &NetworkFactory {
+        &self.inner.network
+    }
+
+    pub(crate) fn options(&self) -> &NodeOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The openraft handle, for what this crate does not wrap.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The cluster configuration the node started with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// The local state machine (reads are local; use
+    /// [`RaftNode::get`] for linearizable reads).
+    pub fn state_machine(&self) -> &StateMachineStore {
+        &self.inner.sm
+    }
+
+    pub(crate) fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// The known leader's node info, where its endpoint is known.
+    pub fn leader(&self) -> Option<NodeInfo> {
+        let l = self.inner.leadership.borrow();
+        let leader = l.leader.as_ref()?;
+        Some(NodeInfo::new(leader.id, leader.endpoint.clone()?))
+    }
+
+    pub(crate) fn not_leader_from(
+        &self,
+        forward: Option<&ForwardToLeader<NodeId, BasicNode>>,
+    ) -> NotLeader {
+        if self.inner.stepping_down() {
+            return NotLeader::new(NotLeaderReason::Transferring);
+        }
+        match forward.and_then(|f| f.leader_id) {
+            Some(id) if id != self.inner.info.id => {
+                let mut e = NotLeader::new(NotLeaderReason::NotLeader).with_leader_id(id);
+                if let Some(endpoint) = forward
+                    .and_then(|f| f.leader_node.as_ref())
+                    .and_then(|n| Endpoint::parse(&n.addr).ok())
+                {
+                    e = e.with_leader_endpoint(endpoint);
+                }
+                e
+            }
+            _ => NotLeader::from_leadership(&self.inner.leadership.borrow(), self.inner.info.id),
+        }
+    }
+
+    /// Proposes `op` on this node, which must lead, within the write
+    /// deadline.
+    ///
+    /// A write that reaches its deadline after it was proposed reports
+    /// [`ClusterError::UnknownOutcome`]: it may still commit. Retry it with
+    /// the same `request_id` to learn its answer without applying it twice.
+    pub async fn write(
+        &self,
+        op: Operation,
+        request_id: Option<String>,
+    ) -> Result<CommandResponse, ClusterError> {
+        let command = Command {
+            request_id,
+            leader_time_ms: wall_clock_ms(),
+            op,
+        };
+        validate_command(&command).map_err(ClusterError::InvalidRequest)?;
+        if self.inner.stepping_down() {
+            return Err(NotLeader::new(NotLeaderReason::Transferring).into());
+        }
+        let deadline = self.inner.options.write_timeout;
+        match tokio::time::timeout(deadline, self.inner.raft.client_write(command)).await {
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(self.not_leader_from(Some(&f)).into())
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Other(Box::new(e))),
+            Ok(Err(RaftError::Fatal(e))) => Err(fatal(e)),
+            Err(_) => Err(ClusterError::UnknownOutcome {
+                operation: "the write",
+                after: deadline,
+            }),
+        }
+    }
+}
+
+pub(crate) fn fatal(e: openraft::error::Fatal<NodeId>) -> ClusterError {
+    match e {
+        openraft::error::Fatal::StorageError(s) => ClusterError::Storage(s.to_string()),
+        _ => ClusterError::Shutdown,
+    }
+}
+
+/// Milliseconds since the Unix epoch on this node's clock.
+pub(crate) fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl ClusterCoordinator for RaftNode {
+    fn node(&self) -> &NodeInfo {
+        &self.inner.info
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Leadership> {
+        self.inner.leadership.subscribe()
+    }
+
+    fn leadership(&self) -> Leadership {
+        self.inner.leadership.borrow().clone()
+    }
+
+    /// Lock-free: one atomic load and, while leading, one clock read.
+    fn is_leader(&self) -> bool {
+        self.inner.claim.is_leader()
+    }
+
+    async fn ensure_leader(&self) -> Result<LeaderFence, NotLeader> {
+        if self.inner.stepping_down() {
+            return Err(NotLeader::new(NotLeaderReason::Transferring));
+        }
+        let term = self.inner.raft.metrics().borrow().current_term;
+        let timeout = self.inner.config.election_timeout_max * 2;
+        match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await {
+            Ok(Ok(read_log_id)) => {
+                let m = self.inner.raft.metrics().borrow().clone();
+                if m.current_term != term || m.state != ServerState::Leader {
+                    return Err(self.not_leader_from(None));
+                }
+                Ok(LeaderFence {
+                    term,
+                    index: read_log_id.map_or(0, |l| l.index),
+                })
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(self.not_leader_from(Some(&f)))
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) | Err(_) => {
+                Err(NotLeader::new(NotLeaderReason::LeaseExpired)
+                    .with_leader_id(self.inner.info.id)
+                    .with_leader_endpoint(self.inner.info.endpoint.clone()))
+            }
+            Ok(Err(RaftError::Fatal(_))) => Err(NotLeader::new(NotLeaderReason::NoLeader)),
+        }
+    }
+}

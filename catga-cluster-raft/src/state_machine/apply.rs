@@ -1,0 +1,249 @@
+//! Applying commands: the state machine's clock, the checks every command
+//! passes ([`validate_command`]), what each operation does and the
+//! de-duplication table (see the [module docs](super)).
+
+use openraft::EntryPayload;
+
+use super::{limits, Data, DedupEntry, StateMachineConfig, StateMachineStore};
+use crate::types::{
+    Command, CommandResponse, Entry, KvValue, LockState, Operation, StoredMembership,
+};
+
+impl StateMachineStore {
+    /// Applies one log entry to `data` and answers it.
+    pub(super) fn apply_one(
+        &self,
+        data: &mut Data,
+        entry: &Entry,
+        lock_changed: &mut bool,
+    ) -> CommandResponse {
+        data.last_applied = Some(entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => CommandResponse::Empty,
+            EntryPayload::Membership(m) => {
+                data.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                CommandResponse::Empty
+            }
+            EntryPayload::Normal(cmd) => {
+                advance_clock(data, entry.log_id.leader_id.term, cmd.leader_time_ms);
+                if let Some(id) = &cmd.request_id {
+                    if let Some(seen) = data.dedup.get(id) {
+                        return seen.response.clone();
+                    }
+                }
+                let response = execute(data, entry.log_id.index, cmd, lock_changed);
+                if let Some(id) = &cmd.request_id {
+                    remember(data, id, &response, &self.shared.config);
+                }
+                response
+            }
+        }
+    }
+}
+
+/// Moves the state machine's clock to a command's time, rebasing every lease
+/// when a new term starts (see the module documentation).
+pub(super) fn advance_clock(data: &mut Data, term: u64, time_ms: u64) {
+    if term > data.clock_term {
+        if data.clock_term != 0 {
+            let old_now = data.clock_ms;
+            for lock in data.locks.values_mut() {
+                let remaining = lock.expires_at_ms.saturating_sub(old_now);
+                lock.expires_at_ms = time_ms.saturating_add(remaining);
+            }
+        }
+        data.clock_term = term;
+        data.clock_ms = time_ms;
+    } else {
+        data.clock_ms = data.clock_ms.max(time_ms);
+    }
+}
+
+fn validate(cmd: &Command) -> Result<(), String> {
+    use limits::*;
+    fn check_len(what: &str, s: &str, max: usize) -> Result<(), String> {
+        if s.is_empty() {
+            return Err(format!("the {what} is empty"));
+        }
+        // Characters, not bytes: the HTTP API documents these limits as
+        // JSON Schema `maxLength`, which counts characters.
+        let chars = s.chars().count();
+        if chars > max {
+            return Err(format!(
+                "the {what} is {chars} characters long; at most {max} are allowed"
+            ));
+        }
+        Ok(())
+    }
+    fn check_ttl(ttl_ms: u64) -> Result<(), String> {
+        if ttl_ms == 0 || ttl_ms > MAX_TTL_MS {
+            return Err(format!(
+                "the lease must be 1 to {MAX_TTL_MS} ms, not {ttl_ms}"
+            ));
+        }
+        Ok(())
+    }
+    if let Some(id) = &cmd.request_id {
+        check_len("request id", id, MAX_REQUEST_ID_LEN)?;
+    }
+    match &cmd.op {
+        Operation::Noop => Ok(()),
+        Operation::Put { key, value, .. } => {
+            check_len("key", key, MAX_KEY_LEN)?;
+            if value.len() > MAX_VALUE_LEN {
+                return Err(format!(
+                    "the value is {} bytes; at most {MAX_VALUE_LEN} are allowed",
+                    value.len()
+                ));
+            }
+            Ok(())
+        }
+        Operation::Delete { key, .. } => check_len("key", key, MAX_KEY_LEN),
+        Operation::LockAcquire {
+            name,
+            owner,
+            ttl_ms,
+        }
+        | Operation::LockRenew {
+            name,
+            owner,
+            ttl_ms,
+            ..
+        } => {
+            check_len("lock name", name, MAX_LOCK_NAME_LEN)?;
+            check_len("owner", owner, MAX_OWNER_LEN)?;
+            check_ttl(*ttl_ms)
+        }
+        Operation::LockRelease { name, owner, .. } => {
+            check_len("lock name", name, MAX_LOCK_NAME_LEN)?;
+            check_len("owner", owner, MAX_OWNER_LEN)
+        }
+    }
+}
+
+/// Validates a command before it is proposed: the same checks the state
+/// machine applies, so a bad command is refused without a log entry.
+pub fn validate_command(cmd: &Command) -> Result<(), String> {
+    validate(cmd)
+}
+
+fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) -> CommandResponse {
+    if let Err(reason) = validate(cmd) {
+        return CommandResponse::Rejected { reason };
+    }
+    let now = data.clock_ms;
+    match &cmd.op {
+        Operation::Noop => CommandResponse::Empty,
+        Operation::Put {
+            key,
+            value,
+            expected_revision,
+        } => {
+            let current = data.kv.get(key).map_or(0, |v| v.revision);
+            if expected_revision.is_some_and(|e| e != current) {
+                return CommandResponse::RevisionMismatch { current };
+            }
+            data.kv.insert(
+                key.clone(),
+                KvValue {
+                    value: value.clone(),
+                    revision: index,
+                },
+            );
+            CommandResponse::Written { revision: index }
+        }
+        Operation::Delete {
+            key,
+            expected_revision,
+        } => {
+            let current = data.kv.get(key).map_or(0, |v| v.revision);
+            if expected_revision.is_some_and(|e| e != current) {
+                return CommandResponse::RevisionMismatch { current };
+            }
+            CommandResponse::Deleted {
+                existed: data.kv.remove(key).is_some(),
+            }
+        }
+        Operation::LockAcquire {
+            name,
+            owner,
+            ttl_ms,
+        } => {
+            if let Some(held) = data.locks.get(name) {
+                if held.expires_at_ms > now {
+                    return CommandResponse::LockHeld {
+                        expires_at_ms: held.expires_at_ms,
+                        remaining_ms: held.expires_at_ms - now,
+                    };
+                }
+            }
+            let expires_at_ms = now.saturating_add(*ttl_ms);
+            data.locks.insert(
+                name.clone(),
+                LockState {
+                    owner: owner.clone(),
+                    token: index,
+                    expires_at_ms,
+                },
+            );
+            *lock_changed = true;
+            CommandResponse::LockGranted {
+                token: index,
+                expires_at_ms,
+            }
+        }
+        Operation::LockRenew {
+            name,
+            owner,
+            token,
+            ttl_ms,
+        } => match data.locks.get_mut(name) {
+            Some(held)
+                if held.token == *token && held.owner == *owner && held.expires_at_ms > now =>
+            {
+                held.expires_at_ms = now.saturating_add(*ttl_ms);
+                CommandResponse::LockGranted {
+                    token: *token,
+                    expires_at_ms: held.expires_at_ms,
+                }
+            }
+            _ => CommandResponse::LockLost,
+        },
+        Operation::LockRelease { name, owner, token } => match data.locks.get(name) {
+            Some(held)
+                if held.token == *token && held.owner == *owner && held.expires_at_ms > now =>
+            {
+                data.locks.remove(name);
+                *lock_changed = true;
+                CommandResponse::LockReleased
+            }
+            _ => CommandResponse::LockLost,
+        },
+    }
+}
+
+fn remember(data: &mut Data, id: &str, response: &CommandResponse, config: &StateMachineConfig) {
+    let now = data.clock_ms;
+    data.dedup.insert(
+        id.to_owned(),
+        DedupEntry {
+            response: response.clone(),
+            at_ms: now,
+        },
+    );
+    data.dedup_order.push_back(id.to_owned());
+    let horizon = u64::try_from(config.dedup_horizon.as_millis()).unwrap_or(u64::MAX);
+    while let Some(oldest) = data.dedup_order.front() {
+        let expired = data
+            .dedup
+            .get(oldest)
+            .is_none_or(|e| now.saturating_sub(e.at_ms) > horizon);
+        if expired || data.dedup.len() > config.dedup_max_entries {
+            if let Some(oldest) = data.dedup_order.pop_front() {
+                data.dedup.remove(&oldest);
+            }
+        } else {
+            break;
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The replicated state machine: a key-value store, fenced locks and the
+//! de-duplication table.
+//!
+//! # Time and leases
+//!
+//! Lock leases are decided only from the leader's timestamp carried in each
+//! command
+//! ([`Command::leader_time_ms`](crate::types::Command::leader_time_ms)),
+//! never from the clock of the node applying the entry, so every node
+//! reaches the same decision. Within a term
+//! the state machine's clock is the largest timestamp seen. When entries of a
+//! new term arrive, every held lease is *rebased*: the lease time that was
+//! left at the last command of the old term starts counting again from the
+//! first command of the new term. A new leader therefore never expires a
+//! lease earlier than its holder could have observed, whatever its wall clock
+//! says; the assumption left is that clocks advance at about the same rate.
+//! The holder measures its lease from before it sent the request, so it
+//! always believes its lease ends no later than the cluster does.
+//!
+//! # Fencing tokens and revisions
+//!
+//! A lock's fencing token is the log index of the entry that granted it, and
+//! a key's revision is the log index of the entry that last wrote it: both
+//! grow strictly.
+//!
+//! # De-duplication
+//!
+//! A command with a request id is applied once; a retry with the same id is
+//! answered with the first answer. Entries are dropped from the table once
+//! they are older than the configured horizon (by the state machine's clock)
+//! or when the table holds more than its maximum, oldest first; a retry that
+//! arrives later than that is applied again, so the horizon must exceed the
+//! longest time a client retries.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::snapshot_store::SnapshotStore;
+use crate::types::{CommandResponse, LogId, SnapshotMeta, StoredMembership};
+pub use crate::types::{KvValue, LockState};
+
+mod apply;
+mod storage;
+
+pub use apply::validate_command;
+
+/// Limits on what the state machine accepts.
+pub mod limits {
+    /// Longest key, in characters (Unicode scalar values, as JSON Schema's
+    /// `maxLength` counts; at most four bytes each).
+    pub const MAX_KEY_LEN: usize = 1024;
+    /// Largest value, in bytes.
+    pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+    /// Longest lock name, in characters.
+    pub const MAX_LOCK_NAME_LEN: usize = catga_cluster_core::lock::MAX_LOCK_NAME_LEN;
+    /// Longest lock owner id, in characters.
+    pub const MAX_OWNER_LEN: usize = 256;
+    /// Longest request id, in characters.
+    pub const MAX_REQUEST_ID_LEN: usize = 128;
+    /// Longest lock lease, in milliseconds (one day).
+    pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+}
+
+/// Settings of the state machine.
+#[derive(Debug, Clone)]
+pub struct StateMachineConfig {
+    /// How long a request id is remembered, by the leader's clock.
+    pub dedup_horizon: Duration,
+    /// The most request ids remembered.
+    pub dedup_max_entries: usize,
+}
+
+impl Default for StateMachineConfig {
+    fn default() -> Self {
+        StateMachineConfig {
+            dedup_horizon: Duration::from_secs(15 * 60),
+            dedup_max_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DedupEntry {
+    response: CommandResponse,
+    at_ms: u64,
+}
+
+/// Everything the state machine holds; what a snapshot carries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Data {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    /// The state machine's clock: leader milliseconds.
+    clock_ms: u64,
+    /// The term of the last command applied.
+    clock_term: u64,
+    kv: BTreeMap<String, KvValue>,
+    locks: BTreeMap<String, LockState>,
+    dedup: HashMap<String, DedupEntry>,
+    /// Request ids in the order they were recorded, for pruning.
+    dedup_order: VecDeque<String>,
+}
+
+/// What changed in the last batch, for waiters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// The last applied log index.
+    pub index: u64,
+    /// Increases whenever a lock is released, expires or changes hands.
+    pub lock_changes: u64,
+}
+
+struct Shared {
+    data: RwLock<Data>,
+    snapshots: SnapshotStore,
+    current: Mutex<Option<StoredSnapshot>>,
+    applied: watch::Sender<Applied>,
+    config: StateMachineConfig,
+}
+
+#[derive(Clone)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Arc<Vec<u8>>,
+}
+
+/// The state machine of a node. Cheap to clone: clones share the state.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StateMachineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.read();
+        f.debug_struct("StateMachineStore")
+            .field("last_applied", &data.last_applied)
+            .field("keys", &data.kv.len())
+            .field("locks", &data.locks.len())
+            .finish()
+    }
+}
+
+/// Why a state machine could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateMachineError {
+    /// The stored snapshot could not be read or decoded.
+    #[error("cannot restore the state machine from its snapshot: {0}")]
+    Snapshot(String),
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, restoring it from the latest snapshot in
+    /// `snapshots` when there is one. Entries after the snapshot are
+    /// re-applied by Raft from the log.
+    pub fn open(
+        snapshots: SnapshotStore,
+        config: StateMachineConfig,
+    ) -> Result<Self, StateMachineError> {
+        let mut data = Data::default();
+        let mut current = None;
+        match snapshots.load() {
+            Ok(Some((meta, bytes))) => {
+                data = decode_data(&bytes).map_err(StateMachineError::Snapshot)?;
+                tracing::info!(
+                    target: "catga_cluster::raft::state_machine",
+                    last_applied = ?data.last_applied,
+                    keys = data.kv.len(),
+                    locks = data.locks.len(),
+                    "state machine restored from snapshot"
+                );
+                current = Some(StoredSnapshot {
+                    meta,
+                    data: Arc::new(bytes),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => return Err(StateMachineError::Snapshot(e.to_string())),
+        }
+        let index = data.last_applied.map_or(0, |l| l.index);
+        let (applied, _) = watch::channel(Applied {
+            index,
+            lock_changes: 0,
+        });
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                data: RwLock::new(data),
+                snapshots,
+                current: Mutex::new(current),
+                applied,
+                config,
+            }),
+        })
+    }
+
+    /// An in-memory state machine with default settings.
+    pub fn memory() -> Self {
+        // An in-memory snapshot store starts empty, so opening cannot fail.
+        match StateMachineStore::open(SnapshotStore::memory(), StateMachineConfig::default()) {
+            Ok(sm) => sm,
+            Err(_) => unreachable!("an empty in-memory snapshot store always opens"),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Data> {
+        self.shared.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Data> {
+        self.shared.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notifications of applied entries and lock changes.
+    pub fn subscribe(&self) -> watch::Receiver<Applied> {
+        self.shared.applied.subscribe()
+    }
+
+    /// The last applied log id.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.read().last_applied
+    }
+
+    /// A key's value, as applied locally (linearizable only after a
+    /// read-index check).
+    pub fn get(&self, key: &str) -> Option<KvValue> {
+        self.read().kv.get(key).cloned()
+    }
+
+    /// The keys starting with `prefix`, in order, at most `limit`.
+    pub fn list(&self, prefix: &str, limit: usize) -> Vec<(String, KvValue)> {
+        self.read()
+            .kv
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// A lock's state as applied locally, with its expiry on the state
+    /// machine's clock, and that clock.
+    pub fn lock(&self, name: &str) -> (Option<LockState>, u64) {
+        let data = self.read();
+        (data.locks.get(name).cloned(), data.clock_ms)
+    }
+
+    /// How many request ids the de-duplication table holds.
+    pub fn dedup_len(&self) -> usize {
+        self.read().dedup.len()
+    }
+}
+
+/// Encodes the state for a snapshot.
+fn encode_data(data: &Data) -> Result<Vec<u8>, String> {
+    postcard::to_stdvec(data).map_err(|e| e.to_string())
+}
+
+/// Decodes the state from a snapshot.
+fn decode_data(bytes: &[u8]) -> Result<Data, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("snapshot data does not decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! The state machine on its own: fencing, leases by the leader's clock,
+//! de-duplication, compare-and-set and snapshots.
+
+use std::time::Duration;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+
+use super::*;
+use crate::types::{Command, Entry, Operation};
+
+fn entry(term: u64, index: u64, op: Operation, time: u64, id: Option<&str>) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1.into()), index),
+        payload: EntryPayload::Normal(Command {
+            request_id: id.map(str::to_owned),
+            leader_time_ms: time,
+            op,
+        }),
+    }
+}
+
+fn acquire(name: &str, owner: &str, ttl: u64) -> Operation {
+    Operation::LockAcquire {
+        name: name.into(),
+        owner: owner.into(),
+        ttl_ms: ttl,
+    }
+}
+
+async fn apply(sm: &mut StateMachineStore, e: Entry) -> CommandResponse {
+    sm.apply([e]).await.unwrap().pop().unwrap()
+}
+
+#[tokio::test]
+async fn locks_are_fenced_and_leases_decided_by_leader_time() {
+    let mut sm = StateMachineStore::memory();
+    let r = apply(&mut sm, entry(1, 1, acquire("l", "a", 100), 1000, None)).await;
+    assert_eq!(
+        r,
+        CommandResponse::LockGranted {
+            token: 1,
+            expires_at_ms: 1100
+        }
+    );
+    let r = apply(&mut sm, entry(1, 2, acquire("l", "b", 100), 1050, None)).await;
+    assert_eq!(
+        r,
+        CommandResponse::LockHeld {
+            expires_at_ms: 1100,
+            remaining_ms: 50
+        }
+    );
+    // Expired by the leader's time: granted to b with a higher token.
+    let r = apply(&mut sm, entry(1, 3, acquire("l", "b", 100), 1100, None)).await;
+    assert_eq!(
+        r,
+        CommandResponse::LockGranted {
+            token: 3,
+            expires_at_ms: 1200
+        }
+    );
+    // a's release now reports lost.
+    let r = apply(
+        &mut sm,
+        entry(
+            1,
+            4,
+            Operation::LockRelease {
+                name: "l".into(),
+                owner: "a".into(),
+                token: 1,
+            },
+            1110,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(r, CommandResponse::LockLost);
+}
+
+#[tokio::test]
+async fn a_new_term_rebases_leases() {
+    let mut sm = StateMachineStore::memory();
+    apply(&mut sm, entry(1, 1, acquire("l", "a", 1000), 10_000, None)).await;
+    apply(&mut sm, entry(1, 2, Operation::Noop, 10_400, None)).await;
+    // New leader whose clock is far ahead: 600 ms of lease remain.
+    let r = apply(&mut sm, entry(2, 3, acquire("l", "b", 1000), 50_000, None)).await;
+    assert_eq!(
+        r,
+        CommandResponse::LockHeld {
+            expires_at_ms: 50_600,
+            remaining_ms: 600
+        }
+    );
+    let r = apply(&mut sm, entry(2, 4, acquire("l", "b", 1000), 50_600, None)).await;
+    assert!(matches!(r, CommandResponse::LockGranted { token: 4, .. }));
+}
+
+#[tokio::test]
+async fn retried_commands_apply_once() {
+    let mut sm = StateMachineStore::memory();
+    let first = apply(
+        &mut sm,
+        entry(1, 1, acquire("l", "a", 100), 1000, Some("req-1")),
+    )
+    .await;
+    let retry = apply(
+        &mut sm,
+        entry(1, 2, acquire("l", "a", 100), 1001, Some("req-1")),
+    )
+    .await;
+    assert_eq!(first, retry);
+    assert_eq!(sm.lock("l").0.unwrap().token, 1);
+}
+
+#[tokio::test]
+async fn dedup_is_bounded_by_horizon_and_size() {
+    let config = StateMachineConfig {
+        dedup_horizon: Duration::from_secs(1),
+        dedup_max_entries: 3,
+    };
+    let mut sm = StateMachineStore::open(SnapshotStore::memory(), config).unwrap();
+    for i in 0..5u64 {
+        let id = format!("r{i}");
+        apply(
+            &mut sm,
+            entry(1, i + 1, Operation::Noop, 1000 + i, Some(&id)),
+        )
+        .await;
+    }
+    assert_eq!(sm.dedup_len(), 3);
+    apply(&mut sm, entry(1, 6, Operation::Noop, 5000, Some("late"))).await;
+    assert_eq!(sm.dedup_len(), 1);
+}
+
+#[tokio::test]
+async fn kv_compare_and_set() {
+    let mut sm = StateMachineStore::memory();
+    let put = |v: &str, exp| Operation::Put {
+        key: "k".into(),
+        value: v.into(),
+        expected_revision: exp,
+    };
+    assert_eq!(
+        apply(&mut sm, entry(1, 1, put("a", Some(0)), 1, None)).await,
+        CommandResponse::Written { revision: 1 }
+    );
+    assert_eq!(
+        apply(&mut sm, entry(1, 2, put("b", Some(0)), 1, None)).await,
+        CommandResponse::RevisionMismatch { current: 1 }
+    );
+    assert_eq!(
+        apply(&mut sm, entry(1, 3, put("b", Some(1)), 1, None)).await,
+        CommandResponse::Written { revision: 3 }
+    );
+    assert_eq!(sm.get("k").unwrap().value, b"b");
+    let del = Operation::Delete {
+        key: "k".into(),
+        expected_revision: Some(1),
+    };
+    assert_eq!(
+        apply(&mut sm, entry(1, 4, del, 1, None)).await,
+        CommandResponse::RevisionMismatch { current: 3 }
+    );
+    let big = Operation::Put {
+        key: "k".into(),
+        value: vec![0; limits::MAX_VALUE_LEN + 1],
+        expected_revision: None,
+    };
+    assert!(matches!(
+        apply(&mut sm, entry(1, 5, big, 1, None)).await,
+        CommandResponse::Rejected { .. }
+    ));
+}
+
+#[tokio::test]
+async fn snapshot_round_trip_carries_everything() {
+    let mut sm = StateMachineStore::memory();
+    apply(
+        &mut sm,
+        entry(1, 1, acquire("l", "a", 100_000), 1000, Some("x")),
+    )
+    .await;
+    apply(
+        &mut sm,
+        entry(
+            1,
+            2,
+            Operation::Put {
+                key: "k".into(),
+                value: b"v".to_vec(),
+                expected_revision: None,
+            },
+            1001,
+            None,
+        ),
+    )
+    .await;
+    let snap = sm.build_snapshot().await.unwrap();
+    let mut other = StateMachineStore::memory();
+    other
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(other.get("k").unwrap().revision, 2);
+    assert_eq!(other.lock("l").0.unwrap().token, 1);
+    assert_eq!(other.dedup_len(), 1);
+    assert_eq!(other.last_applied().unwrap().index, 2);
+}
