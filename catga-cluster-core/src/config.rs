@@ -2654,6 +2654,7 @@ mod tests {
                 // `null` is "not set".
                 local_node_id: None,
                 members: Some("environment variables `Cluster__Members__N`".to_owned()),
+                tls: None,
             }
         );
         // Asking does not consume the loader.
