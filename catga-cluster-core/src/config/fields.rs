@@ -192,37 +192,24 @@ pub(super) fn fold_key(name: &str) -> String {
         .collect()
 }
 
-/// The known key closest to `name`, if it is close enough to be a typo.
+/// The known key closest to `name` (by Levenshtein distance, ignoring case
+/// and separators), if it is close enough to be a typo.
 pub(super) fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let folded = fold_key(name);
     known
         .into_iter()
-        .map(|candidate| (edit_distance(&folded, &fold_key(candidate)), candidate))
+        .map(|candidate| {
+            (
+                strsim::levenshtein(&folded, &fold_key(candidate)),
+                candidate,
+            )
+        })
         // Close, and not a rewrite of a short key (`Zzz` is not `Tls`).
         .filter(|(distance, candidate)| {
             *distance <= 3.max(candidate.len() / 4) && *distance < candidate.len()
         })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                diagonal
-            } else {
-                1 + diagonal.min(above).min(row[j])
-            };
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
