@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use figment::providers::{Format, Json, Toml};
+use figment::providers::{Format, Toml};
 use figment::value::Dict;
+use jsonc_parser::ParseOptions;
 
 use super::error::ConfigError;
 use super::section::{section_provider, SectionProvider};
@@ -65,6 +66,24 @@ pub(super) fn text_provider(
     section_provider(document, format!("inline {}", format.name()))
 }
 
+/// What .NET's JSON configuration provider reads beyond JSON (`System.Text.Json`
+/// with `CommentHandling = Skip` and `AllowTrailingCommas`): `//` and `/* */`
+/// comments and trailing commas in objects and arrays. Nothing else of JSON5
+/// (single quotes, unquoted keys, hexadecimal numbers, …), so a file this
+/// crate reads is one .NET reads.
+const DOTNET_JSON: ParseOptions = ParseOptions {
+    allow_comments: true,
+    allow_trailing_commas: true,
+    allow_loose_object_property_names: false,
+    allow_missing_commas: false,
+    allow_single_quoted_strings: false,
+    allow_hexadecimal_numbers: false,
+    allow_unary_plus_numbers: false,
+    allow_bare_decimal_point_numbers: false,
+    allow_non_finite_numbers: false,
+    allow_extended_string_escapes: false,
+};
+
 fn parse_document(
     format: FileFormat,
     text: &str,
@@ -77,10 +96,8 @@ fn parse_document(
         message,
     };
     match format {
-        FileFormat::Json => {
-            let relaxed = relax_json(text).map_err(parse_error)?;
-            <Json as Format>::from_str::<Dict>(&relaxed).map_err(|e| parse_error(e.to_string()))
-        }
+        FileFormat::Json => jsonc_parser::parse_to_serde_value::<Dict>(text, &DOTNET_JSON)
+            .map_err(|e| parse_error(e.to_string())),
         FileFormat::Toml => <Toml as Format>::from_str::<Dict>(text)
             .map_err(|e| parse_error(summarise_toml_error(&e.to_string()))),
     }
@@ -103,91 +120,6 @@ fn summarise_toml_error(message: &str) -> String {
         .join(": ")
 }
 
-/// Blanks out `//` and `/* */` comments and trailing commas (outside strings),
-/// which .NET's JSON configuration accepts and serde_json does not. Line and
-/// column numbers are preserved.
-fn relax_json(text: &str) -> Result<String, String> {
-    let mut bytes = text.as_bytes().to_vec();
-
-    // Pass 1: comments.
-    let mut i = 0;
-    let mut in_string = false;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if in_string {
-            match b {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        match (b, bytes.get(i + 1).copied()) {
-            (b'"', _) => {
-                in_string = true;
-                i += 1;
-            }
-            (b'/', Some(b'/')) => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    bytes[i] = b' ';
-                    i += 1;
-                }
-            }
-            (b'/', Some(b'*')) => {
-                let start = i;
-                i += 2;
-                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                if i >= bytes.len() {
-                    let line = 1 + text.as_bytes()[..start]
-                        .iter()
-                        .filter(|&&c| c == b'\n')
-                        .count();
-                    return Err(format!("unterminated /* comment starting on line {line}"));
-                }
-                i += 2;
-                for byte in &mut bytes[start..i] {
-                    if *byte != b'\n' {
-                        *byte = b' ';
-                    }
-                }
-            }
-            _ => i += 1,
-        }
-    }
-
-    // Pass 2: trailing commas.
-    let mut in_string = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if in_string {
-            match b {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b == b',' {
-            let next = bytes[i + 1..]
-                .iter()
-                .copied()
-                .find(|c| !c.is_ascii_whitespace());
-            if matches!(next, Some(b'}' | b']')) {
-                bytes[i] = b' ';
-            }
-        }
-        i += 1;
-    }
-
-    // Only whole comments (all their bytes) and ASCII commas were replaced,
-    // so the text is still UTF-8.
-    String::from_utf8(bytes).map_err(|_| "the text is not valid UTF-8".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,18 +132,46 @@ mod tests {
         }
     }
 
+    fn parse_json(text: &str) -> Result<Dict, ConfigError> {
+        parse_document(FileFormat::Json, text, None)
+    }
+
     #[test]
     fn json_comments_and_trailing_commas() {
-        let text = "{\n // a comment\n \"a\": \"x//y\", /* block\n comment */ \"b\": [1, 2,],\n}";
-        let relaxed = relax_json(text).unwrap();
-        let parsed: serde_json::Value = serde_json::from_str(&relaxed).unwrap();
-        assert_eq!(parsed["a"], "x//y");
-        assert_eq!(parsed["b"], serde_json::json!([1, 2]));
-        assert_eq!(relaxed.lines().count(), text.lines().count());
-        assert!(relax_json("{ /* open").unwrap_err().contains("line 1"));
+        let text =
+            "\u{feff}{\n // a comment\n \"a\": \"x//y\", /* block\n comment */ \"b\": [1, 2,],\n}";
+        let parsed = parse_json(text).unwrap();
+        assert_eq!(parsed["a"].as_str(), Some("x//y"));
+        let b: Vec<u8> = parsed["b"].deserialize().unwrap();
+        assert_eq!(b, [1, 2]);
         // Escaped quotes do not end a string.
-        let relaxed = relax_json(r#"{"a": "q\"//,}"}"#).unwrap();
-        assert_eq!(relaxed, r#"{"a": "q\"//,}"}"#);
+        let parsed = parse_json(r#"{"a": "q\"//,}"}"#).unwrap();
+        assert_eq!(parsed["a"].as_str(), Some(r#"q"//,}"#));
+        let err = parse_json("{\n /* open").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn json_is_what_dotnet_reads_and_no_more() {
+        for text in [
+            "{ 'a': 1 }",
+            "{ a: 1 }",
+            "{ \"a\": 0x10 }",
+            "{ \"a\": +1 }",
+            "{ \"a\": .5 }",
+            "{ \"a\": NaN }",
+            "{ \"a\": 1 \"b\": 2 }",
+            "{ \"a\": [1,,2] }",
+            "{ \"a\": 1,, }",
+            "{ \"a\": 1 } { }",
+            "# a comment\n{}",
+        ] {
+            let err = parse_json(text).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Parse { format: "JSON", .. }),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]
