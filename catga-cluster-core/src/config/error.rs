@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use figment::error::Actual;
+
 /// Why a configuration could not be loaded or is invalid.
 ///
 /// Every variant about a value names its key: `Cluster.HeartbeatInterval`,
@@ -131,4 +133,35 @@ fn origin_suffix(origin: Option<&str>) -> String {
 
 fn suggestion_text(suggestion: Option<&'static str>) -> String {
     suggestion.map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"))
+}
+
+/// A value as written, for messages: `150`, `node0`, `[…]` for an array,
+/// `{…}` for an object.
+pub(super) fn written(value: &Actual) -> String {
+    match value {
+        Actual::Str(s) => s.clone(),
+        Actual::Char(c) => c.to_string(),
+        Actual::Bool(b) => b.to_string(),
+        Actual::Unsigned(n) => n.to_string(),
+        Actual::Signed(n) => n.to_string(),
+        Actual::Float(n) => n.to_string(),
+        Actual::Unit | Actual::Option => "null".to_owned(),
+        Actual::Map => "{…}".to_owned(),
+        Actual::Seq => "[…]".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The kind of a value as written, for messages: `a number`, `an object`.
+pub(super) fn kind_of(value: &Actual) -> String {
+    match value {
+        Actual::Str(_) => "a string".to_owned(),
+        Actual::Char(_) => "a character".to_owned(),
+        Actual::Bool(_) => "a boolean".to_owned(),
+        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number".to_owned(),
+        Actual::Unit | Actual::Option => "null".to_owned(),
+        Actual::Map => "an object".to_owned(),
+        Actual::Seq => "an array".to_owned(),
+        other => other.to_string(),
+    }
 }

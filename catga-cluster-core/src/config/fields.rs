@@ -183,6 +183,23 @@ impl TlsField {
     }
 }
 
+/// The .NET spelling of a setting given by its canonical name
+/// (`key_path` → `KeyPath`), or the name itself if it names none.
+pub(super) fn pascal_of(canonical: &str) -> &str {
+    let setting = Field::ALL.into_iter().find(|f| f.canonical() == canonical);
+    let tls = TlsField::ALL
+        .into_iter()
+        .find(|f| f.canonical() == canonical);
+    let member = [MemberField::Id, MemberField::Endpoint]
+        .into_iter()
+        .find(|f| f.canonical() == canonical);
+    setting
+        .map(Field::pascal)
+        .or(tls.map(TlsField::pascal))
+        .or(member.map(MemberField::pascal))
+        .unwrap_or(canonical)
+}
+
 /// Lower-cases a key and drops `_` and `-`, so `LocalNodeEndpoint`,
 /// `local_node_endpoint` and `LOCAL-NODE-ENDPOINT` compare equal.
 pub(super) fn fold_key(name: &str) -> String {

@@ -145,10 +145,11 @@
 
 // One concern per file; dependencies point one way, from the loader down:
 //
-// loader ──> file, env ──> section ──> fields        (sources, merged by figment)
-//    └─────> interpret ──> cluster ──> tls, secret   (merged values → config)
+//   loader ─┬─> file, env ──> section ──> fields       sources, merged by figment
+//           └─> interpret ─┬─> settings ──> timespan    serde reads the merged values
+//                          └─> cluster ──> tls, secret  ... into the configuration
 //
-// `error` (ConfigError) and `timespan` (durations) are used throughout.
+// `error` (ConfigError) is used throughout.
 mod cluster;
 mod env;
 mod error;
@@ -158,6 +159,7 @@ mod interpret;
 mod loader;
 mod secret;
 mod section;
+mod settings;
 mod timespan;
 mod tls;
 

@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use figment::value::{Dict, Map, Value};
 use figment::{Metadata, Profile, Provider};
 
-use super::error::ConfigError;
+use super::error::{written, ConfigError};
 use super::fields::{fold_key, suggest, Field, MemberField, TlsField};
-use super::interpret::describe;
 
 /// One source's `Cluster` settings, keyed by [`Field::canonical`].
 #[derive(Debug)]
@@ -51,7 +50,7 @@ pub(super) fn section_provider(
                 Value::Empty(..) => Some((name.clone(), Dict::new())),
                 other => return Err(ConfigError::invalid(
                     name.clone(),
-                    &describe(other),
+                    &written(&other.to_actual()),
                     "the section must be an object (a table in TOML) holding the cluster settings",
                 )
                 .with_origin(Some(origin))),

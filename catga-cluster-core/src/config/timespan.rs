@@ -28,6 +28,11 @@ use super::error::ConfigError;
 /// # Ok::<(), catga_cluster_core::config::ConfigError>(())
 /// ```
 pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    duration(s).map_err(|reason| ConfigError::invalid(key, s, reason))
+}
+
+/// [`parse_duration`] without a key: the reason when `s` is no duration.
+pub(super) fn duration(s: &str) -> Result<Duration, String> {
     let text = s.trim();
     let parsed = if text.is_empty() {
         Err("a duration must not be empty".to_owned())
@@ -40,11 +45,8 @@ pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
             .map_err(|e| format!("expected a duration such as \"150ms\" or \"00:00:00.150\" ({e})"))
     };
     match parsed {
-        Ok(duration) if duration.is_zero() => {
-            Err(ConfigError::invalid(key, s, "must be greater than zero"))
-        }
-        Ok(duration) => Ok(duration),
-        Err(reason) => Err(ConfigError::invalid(key, s, reason)),
+        Ok(duration) if duration.is_zero() => Err("must be greater than zero".to_owned()),
+        parsed => parsed,
     }
 }
 
