@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use catga_cluster_core::config::ClusterSecret;
+use catga_cluster_core::protocol::problem as slug;
 use catga_cluster_core::protocol::{
     FORWARDED_HEADER, FORWARD_PATH_PREFIX, LEADER_HEADER, LEADER_ID_HEADER,
 };
@@ -220,9 +221,9 @@ where
                 detail: String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
             });
             Err(match problem.problem_type.as_str() {
-                "not-leader" => hint(&parts.headers, NotLeaderReason::NotLeader).into(),
-                "no-leader" => hint(&parts.headers, NotLeaderReason::NoLeader).into(),
-                "hop-limit" => HopLimit::new(forward.hops, forward.hops).into(),
+                slug::NOT_LEADER => hint(&parts.headers, NotLeaderReason::NotLeader).into(),
+                slug::NO_LEADER => hint(&parts.headers, NotLeaderReason::NoLeader).into(),
+                slug::HOP_LIMIT => HopLimit::new(forward.hops, forward.hops).into(),
                 _ => RemoteProblem::new(
                     parts.status.as_u16(),
                     problem.problem_type,
