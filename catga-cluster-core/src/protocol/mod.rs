@@ -112,7 +112,22 @@ pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// The value of an `Authorization` header that presents `secret` as a
-/// bearer token, as every client of the cluster sends it.
-pub fn bearer_header_value(secret: &str) -> String {
-    format!("Bearer {secret}")
+/// bearer token, as every client of the cluster sends it, marked sensitive
+/// (`Debug` hides it, HTTP/2 never indexes it). A secret that a header
+/// cannot carry (control characters) is an error.
+///
+/// ```
+/// use catga_cluster_core::protocol::{bearer_header_value, bearer_token};
+///
+/// let value = bearer_header_value("s3cret").unwrap();
+/// assert!(value.is_sensitive());
+/// assert_eq!(bearer_token(value.as_bytes()), Some(&b"s3cret"[..]));
+/// assert!(bearer_header_value("line\nbreak").is_err());
+/// ```
+pub fn bearer_header_value(
+    secret: &str,
+) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+    let mut value = http::HeaderValue::from_str(&format!("Bearer {secret}"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
