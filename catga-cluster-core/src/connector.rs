@@ -1,10 +1,36 @@
 //! The connector of the crates' pooled hyper-util clients (Raft RPC,
-//! forwarders), in one place: plain TCP, or — with the `tls`
-//! feature and a rustls client configuration — https-or-http, so peers
-//! whose endpoints are `https://` get TLS and the others plain HTTP.
+//! forwarders), in one place: the TCP settings ([`tcp`]), then plain HTTP,
+//! or — with the `tls` feature and a rustls client configuration —
+//! https-or-http, so peers whose endpoints are `https://` get TLS and the
+//! others plain HTTP.
+//!
+//! ```
+//! use catga_cluster_core::connector;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//!
+//! let client: Client<_, String> =
+//!     Client::builder(TokioExecutor::new()).build(connector::plain(connector::tcp()));
+//! # drop(client);
+//! ```
 
-#[cfg(not(feature = "tls"))]
+use std::time::Duration;
+
 use hyper_util::client::legacy::connect::HttpConnector;
+
+/// How long opening a connection to a peer may take; a peer that does not
+/// accept in time is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The TCP connector every client of the crates starts from: `TCP_NODELAY`
+/// (requests and RPCs are small and latency-bound) and a 2 s connect
+/// timeout. It speaks `http://` only until `tls` makes it https-or-http.
+pub fn tcp() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector
+}
 
 /// The connector type of the client: `HttpConnector` without the `tls`
 /// feature.

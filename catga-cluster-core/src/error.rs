@@ -15,6 +15,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::protocol::problem;
 use crate::{Endpoint, LeaderInfo, Leadership, NodeId};
 
 /// A boxed error, as tower uses.
@@ -40,11 +41,12 @@ pub enum NotLeaderReason {
 
 impl NotLeaderReason {
     /// The stable slug used in the HTTP API (`not-leader`, `no-leader`,
-    /// `transferring`, `lease-expired`).
+    /// `transferring`, `lease-expired`); the first two are also the
+    /// [`problem`] types of a refusal.
     pub fn slug(self) -> &'static str {
         match self {
-            NotLeaderReason::NotLeader => "not-leader",
-            NotLeaderReason::NoLeader => "no-leader",
+            NotLeaderReason::NotLeader => problem::NOT_LEADER,
+            NotLeaderReason::NoLeader => problem::NO_LEADER,
             NotLeaderReason::Transferring => "transferring",
             NotLeaderReason::LeaseExpired => "lease-expired",
         }
@@ -225,12 +227,12 @@ pub enum MembershipError {
 }
 
 impl MembershipError {
-    /// The problem slug of the HTTP contract.
+    /// The [`problem`] slug of the HTTP contract.
     pub fn slug(&self) -> &'static str {
         match self {
-            MembershipError::MemberUnreachable { .. } => "member-unreachable",
-            MembershipError::ChangeInProgress => "membership-change-in-progress",
-            MembershipError::QuorumAtRisk { .. } => "quorum-at-risk",
+            MembershipError::MemberUnreachable { .. } => problem::MEMBER_UNREACHABLE,
+            MembershipError::ChangeInProgress => problem::MEMBERSHIP_CHANGE_IN_PROGRESS,
+            MembershipError::QuorumAtRisk { .. } => problem::QUORUM_AT_RISK,
         }
     }
 }

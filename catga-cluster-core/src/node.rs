@@ -147,6 +147,18 @@ impl NodeNameError {
             reason,
         }
     }
+
+    /// Why the name was rejected.
+    ///
+    /// ```
+    /// use catga_cluster_core::NodeId;
+    ///
+    /// let err = NodeId::from_name("primary").unwrap_err();
+    /// assert_eq!(err.reason(), "a node name must be a number or end in one, like `node0`");
+    /// ```
+    pub fn reason(&self) -> &str {
+        self.reason
+    }
 }
 
 /// The advertised address of a node: an absolute `http` or `https` URL with a

@@ -32,14 +32,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
 
 use crate::error::{ForwardFailed, ForwardFailureKind, ForwardTimeout};
 use crate::problem::ResponseBody;
-use catga_cluster_core::connector::{self, Connector};
+use catga_cluster_core::connector::{self, tcp, Connector};
 
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -122,14 +121,6 @@ impl<RB> HttpForwarder<RB> {
             _body: PhantomData,
         }
     }
-}
-
-/// TCP with no-delay and a 2 s connect timeout.
-fn tcp() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector
 }
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1, plus those named in

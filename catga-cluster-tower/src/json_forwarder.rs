@@ -17,18 +17,17 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use catga_cluster_core::config::ClusterSecret;
+use catga_cluster_core::protocol::problem as slug;
 use catga_cluster_core::protocol::{
-    FORWARDED_HEADER, FORWARD_PATH_PREFIX, LEADER_HEADER, LEADER_ID_HEADER,
+    bearer_header_value, FORWARDED_HEADER, FORWARD_PATH_PREFIX, LEADER_HEADER, LEADER_ID_HEADER,
 };
 use catga_cluster_core::{BoxError, Endpoint, ForwardRequest, NodeId, NotLeader, NotLeaderReason};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
@@ -36,7 +35,7 @@ use serde::Serialize;
 use tower_service::Service;
 
 use crate::error::{ForwardFailed, ForwardFailureKind, ForwardTimeout, HopLimit, RemoteProblem};
-use catga_cluster_core::connector::{self, Connector};
+use catga_cluster_core::connector::{self, tcp, Connector};
 
 /// The largest answer accepted, in bytes.
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
@@ -96,11 +95,7 @@ impl<Req, Resp> JsonForwarder<Req, Resp> {
         connector: Connector,
     ) -> Self {
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        let authorization = secret.and_then(|s| {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", s.expose())).ok()?;
-            value.set_sensitive(true);
-            Some(value)
-        });
+        let authorization = secret.and_then(|s| bearer_header_value(s.expose()).ok());
         JsonForwarder {
             client,
             command: command.into(),
@@ -108,14 +103,6 @@ impl<Req, Resp> JsonForwarder<Req, Resp> {
             _types: PhantomData,
         }
     }
-}
-
-/// TCP with no-delay and a 2 s connect timeout.
-fn tcp() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector
 }
 
 #[derive(serde::Deserialize)]
@@ -220,9 +207,9 @@ where
                 detail: String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
             });
             Err(match problem.problem_type.as_str() {
-                "not-leader" => hint(&parts.headers, NotLeaderReason::NotLeader).into(),
-                "no-leader" => hint(&parts.headers, NotLeaderReason::NoLeader).into(),
-                "hop-limit" => HopLimit::new(forward.hops, forward.hops).into(),
+                slug::NOT_LEADER => hint(&parts.headers, NotLeaderReason::NotLeader).into(),
+                slug::NO_LEADER => hint(&parts.headers, NotLeaderReason::NoLeader).into(),
+                slug::HOP_LIMIT => HopLimit::new(forward.hops, forward.hops).into(),
                 _ => RemoteProblem::new(
                     parts.status.as_u16(),
                     problem.problem_type,

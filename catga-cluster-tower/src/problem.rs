@@ -37,6 +37,7 @@
 use std::error::Error;
 
 use bytes::Bytes;
+use catga_cluster_core::protocol::problem as slug;
 use catga_cluster_core::protocol::{LEADER_HEADER, LEADER_ID_HEADER};
 use catga_cluster_core::{
     BoxError, ClusterError, LockError, MembershipError, NotLeader, NotLeaderReason,
@@ -48,8 +49,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::error::{ForwardFailed, ForwardTimeout, HopLimit, MalformedHopCount, RemoteProblem};
 
-/// The media type of problem documents.
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+pub use catga_cluster_core::protocol::PROBLEM_CONTENT_TYPE;
 
 /// A response body type that the middleware can build: from the leader's
 /// streamed answer, and from bytes (problem documents).
@@ -147,14 +147,14 @@ impl Problem {
         let mut problem = if remote {
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not-leader",
+                slug::NOT_LEADER,
                 "Not the leader",
                 refusal.to_string(),
             )
         } else {
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no-leader",
+                slug::NO_LEADER,
                 "No leader",
                 refusal.to_string(),
             )
@@ -204,7 +204,7 @@ impl Problem {
         tracing::error!(target: "catga_cluster::problem", %error, "unexpected error answered as 500");
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            slug::INTERNAL,
             "Internal error",
             "the request failed; see the server log",
         )
@@ -214,7 +214,7 @@ impl Problem {
     pub fn payload_too_large(detail: impl Into<String>) -> Self {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
+            slug::PAYLOAD_TOO_LARGE,
             "Payload too large",
             detail,
         )
@@ -234,7 +234,7 @@ impl Problem {
         if let Some(malformed) = e.downcast_ref::<MalformedHopCount>() {
             return Some(Problem::new(
                 StatusCode::BAD_REQUEST,
-                "bad-request",
+                slug::BAD_REQUEST,
                 "Bad request",
                 malformed.to_string(),
             ));
@@ -243,7 +243,7 @@ impl Problem {
             return Some(
                 Problem::new(
                     StatusCode::LOOP_DETECTED,
-                    "hop-limit",
+                    slug::HOP_LIMIT,
                     "Hop limit reached",
                     hop.to_string(),
                 )
@@ -254,7 +254,7 @@ impl Problem {
         if let Some(failed) = e.downcast_ref::<ForwardFailed>() {
             return Some(Problem::new(
                 StatusCode::BAD_GATEWAY,
-                "forward-failed",
+                slug::FORWARD_FAILED,
                 "Forwarding to the leader failed",
                 format!(
                     "the leader (node {}) could not be reached or broke the connection",
@@ -265,7 +265,7 @@ impl Problem {
         if let Some(timeout) = e.downcast_ref::<ForwardTimeout>() {
             return Some(Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "forward-timeout",
+                slug::FORWARD_TIMEOUT,
                 "The leader did not answer in time",
                 timeout.to_string(),
             ));
@@ -293,25 +293,25 @@ impl Problem {
             ClusterError::NotLeader(refusal) => Problem::not_leader(refusal),
             ClusterError::InvalidRequest(reason) => Problem::new(
                 StatusCode::BAD_REQUEST,
-                "bad-request",
+                slug::BAD_REQUEST,
                 "Bad request",
                 reason.clone(),
             ),
             ClusterError::Timeout { .. } => Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
+                slug::TIMEOUT,
                 "Timed out",
                 e.to_string(),
             ),
             ClusterError::UnknownOutcome { .. } => Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "unknown-outcome",
+                slug::UNKNOWN_OUTCOME,
                 "Outcome unknown",
                 format!("{e}; retry with the same request id to learn it"),
             ),
             ClusterError::Shutdown => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
+                slug::SHUTTING_DOWN,
                 "Shutting down",
                 "this node is shutting down",
             ),
@@ -347,26 +347,26 @@ impl Problem {
         Some(match e {
             LockError::Lost { .. } => Problem::new(
                 StatusCode::CONFLICT,
-                "lock-lost",
+                slug::LOCK_LOST,
                 "Lock lost",
                 e.to_string(),
             ),
             LockError::Invalid(reason) => Problem::new(
                 StatusCode::BAD_REQUEST,
-                "bad-request",
+                slug::BAD_REQUEST,
                 "Bad request",
                 reason.clone(),
             ),
             LockError::NotLeader(refusal) => Problem::not_leader(refusal),
             LockError::UnknownOutcome(_) => Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "unknown-outcome",
+                slug::UNKNOWN_OUTCOME,
                 "Outcome unknown",
                 e.to_string(),
             ),
             LockError::Shutdown => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
+                slug::SHUTTING_DOWN,
                 "Shutting down",
                 e.to_string(),
             ),

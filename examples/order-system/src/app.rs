@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use catga_cluster_axum::{ClusterRoutes, HandshakeListener, ProblemResponsesLayer};
 use catga_cluster_core::config::ClusterConfig;
+use catga_cluster_core::protocol::problem as slug;
 use catga_cluster_core::singleton::{SingletonHandle, SingletonRunner};
 use catga_cluster_core::tls::{ClusterTls, ReloadGuard, TlsError};
 use catga_cluster_core::{DistributedLock, LockGuard};
@@ -46,7 +47,7 @@ async fn critical_operation(State(state): State<AppState>) -> Response {
         }
         Ok(None) => Problem::new(
             StatusCode::CONFLICT,
-            "lock-held",
+            slug::LOCK_HELD,
             "Lock held",
             "the critical operation is running elsewhere; try again later",
         )

@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use catga_cluster_core::protocol::problem as slug;
 use catga_cluster_core::{ClusterCoordinator, ClusterError};
 use catga_cluster_raft::{CasOutcome, RaftNode};
 use catga_cluster_tower::problem::Problem;
@@ -102,7 +103,7 @@ pub(crate) fn now_ms() -> u64 {
 fn bad_request(detail: impl Into<String>) -> Response {
     problem(Problem::new(
         StatusCode::BAD_REQUEST,
-        "bad-request",
+        slug::BAD_REQUEST,
         "Bad request",
         detail,
     ))
@@ -111,7 +112,7 @@ fn bad_request(detail: impl Into<String>) -> Response {
 fn not_found(id: &str) -> Response {
     problem(Problem::new(
         StatusCode::NOT_FOUND,
-        "not-found",
+        slug::NOT_FOUND,
         "No such order",
         format!("there is no order `{id}`"),
     ))

@@ -1,14 +1,21 @@
-//! Header names and paths shared by every catga-cluster client and server.
+//! Header names, paths and problem types shared by every catga-cluster
+//! client and server.
 //!
 //! Clients and servers use these constants, never their own string literals,
 //! so the two sides cannot drift apart. The values are part of the HTTP
-//! contract (`http-api.md`).
+//! contract (`http-api.md`): headers and Raft RPC paths here, the other
+//! routes in [`paths`], the `type` slugs of error answers in [`problem`].
 //!
 //! ```
 //! use catga_cluster_core::protocol;
 //! assert_eq!(protocol::FORWARDED_HEADER, "x-catga-forwarded");
 //! assert_eq!(protocol::raft_rpc_path(protocol::RaftRpc::Vote), "/cluster/raft/vote");
+//! assert_eq!(protocol::paths::HEALTH_LIVE, "/health/live");
+//! assert_eq!(protocol::problem::NOT_LEADER, "not-leader");
 //! ```
+
+pub mod paths;
+pub mod problem;
 
 /// Hop count of a forwarded request (`x-catga-forwarded: N`).
 pub const FORWARDED_HEADER: &str = "x-catga-forwarded";
@@ -22,6 +29,10 @@ pub const LEADER_ID_HEADER: &str = "x-catga-leader-id";
 pub const TARGET_NODE_HEADER: &str = "x-catga-target-node";
 /// The revision of a key-value entry.
 pub const REVISION_HEADER: &str = "x-catga-revision";
+
+/// The media type of error answers (RFC 9457 problem documents), whose
+/// `type` is one of the [`problem`] slugs.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// The prefix of every cluster route.
 pub const CLUSTER_PREFIX: &str = "/cluster";
@@ -101,7 +112,22 @@ pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// The value of an `Authorization` header that presents `secret` as a
-/// bearer token, as every client of the cluster sends it.
-pub fn bearer_header_value(secret: &str) -> String {
-    format!("Bearer {secret}")
+/// bearer token, as every client of the cluster sends it, marked sensitive
+/// (`Debug` hides it, HTTP/2 never indexes it). A secret that a header
+/// cannot carry (control characters) is an error.
+///
+/// ```
+/// use catga_cluster_core::protocol::{bearer_header_value, bearer_token};
+///
+/// let value = bearer_header_value("s3cret").unwrap();
+/// assert!(value.is_sensitive());
+/// assert_eq!(bearer_token(value.as_bytes()), Some(&b"s3cret"[..]));
+/// assert!(bearer_header_value("line\nbreak").is_err());
+/// ```
+pub fn bearer_header_value(
+    secret: &str,
+) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+    let mut value = http::HeaderValue::from_str(&format!("Bearer {secret}"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
