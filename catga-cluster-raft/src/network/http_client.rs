@@ -24,7 +24,6 @@ use catga_cluster_core::{Endpoint, NodeId};
 use http::header::{AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER};
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
@@ -37,7 +36,6 @@ use crate::network::wire::{decode, encode, CONTENT_TYPE};
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long a connection to a peer may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -77,10 +75,7 @@ impl std::fmt::Debug for HttpNetworkFactory {
 impl HttpNetworkFactory {
     /// A factory for the node and with the settings of `config`.
     pub(crate) fn new(config: HttpClientConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.enforce_http(true);
+        let http = connector::tcp();
         #[cfg(feature = "tls")]
         let connector = match config.tls {
             Some(tls) => connector::tls(http, tls),
@@ -92,11 +87,9 @@ impl HttpNetworkFactory {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(8)
             .build(connector);
-        let authorization = config.secret.and_then(|s| {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", s.expose())).ok()?;
-            value.set_sensitive(true);
-            Some(value)
-        });
+        let authorization = config
+            .secret
+            .and_then(|s| catga_cluster_core::protocol::bearer_header_value(s.expose()).ok());
         HttpNetworkFactory {
             client,
             local: config.local,
