@@ -56,6 +56,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::shutdown::DrainFlag;
+
 const TARGET: &str = "catga_cluster::axum::health";
 
 /// The health of a node.
@@ -561,7 +563,7 @@ pub(crate) struct ClusterView {
     pub(crate) coord: Arc<dyn LeadershipView>,
     pub(crate) probe: RwLock<Option<Arc<dyn HealthProbe>>>,
     pub(crate) tracker: Arc<Tracker>,
-    pub(crate) draining: Arc<AtomicBool>,
+    pub(crate) draining: DrainFlag,
     pub(crate) options: RwLock<HealthOptions>,
 }
 
@@ -570,7 +572,7 @@ impl fmt::Debug for ClusterView {
         f.debug_struct("ClusterView")
             .field("node", self.coord.node())
             .field("probe", &self.probe().is_some())
-            .field("draining", &self.draining.load(Ordering::Relaxed))
+            .field("draining", &self.draining)
             .field("options", &self.options())
             .finish()
     }
@@ -586,7 +588,7 @@ impl ClusterView {
             coord,
             probe: RwLock::new(None),
             tracker: Arc::new(Tracker::new()),
-            draining: Arc::new(AtomicBool::new(false)),
+            draining: DrainFlag::default(),
             options: RwLock::new(HealthOptions::default()),
         }
     }
@@ -620,7 +622,7 @@ impl ClusterView {
             &snapshot,
             &self.facts(),
             self.tracker.recent_changes(options.flap_window),
-            self.draining.load(Ordering::SeqCst),
+            self.draining.is_set(),
             &options,
         )
     }

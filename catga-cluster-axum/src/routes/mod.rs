@@ -26,7 +26,6 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +56,7 @@ use crate::metrics::{ClusterMetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTEN
 use crate::openapi;
 use crate::problem::Problem;
 use crate::problem_responses::ProblemResponsesLayer;
-use crate::serve::{ShutdownHook, ShutdownProbe};
+use crate::shutdown::ShutdownHook;
 
 #[cfg(feature = "raft")]
 mod raft;
@@ -604,8 +603,8 @@ impl ClusterRoutes {
 
     /// What [`serve`](crate::serve()) runs on shutdown: readiness turns to
     /// `503`, a Raft leader hands leadership over, and Raft stops once the
-    /// connections are drained. `serve` finds it in the router on its own;
-    /// pass it explicitly when the routes are nested under a prefix.
+    /// connections are drained. Pass it to `serve` with the router these
+    /// routes are mounted in.
     pub fn shutdown_hook(&self) -> ShutdownHook {
         ShutdownHook::new(
             self.view.draining.clone(),
@@ -699,15 +698,13 @@ impl ClusterRoutes {
         router
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(ProblemResponsesLayer::new())
-            .layer(middleware::from_fn_with_state(
-                self.shutdown_hook(),
-                answer_probe,
-            ))
             .layer(self.edge_layer())
             .with_state(state)
     }
 
     /// Merges the cluster routes into `app`: the one call a service needs.
+    /// Serve the result with this [`shutdown_hook`](Self::shutdown_hook):
+    /// `serve(listener, app, routes.shutdown_hook(), signal)`.
     pub fn mount<S>(&self, app: Router<S>) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
@@ -990,7 +987,7 @@ async fn health_ready(State(state): State<AppState>) -> Response {
 
 async fn health_leader(State(state): State<AppState>) -> Response {
     let report = state.view.report();
-    let leads = report.is_leader && !state.view.draining.load(Ordering::SeqCst);
+    let leads = report.is_leader && !state.view.draining.is_set();
     let status = if leads {
         StatusCode::OK
     } else {
@@ -1080,16 +1077,6 @@ async fn forward_command(
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!(target: "catga_cluster::axum", "a cluster route panicked");
     Problem::internal().into_response()
-}
-
-/// Answers [`serve`](crate::serve())'s question for the shutdown hook.
-async fn answer_probe(State(hook): State<ShutdownHook>, request: Request, next: Next) -> Response {
-    if request.extensions().get::<ShutdownProbe>().is_some() {
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        response.extensions_mut().insert(hook);
-        return response;
-    }
-    next.run(request).await
 }
 
 /// Whether a content type is JSON: `application/json` or
