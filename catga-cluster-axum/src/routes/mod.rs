@@ -42,7 +42,6 @@ use catga_cluster_core::{ClusterCoordinator, Role};
 use catga_cluster_tower::{ForwardToLeaderLayer, HttpForwarder};
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -56,10 +55,13 @@ use crate::metrics::{ClusterMetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTEN
 use crate::openapi;
 use crate::problem::Problem;
 use crate::problem_responses::ProblemResponsesLayer;
+use crate::response::{json, read_body};
 use crate::shutdown::ShutdownHook;
 
 #[cfg(feature = "raft")]
 mod raft;
+
+pub use crate::limits::Limits;
 
 /// The paths of the routes this crate adds to those of
 /// [`catga_cluster_core::protocol`].
@@ -90,112 +92,6 @@ pub mod paths {
     pub const LOCK_RELEASE: &str = "/cluster/locks/{name}/release";
     /// The key-value store (`{key}` may contain `/`).
     pub const KV: &str = "/cluster/kv/{*key}";
-}
-
-/// Body limits, deadlines and lock defaults of the cluster routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Limits {
-    /// JSON bodies and routes without a body (default 64 KiB).
-    pub json_body: usize,
-    /// Key-value values (default 1 MiB, the store's largest value).
-    pub kv_body: usize,
-    /// Forwarded commands (default 1 MiB).
-    pub command_body: usize,
-    /// Raft RPCs (default 32 MiB; a larger batch is refused with 413 and
-    /// the sender splits it).
-    pub raft_body: usize,
-    /// The deadline of ordinary routes (default 30 s).
-    pub request_timeout: Duration,
-    /// The deadline of membership changes and leadership transfer
-    /// (`POST /cluster/members`, `DELETE /cluster/members/{id}`,
-    /// `POST /cluster/leadership/transfer`; default 30 s): the whole
-    /// request on the node that receives it, forwarding to the leader
-    /// included — on these routes the forward hop gets this deadline
-    /// instead of the forward timeout. A Raft node bounds its own work
-    /// below it: `RaftNode::membership_change_bound` (catch-up 10 s + three
-    /// write deadlines of 5 s = 25 s by default) plus the forward hold must
-    /// stay under this, and the router logs a warning when it does not.
-    pub admin_timeout: Duration,
-    /// The deadline of Raft RPCs (default 60 s).
-    pub raft_timeout: Duration,
-    /// The longest `wait_ms` a lock acquire may ask for (default 30 s).
-    pub max_lock_wait: Duration,
-    /// The lease of a lock acquired or renewed without `ttl_ms`
-    /// (default 30 s).
-    pub default_lock_ttl: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            json_body: 64 * 1024,
-            kv_body: 1024 * 1024,
-            command_body: 1024 * 1024,
-            raft_body: 32 * 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
-            admin_timeout: Duration::from_secs(30),
-            raft_timeout: Duration::from_secs(60),
-            max_lock_wait: Duration::from_secs(30),
-            default_lock_ttl: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Limits {
-    /// Sets [`json_body`](Self::json_body).
-    pub fn json_body(mut self, bytes: usize) -> Self {
-        self.json_body = bytes;
-        self
-    }
-
-    /// Sets [`kv_body`](Self::kv_body).
-    pub fn kv_body(mut self, bytes: usize) -> Self {
-        self.kv_body = bytes;
-        self
-    }
-
-    /// Sets [`command_body`](Self::command_body).
-    pub fn command_body(mut self, bytes: usize) -> Self {
-        self.command_body = bytes;
-        self
-    }
-
-    /// Sets [`raft_body`](Self::raft_body).
-    pub fn raft_body(mut self, bytes: usize) -> Self {
-        self.raft_body = bytes;
-        self
-    }
-
-    /// Sets [`request_timeout`](Self::request_timeout).
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// Sets [`admin_timeout`](Self::admin_timeout).
-    pub fn admin_timeout(mut self, timeout: Duration) -> Self {
-        self.admin_timeout = timeout;
-        self
-    }
-
-    /// Sets [`raft_timeout`](Self::raft_timeout).
-    pub fn raft_timeout(mut self, timeout: Duration) -> Self {
-        self.raft_timeout = timeout;
-        self
-    }
-
-    /// Sets [`max_lock_wait`](Self::max_lock_wait).
-    pub fn max_lock_wait(mut self, wait: Duration) -> Self {
-        self.max_lock_wait = wait;
-        self
-    }
-
-    /// Sets [`default_lock_ttl`](Self::default_lock_ttl).
-    pub fn default_lock_ttl(mut self, ttl: Duration) -> Self {
-        self.default_lock_ttl = ttl;
-        self
-    }
 }
 
 /// How requests travel to the leader on the forwarding routes.
@@ -879,59 +775,6 @@ fn is_admin_route(path: &str) -> bool {
         path,
         paths::MEMBERS | paths::MEMBER | paths::LEADERSHIP_TRANSFER
     )
-}
-
-// ---------------------------------------------------------------------------
-// Helpers shared by the handlers
-// ---------------------------------------------------------------------------
-
-/// A JSON answer.
-pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut response = Response::new(Body::from(body));
-            *response.status_mut() = status;
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
-        Err(error) => {
-            tracing::error!(target: "catga_cluster::axum", %error, "cannot encode an answer");
-            Problem::internal().into_response()
-        }
-    }
-}
-
-/// Reads a request body (its limit is enforced by the route's layer).
-pub(crate) async fn read_body(body: Body) -> Result<Bytes, Problem> {
-    match body.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => {
-            let problem = Problem::from_error(&error);
-            if problem.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Err(problem)
-            } else {
-                Err(Problem::bad_request("the request body could not be read"))
-            }
-        }
-    }
-}
-
-/// Decodes a JSON body; an empty body decodes as `empty` when given.
-#[cfg_attr(not(feature = "raft"), allow(dead_code))]
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    empty: Option<T>,
-) -> Result<T, Problem> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        if let Some(default) = empty {
-            return Ok(default);
-        }
-        return Err(Problem::bad_request("a JSON body is required"));
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| Problem::bad_request(format!("the body is not valid: {e}")))
 }
 
 fn role_str(role: Role) -> &'static str {

@@ -18,9 +18,7 @@ use catga_cluster_raft::{Acquisition, CasOutcome, CommandResponse, Operation, Ra
 use http::header::{CONTENT_TYPE, IF_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::{
-    json, parse_json, read_body, resp, AppState, BodyDoc, ContentDoc, Limits, ResponseDoc, RouteDef,
-};
+use super::{resp, AppState, BodyDoc, ContentDoc, Limits, ResponseDoc, RouteDef};
 use crate::api::{
     AcquireRequest, AddMemberRequest, ApiSchema, KvDeletedDto, KvWrittenDto, LeaderDto,
     LockGrantDto, MemberDto, MembersDto, ReleaseRequest, ReleasedDto, RenewRequest, TransferDto,
@@ -28,6 +26,7 @@ use crate::api::{
 };
 use crate::metrics::ForwardOutcome;
 use crate::problem::Problem;
+use crate::response::{json, parse_json, read_body};
 
 use super::paths;
 
