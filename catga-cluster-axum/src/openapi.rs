@@ -1,20 +1,91 @@
-//! The OpenAPI 3.1 document of the cluster routes, generated from the route
-//! table that also builds the router.
+//! The OpenAPI 3.1 document of the cluster routes.
+//!
+//! A [`RouteDoc`] describes one route for the document only — method,
+//! path, operation, body, answers, headers, and whether it is protected or
+//! forwarded; [`document`] turns a list of them into the document. The
+//! route table pairs each handler with its description, so what is served
+//! and what is documented come from one place.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use catga_cluster_core::NodeInfo;
+use http::Method;
 use serde_json::{json, Map, Value};
 
 use crate::api::{all_schemas, AcquireRequest, ApiSchema, ProblemDoc};
-use crate::commands::CommandRegistry;
-use crate::routes::{BodyDoc, ContentDoc, Limits, ResponseDoc, RouteDef};
 
 /// No control characters (what `char::is_control` refuses in lock names).
 const NO_CONTROL_CHARACTERS: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 /// The longest key, in characters (the state machine's limit).
 const MAX_KEY_CHARS: usize = 1024;
+
+/// What a route expects in its request body; `Json` names its schema in
+/// `components/schemas`.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "raft"), allow(dead_code))]
+pub(crate) enum BodyDoc {
+    None,
+    Json(&'static str),
+    OptionalJson(&'static str),
+    AnyJson,
+    Octets,
+}
+
+/// What an answer carries.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "raft"), allow(dead_code))]
+pub(crate) enum ContentDoc {
+    Json(&'static str),
+    AnyJson,
+    Problem,
+    Octets,
+    Metrics,
+}
+
+/// One documented answer of a route.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResponseDoc {
+    pub(crate) status: u16,
+    pub(crate) description: &'static str,
+    pub(crate) content: ContentDoc,
+    pub(crate) headers: &'static [&'static str],
+}
+
+/// An answer without documented headers.
+pub(crate) const fn resp(
+    status: u16,
+    description: &'static str,
+    content: ContentDoc,
+) -> ResponseDoc {
+    ResponseDoc {
+        status,
+        description,
+        content,
+        headers: &[],
+    }
+}
+
+/// One route, as the document describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteDoc {
+    pub(crate) method: Method,
+    /// The axum path (`{*rest}` for a catch-all).
+    pub(crate) path: Cow<'static, str>,
+    pub(crate) operation_id: Cow<'static, str>,
+    pub(crate) summary: &'static str,
+    pub(crate) tag: &'static str,
+    /// Needs the cluster secret (or a loopback peer).
+    pub(crate) protected: bool,
+    /// Runs on the leader; other nodes forward it there.
+    pub(crate) forwarded: bool,
+    pub(crate) body: BodyDoc,
+    /// Header name and description.
+    pub(crate) request_headers: &'static [(&'static str, &'static str)],
+    pub(crate) responses: Vec<ResponseDoc>,
+}
 
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -68,14 +139,14 @@ fn template(path: &str) -> (String, Vec<String>) {
     (segments.join("/"), params)
 }
 
-fn operation(def: &RouteDef, commands: &CommandRegistry) -> Value {
+fn operation(def: &RouteDoc, commands: &[&str]) -> Value {
     let (_, params) = template(&def.path);
     let mut parameters: Vec<Value> = params
         .iter()
         .map(|name| {
             let mut schema = json!({ "type": "string" });
             if name == "command" && !commands.is_empty() {
-                schema["enum"] = json!(commands.names().collect::<Vec<_>>());
+                schema["enum"] = json!(commands);
             }
             match name.as_str() {
                 "id" => schema = json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
@@ -142,13 +213,9 @@ fn operation(def: &RouteDef, commands: &CommandRegistry) -> Value {
         .map(|r| (r.status.to_string(), response(r)))
         .collect();
     let mut add = |status: u16, description: &'static str| {
-        responses.entry(status.to_string()).or_insert_with(|| {
-            response(&crate::routes::resp(
-                status,
-                description,
-                ContentDoc::Problem,
-            ))
-        });
+        responses
+            .entry(status.to_string())
+            .or_insert_with(|| response(&resp(status, description, ContentDoc::Problem)));
     };
     if let Some((required, content)) = body {
         op.insert(
@@ -195,15 +262,16 @@ fn operation(def: &RouteDef, commands: &CommandRegistry) -> Value {
     Value::Object(op)
 }
 
-/// The document for `table`.
-pub(crate) fn document(
-    table: &[RouteDef],
+/// The document for `routes`, served by `node`, with the typed commands
+/// named `commands` and lock waits up to `max_lock_wait`.
+pub(crate) fn document<'a>(
+    routes: impl IntoIterator<Item = &'a RouteDoc>,
     node: &NodeInfo,
-    commands: &CommandRegistry,
-    limits: &Limits,
+    commands: &[&str],
+    max_lock_wait: Duration,
 ) -> Value {
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-    for def in table {
+    for def in routes {
         let (path, _) = template(&def.path);
         paths.entry(path).or_default().insert(
             def.method.as_str().to_ascii_lowercase(),
@@ -219,8 +287,7 @@ pub(crate) fn document(
         .get_mut(AcquireRequest::NAME)
         .and_then(|s| s.pointer_mut("/properties/wait_ms"))
     {
-        wait["maximum"] =
-            json!(u64::try_from(limits.max_lock_wait.as_millis()).unwrap_or(u64::MAX));
+        wait["maximum"] = json!(u64::try_from(max_lock_wait.as_millis()).unwrap_or(u64::MAX));
     }
     json!({
         "openapi": "3.1.0",

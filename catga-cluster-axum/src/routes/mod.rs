@@ -23,7 +23,6 @@
 //! shows what the health and metrics routes show, and operators and load
 //! balancers read it without credentials.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
@@ -52,7 +51,7 @@ use crate::commands::CommandRegistry;
 use crate::edge::EdgeLayer;
 use crate::health::{ClusterView, HealthOptions, HealthProbe, HealthReport, HealthStatus};
 use crate::metrics::{ClusterMetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
-use crate::openapi;
+use crate::openapi::{self, resp, BodyDoc, ContentDoc, RouteDoc};
 use crate::problem::Problem;
 use crate::problem_responses::ProblemResponsesLayer;
 use crate::response::{json, read_body};
@@ -140,74 +139,16 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// What a route expects in its request body, for the OpenAPI document.
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(feature = "raft"), allow(dead_code))]
-pub(crate) enum BodyDoc {
-    None,
-    Json(&'static str),
-    OptionalJson(&'static str),
-    AnyJson,
-    Octets,
-}
-
-/// What a response carries, for the OpenAPI document.
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(feature = "raft"), allow(dead_code))]
-pub(crate) enum ContentDoc {
-    Json(&'static str),
-    AnyJson,
-    Problem,
-    Octets,
-    Metrics,
-}
-
-/// One documented response of a route.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ResponseDoc {
-    pub(crate) status: u16,
-    pub(crate) description: &'static str,
-    pub(crate) content: ContentDoc,
-    pub(crate) headers: &'static [&'static str],
-}
-
-pub(crate) const fn resp(
-    status: u16,
-    description: &'static str,
-    content: ContentDoc,
-) -> ResponseDoc {
-    ResponseDoc {
-        status,
-        description,
-        content,
-        headers: &[],
-    }
-}
-
-/// One route of the table: how to serve it and how to document it.
-pub(crate) struct RouteDef {
-    pub(crate) method: Method,
-    pub(crate) path: Cow<'static, str>,
-    pub(crate) operation_id: Cow<'static, str>,
-    pub(crate) summary: &'static str,
-    pub(crate) tag: &'static str,
-    pub(crate) protected: bool,
-    pub(crate) forwarded: bool,
-    pub(crate) body: BodyDoc,
-    pub(crate) request_headers: &'static [(&'static str, &'static str)],
-    pub(crate) responses: Vec<ResponseDoc>,
+/// One route of the table: its handler, how it is served and how it is
+/// documented.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) doc: RouteDoc,
+    /// The largest request body.
     pub(crate) limit: usize,
+    /// The deadline of the whole request.
     pub(crate) timeout: Duration,
-    pub(crate) handler: Box<dyn Fn() -> MethodRouter<AppState> + Send + Sync>,
-}
-
-impl fmt::Debug for RouteDef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RouteDef")
-            .field("method", &self.method)
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
+    pub(crate) handler: MethodRouter<AppState>,
 }
 
 /// The cluster routes of one node; see the [module docs](self).
@@ -512,11 +453,16 @@ impl ClusterRoutes {
     /// The OpenAPI 3.1 document of the routes, as served on
     /// `GET /cluster/openapi.json`.
     pub fn openapi(&self) -> serde_json::Value {
+        self.document(&self.route_table())
+    }
+
+    fn document(&self, table: &[Route]) -> serde_json::Value {
+        let commands: Vec<&str> = self.commands.names().collect();
         openapi::document(
-            &self.route_table(),
+            table.iter().map(|route| &route.doc),
             self.view.node(),
-            &self.commands,
-            &self.limits,
+            &commands,
+            self.limits.max_lock_wait,
         )
     }
 
@@ -529,7 +475,7 @@ impl ClusterRoutes {
         S: Clone + Send + Sync + 'static,
     {
         let table = self.route_table();
-        let openapi = openapi::document(&table, self.view.node(), &self.commands, &self.limits);
+        let openapi = self.document(&table);
         #[cfg(feature = "raft")]
         if let Some(node) = &self.raft {
             let needed = node.membership_change_bound() + self.forward.hold;
@@ -553,43 +499,44 @@ impl ClusterRoutes {
             raft: self.raft.clone(),
         }));
         let mut router: Router<AppState> = Router::new();
-        for def in table {
-            let mut route = (def.handler)();
+        for route in table {
+            let doc = route.doc;
+            let mut handler = route.handler;
             // `route_layer`: a method the route does not serve is answered
             // 405 here, never forwarded or checked for a body.
-            if def.forwarded {
+            if doc.forwarded {
                 let mut settings = self.forward;
-                if is_admin_route(&def.path) {
+                if is_admin_route(&doc.path) {
                     settings.timeout = self.limits.admin_timeout;
                 }
-                route = (self.forwarding)(route, settings, self.forwarder.clone());
+                handler = (self.forwarding)(handler, settings, self.forwarder.clone());
             }
-            match def.body {
+            match doc.body {
                 BodyDoc::Json(_) | BodyDoc::AnyJson => {
-                    route = route.route_layer(middleware::from_fn(require_json));
+                    handler = handler.route_layer(middleware::from_fn(require_json));
                 }
                 BodyDoc::OptionalJson(_) => {
-                    route = route.route_layer(middleware::from_fn(require_json_if_present));
+                    handler = handler.route_layer(middleware::from_fn(require_json_if_present));
                 }
                 BodyDoc::None | BodyDoc::Octets => {}
             }
-            route = route
+            handler = handler
                 .layer::<_, Infallible>(TimeoutLayer::with_status_code(
                     StatusCode::GATEWAY_TIMEOUT,
-                    def.timeout,
+                    route.timeout,
                 ))
-                .layer::<_, Infallible>(RequestBodyLimitLayer::new(def.limit));
-            if def.protected {
+                .layer::<_, Infallible>(RequestBodyLimitLayer::new(route.limit));
+            if doc.protected {
                 // Raft RPCs and forwarded commands come from peers only:
                 // with mutual TLS they need a member's certificate.
-                let auth = if is_peer_route(&def.path) {
+                let auth = if is_peer_route(&doc.path) {
                     self.peer_auth_layer()
                 } else {
                     self.auth_layer()
                 };
-                route = route.layer::<_, Infallible>(auth);
+                handler = handler.layer::<_, Infallible>(auth);
             }
-            router = router.route(&def.path, route);
+            router = router.route(&doc.path, handler);
         }
         router
             .layer(CatchPanicLayer::custom(panic_response))
@@ -609,153 +556,168 @@ impl ClusterRoutes {
     }
 
     /// The route table: every cluster route, how it is served and
-    /// documented.
-    pub(crate) fn route_table(&self) -> Vec<RouteDef> {
+    /// documented, sorted by path.
+    fn route_table(&self) -> Vec<Route> {
         let l = self.limits;
         let forward_timeout = self.forward.timeout + self.forward.hold + Duration::from_secs(5);
         let mut table = vec![
-            RouteDef {
-                method: Method::GET,
-                path: paths::HEALTH_LIVE.into(),
-                operation_id: "healthLive".into(),
-                summary: "Liveness: fails only when Raft stopped on a fatal error",
-                tag: "health",
-                protected: false,
-                forwarded: false,
-                body: BodyDoc::None,
-                request_headers: &[],
-                responses: vec![
-                    resp(200, "the process serves", ContentDoc::Json(LiveDto::NAME)),
-                    resp(
-                        503,
-                        "Raft stopped on a fatal error",
-                        ContentDoc::Json(LiveDto::NAME),
-                    ),
-                ],
+            Route {
+                doc: RouteDoc {
+                    method: Method::GET,
+                    path: paths::HEALTH_LIVE.into(),
+                    operation_id: "healthLive".into(),
+                    summary: "Liveness: fails only when Raft stopped on a fatal error",
+                    tag: "health",
+                    protected: false,
+                    forwarded: false,
+                    body: BodyDoc::None,
+                    request_headers: &[],
+                    responses: vec![
+                        resp(200, "the process serves", ContentDoc::Json(LiveDto::NAME)),
+                        resp(
+                            503,
+                            "Raft stopped on a fatal error",
+                            ContentDoc::Json(LiveDto::NAME),
+                        ),
+                    ],
+                },
                 limit: l.json_body,
                 timeout: l.request_timeout,
-                handler: Box::new(|| get(health_live)),
+                handler: get(health_live),
             },
-            RouteDef {
-                method: Method::GET,
-                path: paths::HEALTH_READY.into(),
-                operation_id: "healthReady".into(),
-                summary: "Readiness: healthy or degraded answer 200, unhealthy 503",
-                tag: "health",
-                protected: false,
-                forwarded: false,
-                body: BodyDoc::None,
-                request_headers: &[],
-                responses: vec![
-                    resp(200, "healthy or degraded", ContentDoc::Json(ReadyDto::NAME)),
-                    resp(503, "unhealthy", ContentDoc::Json(ReadyDto::NAME)),
-                ],
+            Route {
+                doc: RouteDoc {
+                    method: Method::GET,
+                    path: paths::HEALTH_READY.into(),
+                    operation_id: "healthReady".into(),
+                    summary: "Readiness: healthy or degraded answer 200, unhealthy 503",
+                    tag: "health",
+                    protected: false,
+                    forwarded: false,
+                    body: BodyDoc::None,
+                    request_headers: &[],
+                    responses: vec![
+                        resp(200, "healthy or degraded", ContentDoc::Json(ReadyDto::NAME)),
+                        resp(503, "unhealthy", ContentDoc::Json(ReadyDto::NAME)),
+                    ],
+                },
                 limit: l.json_body,
                 timeout: l.request_timeout,
-                handler: Box::new(|| get(health_ready)),
+                handler: get(health_ready),
             },
-            RouteDef {
-                method: Method::GET,
-                path: paths::HEALTH_LEADER.into(),
-                operation_id: "healthLeader".into(),
-                summary:
-                    "200 on the leader only, for load balancers that send writes straight to it",
-                tag: "health",
-                protected: false,
-                forwarded: false,
-                body: BodyDoc::None,
-                request_headers: &[],
-                responses: vec![
-                    resp(
-                        200,
-                        "this node leads",
-                        ContentDoc::Json(LeaderCheckDto::NAME),
-                    ),
-                    resp(
-                        503,
-                        "this node does not lead",
-                        ContentDoc::Json(LeaderCheckDto::NAME),
-                    ),
-                ],
+            Route {
+                doc: RouteDoc {
+                    method: Method::GET,
+                    path: paths::HEALTH_LEADER.into(),
+                    operation_id: "healthLeader".into(),
+                    summary:
+                        "200 on the leader only, for load balancers that send writes straight to it",
+                    tag: "health",
+                    protected: false,
+                    forwarded: false,
+                    body: BodyDoc::None,
+                    request_headers: &[],
+                    responses: vec![
+                        resp(
+                            200,
+                            "this node leads",
+                            ContentDoc::Json(LeaderCheckDto::NAME),
+                        ),
+                        resp(
+                            503,
+                            "this node does not lead",
+                            ContentDoc::Json(LeaderCheckDto::NAME),
+                        ),
+                    ],
+                },
                 limit: l.json_body,
                 timeout: l.request_timeout,
-                handler: Box::new(|| get(health_leader)),
+                handler: get(health_leader),
             },
-            RouteDef {
-                method: Method::GET,
-                path: paths::STATUS.into(),
-                operation_id: "clusterStatus".into(),
-                summary: "The node's role, term, leader, members and log positions",
-                tag: "cluster",
-                protected: false,
-                forwarded: false,
-                body: BodyDoc::None,
-                request_headers: &[],
-                responses: vec![resp(200, "the status", ContentDoc::Json(StatusDto::NAME))],
+            Route {
+                doc: RouteDoc {
+                    method: Method::GET,
+                    path: paths::STATUS.into(),
+                    operation_id: "clusterStatus".into(),
+                    summary: "The node's role, term, leader, members and log positions",
+                    tag: "cluster",
+                    protected: false,
+                    forwarded: false,
+                    body: BodyDoc::None,
+                    request_headers: &[],
+                    responses: vec![resp(200, "the status", ContentDoc::Json(StatusDto::NAME))],
+                },
                 limit: l.json_body,
                 timeout: l.request_timeout,
-                handler: Box::new(|| get(cluster_status)),
+                handler: get(cluster_status),
             },
-            RouteDef {
-                method: Method::GET,
-                path: paths::OPENAPI.into(),
-                operation_id: "openapi".into(),
-                summary: "This document",
-                tag: "cluster",
-                protected: false,
-                forwarded: false,
-                body: BodyDoc::None,
-                request_headers: &[],
-                responses: vec![resp(200, "an OpenAPI 3.1 document", ContentDoc::AnyJson)],
+            Route {
+                doc: RouteDoc {
+                    method: Method::GET,
+                    path: paths::OPENAPI.into(),
+                    operation_id: "openapi".into(),
+                    summary: "This document",
+                    tag: "cluster",
+                    protected: false,
+                    forwarded: false,
+                    body: BodyDoc::None,
+                    request_headers: &[],
+                    responses: vec![resp(200, "an OpenAPI 3.1 document", ContentDoc::AnyJson)],
+                },
                 limit: l.json_body,
                 timeout: l.request_timeout,
-                handler: Box::new(|| get(openapi_document)),
+                handler: get(openapi_document),
             },
-            RouteDef {
-                method: Method::GET,
-                path: paths::METRICS.into(),
-                operation_id: "metrics".into(),
-                summary: "Prometheus metrics (text 0.0.4, or OpenMetrics on request)",
-                tag: "metrics",
-                protected: false,
-                forwarded: false,
-                body: BodyDoc::None,
-                request_headers: &[],
-                responses: vec![resp(200, "the metrics", ContentDoc::Metrics)],
+            Route {
+                doc: RouteDoc {
+                    method: Method::GET,
+                    path: paths::METRICS.into(),
+                    operation_id: "metrics".into(),
+                    summary: "Prometheus metrics (text 0.0.4, or OpenMetrics on request)",
+                    tag: "metrics",
+                    protected: false,
+                    forwarded: false,
+                    body: BodyDoc::None,
+                    request_headers: &[],
+                    responses: vec![resp(200, "the metrics", ContentDoc::Metrics)],
+                },
                 limit: l.json_body,
                 timeout: l.request_timeout,
-                handler: Box::new(|| get(metrics_text)),
+                handler: get(metrics_text),
             },
-            RouteDef {
-                method: Method::POST,
-                path: format!("{FORWARD_PATH_PREFIX}{{command}}").into(),
-                operation_id: "forwardCommand".into(),
-                summary: "Runs a typed command on the leader (the server side of JsonForwarder)",
-                tag: "commands",
-                protected: true,
-                forwarded: true,
-                body: BodyDoc::AnyJson,
-                request_headers: &[(
-                    catga_cluster_core::protocol::FORWARDED_HEADER,
-                    "how often the request was forwarded already",
-                )],
-                responses: vec![
-                    resp(200, "the command's answer", ContentDoc::AnyJson),
-                    resp(404, "no command of that name", ContentDoc::Problem),
-                    resp(502, "forward-failed", ContentDoc::Problem),
-                    resp(503, "no-leader", ContentDoc::Problem),
-                    resp(508, "hop-limit", ContentDoc::Problem),
-                ],
+            Route {
+                doc: RouteDoc {
+                    method: Method::POST,
+                    path: format!("{FORWARD_PATH_PREFIX}{{command}}").into(),
+                    operation_id: "forwardCommand".into(),
+                    summary:
+                        "Runs a typed command on the leader (the server side of JsonForwarder)",
+                    tag: "commands",
+                    protected: true,
+                    forwarded: true,
+                    body: BodyDoc::AnyJson,
+                    request_headers: &[(
+                        catga_cluster_core::protocol::FORWARDED_HEADER,
+                        "how often the request was forwarded already",
+                    )],
+                    responses: vec![
+                        resp(200, "the command's answer", ContentDoc::AnyJson),
+                        resp(404, "no command of that name", ContentDoc::Problem),
+                        resp(502, "forward-failed", ContentDoc::Problem),
+                        resp(503, "no-leader", ContentDoc::Problem),
+                        resp(508, "hop-limit", ContentDoc::Problem),
+                    ],
+                },
                 limit: l.command_body,
                 timeout: forward_timeout,
-                handler: Box::new(|| post(forward_command)),
+                handler: post(forward_command),
             },
         ];
         #[cfg(feature = "raft")]
         if self.raft.is_some() {
             table.extend(raft::routes(&l, l.admin_timeout));
         }
-        table.sort_by(|a, b| a.path.cmp(&b.path));
+        table.sort_by(|a, b| a.doc.path.cmp(&b.doc.path));
         table
     }
 }

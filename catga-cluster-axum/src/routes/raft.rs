@@ -18,13 +18,14 @@ use catga_cluster_raft::{Acquisition, CasOutcome, CommandResponse, Operation, Ra
 use http::header::{CONTENT_TYPE, IF_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::{resp, AppState, BodyDoc, ContentDoc, Limits, ResponseDoc, RouteDef};
+use super::{AppState, Limits, Route};
 use crate::api::{
     AcquireRequest, AddMemberRequest, ApiSchema, KvDeletedDto, KvWrittenDto, LeaderDto,
     LockGrantDto, MemberDto, MembersDto, ReleaseRequest, ReleasedDto, RenewRequest, TransferDto,
     TransferRequest,
 };
 use crate::metrics::ForwardOutcome;
+use crate::openapi::{resp, BodyDoc, ContentDoc, ResponseDoc, RouteDoc};
 use crate::problem::Problem;
 use crate::response::{json, parse_json, read_body};
 
@@ -33,7 +34,7 @@ use super::paths;
 const TARGET: &str = "catga_cluster::axum::raft";
 
 /// The Raft-backed routes of the table.
-pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<RouteDef> {
+pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
     let lock_timeout = l.max_lock_wait + l.request_timeout;
     let forwarded: &'static [(&'static str, &'static str)] = &[(
         FORWARDED_HEADER,
@@ -43,144 +44,150 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<RouteDef> {
     for rpc in RaftRpc::ALL {
         let path = raft_rpc_path(rpc);
         let name = path.rsplit('/').next().unwrap_or("rpc");
-        table.push(RouteDef {
-            method: Method::POST,
-            path: path.into(),
-            operation_id: format!("raft_{name}").into(),
-            summary: "An internal Raft RPC (binary body); the target node travels in x-catga-target-node",
-            tag: "raft",
-            protected: true,
-            forwarded: false,
-            body: BodyDoc::Octets,
-            request_headers: &[(TARGET_NODE_HEADER, "the node id the RPC is addressed to")],
-            responses: {
-                let mut responses = vec![
-                    resp(200, "Raft's answer (binary)", ContentDoc::Octets),
-                    resp(
-                        400,
-                        "missing target, or a body that is empty, does not decode, has trailing bytes or is not in canonical form",
-                        ContentDoc::Problem,
-                    ),
-                    resp(421, "addressed to another node", ContentDoc::Problem),
-                ];
-                if rpc == RaftRpc::Elect {
-                    responses.push(resp(
-                        409,
-                        "rpc-refused: the sender is not the leader this node follows in its current term, or this node cannot stand; nothing was started",
-                        ContentDoc::Problem,
-                    ));
-                }
-                responses
+        table.push(Route {
+            doc: RouteDoc {
+                method: Method::POST,
+                path: path.into(),
+                operation_id: format!("raft_{name}").into(),
+                summary: "An internal Raft RPC (binary body); the target node travels in x-catga-target-node",
+                tag: "raft",
+                protected: true,
+                forwarded: false,
+                body: BodyDoc::Octets,
+                request_headers: &[(TARGET_NODE_HEADER, "the node id the RPC is addressed to")],
+                responses: {
+                    let mut responses = vec![
+                        resp(200, "Raft's answer (binary)", ContentDoc::Octets),
+                        resp(
+                            400,
+                            "missing target, or a body that is empty, does not decode, has trailing bytes or is not in canonical form",
+                            ContentDoc::Problem,
+                        ),
+                        resp(421, "addressed to another node", ContentDoc::Problem),
+                    ];
+                    if rpc == RaftRpc::Elect {
+                        responses.push(resp(
+                            409,
+                            "rpc-refused: the sender is not the leader this node follows in its current term, or this node cannot stand; nothing was started",
+                            ContentDoc::Problem,
+                        ));
+                    }
+                    responses
+                },
             },
             limit: l.raft_body,
             timeout: l.raft_timeout,
-            handler: Box::new(move || {
-                post(move |s: State<AppState>, h: HeaderMap, b: Body| raft_rpc(s, rpc, h, b))
-            }),
+            handler: post(move |s: State<AppState>, h: HeaderMap, b: Body| raft_rpc(s, rpc, h, b)),
         });
     }
-    table.push(RouteDef {
-        method: Method::POST,
-        path: paths::MEMBERS.into(),
-        operation_id: "addMember".into(),
-        summary: "Adds a node as a learner, waits for it to catch up, promotes it to voter",
-        tag: "cluster",
-        protected: true,
-        forwarded: true,
-        body: BodyDoc::Json(AddMemberRequest::NAME),
-        request_headers: forwarded,
-        responses: vec![
-            resp(
-                200,
-                "the members after the change",
-                ContentDoc::Json(MembersDto::NAME),
-            ),
-            resp(
-                400,
-                "bad-request: an invalid id or endpoint, or the id is a member at another endpoint",
-                ContentDoc::Problem,
-            ),
-            ResponseDoc {
-                status: 409,
-                description: "membership-change-in-progress (with Retry-After), or quorum-at-risk: too few voters are reachable to promote the node safely",
-                content: ContentDoc::Problem,
-                headers: &["Retry-After"],
-            },
-            resp(503, "no-leader", ContentDoc::Problem),
-            resp(
-                504,
-                "member-unreachable: the node did not catch up as a learner in time and was removed again (the voters are unchanged); or timeout / unknown-outcome",
-                ContentDoc::Problem,
-            ),
-        ],
+    table.push(Route {
+        doc: RouteDoc {
+            method: Method::POST,
+            path: paths::MEMBERS.into(),
+            operation_id: "addMember".into(),
+            summary: "Adds a node as a learner, waits for it to catch up, promotes it to voter",
+            tag: "cluster",
+            protected: true,
+            forwarded: true,
+            body: BodyDoc::Json(AddMemberRequest::NAME),
+            request_headers: forwarded,
+            responses: vec![
+                resp(
+                    200,
+                    "the members after the change",
+                    ContentDoc::Json(MembersDto::NAME),
+                ),
+                resp(
+                    400,
+                    "bad-request: an invalid id or endpoint, or the id is a member at another endpoint",
+                    ContentDoc::Problem,
+                ),
+                ResponseDoc {
+                    status: 409,
+                    description: "membership-change-in-progress (with Retry-After), or quorum-at-risk: too few voters are reachable to promote the node safely",
+                    content: ContentDoc::Problem,
+                    headers: &["Retry-After"],
+                },
+                resp(503, "no-leader", ContentDoc::Problem),
+                resp(
+                    504,
+                    "member-unreachable: the node did not catch up as a learner in time and was removed again (the voters are unchanged); or timeout / unknown-outcome",
+                    ContentDoc::Problem,
+                ),
+            ],
+        },
         limit: l.json_body,
         timeout: admin_timeout,
-        handler: Box::new(|| post(add_member)),
+        handler: post(add_member),
     });
-    table.push(RouteDef {
-        method: Method::DELETE,
-        path: paths::MEMBER.into(),
-        operation_id: "removeMember".into(),
-        summary: "Removes a node from the voters and the cluster",
-        tag: "cluster",
-        protected: true,
-        forwarded: true,
-        body: BodyDoc::None,
-        request_headers: forwarded,
-        responses: vec![
-            resp(
-                200,
-                "the members after the change",
-                ContentDoc::Json(MembersDto::NAME),
-            ),
-            resp(404, "no such member", ContentDoc::Problem),
-            ResponseDoc {
-                status: 409,
-                description: "membership-change-in-progress (with Retry-After), or quorum-at-risk: the reachable voters would not be a majority of the voters left, no voter would be left, or the node is the leader (transfer leadership first)",
-                content: ContentDoc::Problem,
-                headers: &["Retry-After"],
-            },
-            resp(503, "no-leader", ContentDoc::Problem),
-            resp(504, "timeout or unknown-outcome", ContentDoc::Problem),
-        ],
+    table.push(Route {
+        doc: RouteDoc {
+            method: Method::DELETE,
+            path: paths::MEMBER.into(),
+            operation_id: "removeMember".into(),
+            summary: "Removes a node from the voters and the cluster",
+            tag: "cluster",
+            protected: true,
+            forwarded: true,
+            body: BodyDoc::None,
+            request_headers: forwarded,
+            responses: vec![
+                resp(
+                    200,
+                    "the members after the change",
+                    ContentDoc::Json(MembersDto::NAME),
+                ),
+                resp(404, "no such member", ContentDoc::Problem),
+                ResponseDoc {
+                    status: 409,
+                    description: "membership-change-in-progress (with Retry-After), or quorum-at-risk: the reachable voters would not be a majority of the voters left, no voter would be left, or the node is the leader (transfer leadership first)",
+                    content: ContentDoc::Problem,
+                    headers: &["Retry-After"],
+                },
+                resp(503, "no-leader", ContentDoc::Problem),
+                resp(504, "timeout or unknown-outcome", ContentDoc::Problem),
+            ],
+        },
         limit: l.json_body,
         timeout: admin_timeout,
-        handler: Box::new(|| delete(remove_member)),
+        handler: delete(remove_member),
     });
-    table.push(RouteDef {
-        method: Method::POST,
-        path: paths::LEADERSHIP_TRANSFER.into(),
-        operation_id: "transferLeadership".into(),
-        summary: "Hands leadership to a node (or the most up-to-date voter); answers once the new leader is known",
-        tag: "cluster",
-        protected: true,
-        forwarded: true,
-        body: BodyDoc::OptionalJson(TransferRequest::NAME),
-        request_headers: forwarded,
-        responses: vec![
-            resp(200, "the new leader", ContentDoc::Json(TransferDto::NAME)),
-            resp(
-                400,
-                "bad-request: the node named is not a voter, or there is no other voter",
-                ContentDoc::Problem,
-            ),
-            resp(503, "no-leader", ContentDoc::Problem),
-            resp(
-                504,
-                "timeout: no successor took over in time (this node leads on)",
-                ContentDoc::Problem,
-            ),
-        ],
+    table.push(Route {
+        doc: RouteDoc {
+            method: Method::POST,
+            path: paths::LEADERSHIP_TRANSFER.into(),
+            operation_id: "transferLeadership".into(),
+            summary: "Hands leadership to a node (or the most up-to-date voter); answers once the new leader is known",
+            tag: "cluster",
+            protected: true,
+            forwarded: true,
+            body: BodyDoc::OptionalJson(TransferRequest::NAME),
+            request_headers: forwarded,
+            responses: vec![
+                resp(200, "the new leader", ContentDoc::Json(TransferDto::NAME)),
+                resp(
+                    400,
+                    "bad-request: the node named is not a voter, or there is no other voter",
+                    ContentDoc::Problem,
+                ),
+                resp(503, "no-leader", ContentDoc::Problem),
+                resp(
+                    504,
+                    "timeout: no successor took over in time (this node leads on)",
+                    ContentDoc::Problem,
+                ),
+            ],
+        },
         limit: l.json_body,
         timeout: admin_timeout,
-        handler: Box::new(|| post(transfer_leadership)),
+        handler: post(transfer_leadership),
     });
     type LockRoute = (
         &'static str,
         &'static str,
         &'static str,
         &'static str,
-        fn() -> MethodRouter<AppState>,
+        MethodRouter<AppState>,
         Vec<ResponseDoc>,
     );
     let lock_routes: [LockRoute; 3] = [
@@ -189,7 +196,7 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<RouteDef> {
             "acquireLock",
             "Takes a lock, waiting up to wait_ms while another owner holds it; works on any node",
             AcquireRequest::NAME,
-            || post(acquire_lock),
+            post(acquire_lock),
             vec![
                 resp(200, "granted", ContentDoc::Json(LockGrantDto::NAME)),
                 ResponseDoc {
@@ -205,7 +212,7 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<RouteDef> {
             "renewLock",
             "Extends the lease of a held lock",
             RenewRequest::NAME,
-            || post(renew_lock),
+            post(renew_lock),
             vec![
                 resp(200, "renewed", ContentDoc::Json(LockGrantDto::NAME)),
                 resp(409, "lock-lost", ContentDoc::Problem),
@@ -216,7 +223,7 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<RouteDef> {
             "releaseLock",
             "Releases a held lock",
             ReleaseRequest::NAME,
-            || post(release_lock),
+            post(release_lock),
             vec![
                 resp(200, "released", ContentDoc::Json(ReleasedDto::NAME)),
                 resp(409, "lock-lost", ContentDoc::Problem),
@@ -224,102 +231,110 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<RouteDef> {
         ),
     ];
     for (path, id, summary, schema, handler, responses) in lock_routes {
-        table.push(RouteDef {
-            method: Method::POST,
-            path: path.into(),
-            operation_id: id.into(),
-            summary,
-            tag: "locks",
-            protected: true,
-            forwarded: false,
-            body: BodyDoc::Json(schema),
-            request_headers: &[],
-            responses,
+        table.push(Route {
+            doc: RouteDoc {
+                method: Method::POST,
+                path: path.into(),
+                operation_id: id.into(),
+                summary,
+                tag: "locks",
+                protected: true,
+                forwarded: false,
+                body: BodyDoc::Json(schema),
+                request_headers: &[],
+                responses,
+            },
             limit: l.json_body,
             timeout: lock_timeout,
-            handler: Box::new(handler),
+            handler,
         });
     }
     let revision: &'static [&'static str] = &[REVISION_HEADER];
-    table.push(RouteDef {
-        method: Method::GET,
-        path: paths::KV.into(),
-        operation_id: "kvGet".into(),
-        summary: "A linearizable read of a key; the value is the raw body",
-        tag: "kv",
-        protected: true,
-        forwarded: false,
-        body: BodyDoc::None,
-        request_headers: &[],
-        responses: vec![
-            ResponseDoc {
-                status: 200,
-                description: "the value",
-                content: ContentDoc::Octets,
-                headers: revision,
-            },
-            ResponseDoc {
-                status: 404,
-                description: "no such key",
-                content: ContentDoc::Problem,
-                headers: revision,
-            },
-        ],
+    table.push(Route {
+        doc: RouteDoc {
+            method: Method::GET,
+            path: paths::KV.into(),
+            operation_id: "kvGet".into(),
+            summary: "A linearizable read of a key; the value is the raw body",
+            tag: "kv",
+            protected: true,
+            forwarded: false,
+            body: BodyDoc::None,
+            request_headers: &[],
+            responses: vec![
+                ResponseDoc {
+                    status: 200,
+                    description: "the value",
+                    content: ContentDoc::Octets,
+                    headers: revision,
+                },
+                ResponseDoc {
+                    status: 404,
+                    description: "no such key",
+                    content: ContentDoc::Problem,
+                    headers: revision,
+                },
+            ],
+        },
         limit: l.json_body,
         timeout: l.request_timeout,
-        handler: Box::new(|| get(kv_get)),
+        handler: get(kv_get),
     });
-    table.push(RouteDef {
-        method: Method::PUT,
-        path: paths::KV.into(),
-        operation_id: "kvPut".into(),
-        summary: "Writes a key (the raw body is the value); If-Match: <revision> makes it a compare-and-set (0: only if absent)",
-        tag: "kv",
-        protected: true,
-        forwarded: false,
-        body: BodyDoc::Octets,
-        request_headers: &[("If-Match", "the revision the key must have (0: absent)")],
-        responses: vec![
-            ResponseDoc {
-                status: 200,
-                description: "written",
-                content: ContentDoc::Json(KvWrittenDto::NAME),
-                headers: revision,
-            },
-            ResponseDoc {
-                status: 412,
-                description: "revision-mismatch",
-                content: ContentDoc::Problem,
-                headers: revision,
-            },
-        ],
+    table.push(Route {
+        doc: RouteDoc {
+            method: Method::PUT,
+            path: paths::KV.into(),
+            operation_id: "kvPut".into(),
+            summary: "Writes a key (the raw body is the value); If-Match: <revision> makes it a compare-and-set (0: only if absent)",
+            tag: "kv",
+            protected: true,
+            forwarded: false,
+            body: BodyDoc::Octets,
+            request_headers: &[("If-Match", "the revision the key must have (0: absent)")],
+            responses: vec![
+                ResponseDoc {
+                    status: 200,
+                    description: "written",
+                    content: ContentDoc::Json(KvWrittenDto::NAME),
+                    headers: revision,
+                },
+                ResponseDoc {
+                    status: 412,
+                    description: "revision-mismatch",
+                    content: ContentDoc::Problem,
+                    headers: revision,
+                },
+            ],
+        },
         limit: l.kv_body,
         timeout: l.request_timeout,
-        handler: Box::new(|| put(kv_put)),
+        handler: put(kv_put),
     });
-    table.push(RouteDef {
-        method: Method::DELETE,
-        path: paths::KV.into(),
-        operation_id: "kvDelete".into(),
-        summary: "Deletes a key; If-Match: <revision> makes it conditional",
-        tag: "kv",
-        protected: true,
-        forwarded: false,
-        body: BodyDoc::None,
-        request_headers: &[("If-Match", "the revision the key must have")],
-        responses: vec![
-            ResponseDoc {
-                status: 200,
-                description: "deleted",
-                content: ContentDoc::Json(KvDeletedDto::NAME),
-                headers: revision,
-            },
-            resp(404, "no such key", ContentDoc::Problem),
-            resp(412, "revision-mismatch", ContentDoc::Problem),
-        ],
+    table.push(Route {
+        doc: RouteDoc {
+            method: Method::DELETE,
+            path: paths::KV.into(),
+            operation_id: "kvDelete".into(),
+            summary: "Deletes a key; If-Match: <revision> makes it conditional",
+            tag: "kv",
+            protected: true,
+            forwarded: false,
+            body: BodyDoc::None,
+            request_headers: &[("If-Match", "the revision the key must have")],
+            responses: vec![
+                ResponseDoc {
+                    status: 200,
+                    description: "deleted",
+                    content: ContentDoc::Json(KvDeletedDto::NAME),
+                    headers: revision,
+                },
+                resp(404, "no such key", ContentDoc::Problem),
+                resp(412, "revision-mismatch", ContentDoc::Problem),
+            ],
+        },
         limit: l.json_body,
         timeout: l.request_timeout,
-        handler: Box::new(|| delete(kv_delete)),
+        handler: delete(kv_delete),
     });
     table
 }
