@@ -732,8 +732,9 @@ mod tests {
 
     #[test]
     fn every_reason_is_in_the_readiness_schema() {
-        use crate::api::{ApiSchema, ReadyDto};
-        let schema = ReadyDto::schema().to_string();
+        let mut schemas = crate::api::response_schemas();
+        schemas.subschema_for::<crate::api::ReadyDto>();
+        let schema = serde_json::Value::from(schemas.take_definitions(true)).to_string();
         for reason in [
             HealthReason::RaftFailed,
             HealthReason::RaftStopped,

@@ -45,7 +45,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::api::{ApiSchema, LeaderCheckDto, LeaderDto, LiveDto, NodeDto, ReadyDto, StatusDto};
+use crate::api::{LeaderCheckDto, LeaderDto, LiveDto, NodeDto, ReadyDto, StatusDto};
 use crate::auth::ClusterAuthLayer;
 use crate::commands::CommandRegistry;
 use crate::edge::EdgeLayer;
@@ -573,11 +573,11 @@ impl ClusterRoutes {
                     body: BodyDoc::None,
                     request_headers: &[],
                     responses: vec![
-                        resp(200, "the process serves", ContentDoc::Json(LiveDto::NAME)),
+                        resp(200, "the process serves", ContentDoc::json::<LiveDto>()),
                         resp(
                             503,
                             "Raft stopped on a fatal error",
-                            ContentDoc::Json(LiveDto::NAME),
+                            ContentDoc::json::<LiveDto>(),
                         ),
                     ],
                 },
@@ -597,8 +597,8 @@ impl ClusterRoutes {
                     body: BodyDoc::None,
                     request_headers: &[],
                     responses: vec![
-                        resp(200, "healthy or degraded", ContentDoc::Json(ReadyDto::NAME)),
-                        resp(503, "unhealthy", ContentDoc::Json(ReadyDto::NAME)),
+                        resp(200, "healthy or degraded", ContentDoc::json::<ReadyDto>()),
+                        resp(503, "unhealthy", ContentDoc::json::<ReadyDto>()),
                     ],
                 },
                 limit: l.json_body,
@@ -618,15 +618,11 @@ impl ClusterRoutes {
                     body: BodyDoc::None,
                     request_headers: &[],
                     responses: vec![
-                        resp(
-                            200,
-                            "this node leads",
-                            ContentDoc::Json(LeaderCheckDto::NAME),
-                        ),
+                        resp(200, "this node leads", ContentDoc::json::<LeaderCheckDto>()),
                         resp(
                             503,
                             "this node does not lead",
-                            ContentDoc::Json(LeaderCheckDto::NAME),
+                            ContentDoc::json::<LeaderCheckDto>(),
                         ),
                     ],
                 },
@@ -645,7 +641,7 @@ impl ClusterRoutes {
                     forwarded: false,
                     body: BodyDoc::None,
                     request_headers: &[],
-                    responses: vec![resp(200, "the status", ContentDoc::Json(StatusDto::NAME))],
+                    responses: vec![resp(200, "the status", ContentDoc::json::<StatusDto>())],
                 },
                 limit: l.json_body,
                 timeout: l.request_timeout,

@@ -20,9 +20,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use super::{AppState, Limits, Route};
 use crate::api::{
-    AcquireRequest, AddMemberRequest, ApiSchema, KvDeletedDto, KvWrittenDto, LeaderDto,
-    LockGrantDto, MemberDto, MembersDto, ReleaseRequest, ReleasedDto, RenewRequest, TransferDto,
-    TransferRequest,
+    AcquireRequest, AddMemberRequest, KvDeletedDto, KvWrittenDto, LeaderDto, LockGrantDto,
+    MemberDto, MembersDto, ReleaseRequest, ReleasedDto, RenewRequest, TransferDto, TransferRequest,
 };
 use crate::metrics::ForwardOutcome;
 use crate::openapi::{resp, BodyDoc, ContentDoc, ResponseDoc, RouteDoc};
@@ -89,13 +88,13 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
             tag: "cluster",
             protected: true,
             forwarded: true,
-            body: BodyDoc::Json(AddMemberRequest::NAME),
+            body: BodyDoc::json::<AddMemberRequest>(),
             request_headers: forwarded,
             responses: vec![
                 resp(
                     200,
                     "the members after the change",
-                    ContentDoc::Json(MembersDto::NAME),
+                    ContentDoc::json::<MembersDto>(),
                 ),
                 resp(
                     400,
@@ -135,7 +134,7 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
                 resp(
                     200,
                     "the members after the change",
-                    ContentDoc::Json(MembersDto::NAME),
+                    ContentDoc::json::<MembersDto>(),
                 ),
                 resp(404, "no such member", ContentDoc::Problem),
                 ResponseDoc {
@@ -161,10 +160,10 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
             tag: "cluster",
             protected: true,
             forwarded: true,
-            body: BodyDoc::OptionalJson(TransferRequest::NAME),
+            body: BodyDoc::optional_json::<TransferRequest>(),
             request_headers: forwarded,
             responses: vec![
-                resp(200, "the new leader", ContentDoc::Json(TransferDto::NAME)),
+                resp(200, "the new leader", ContentDoc::json::<TransferDto>()),
                 resp(
                     400,
                     "bad-request: the node named is not a voter, or there is no other voter",
@@ -186,7 +185,7 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
         &'static str,
         &'static str,
         &'static str,
-        &'static str,
+        BodyDoc,
         MethodRouter<AppState>,
         Vec<ResponseDoc>,
     );
@@ -195,10 +194,10 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
             paths::LOCK_ACQUIRE,
             "acquireLock",
             "Takes a lock, waiting up to wait_ms while another owner holds it; works on any node",
-            AcquireRequest::NAME,
+            BodyDoc::json::<AcquireRequest>(),
             post(acquire_lock),
             vec![
-                resp(200, "granted", ContentDoc::Json(LockGrantDto::NAME)),
+                resp(200, "granted", ContentDoc::json::<LockGrantDto>()),
                 ResponseDoc {
                     status: 409,
                     description: "lock-held: still held after the wait",
@@ -211,10 +210,10 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
             paths::LOCK_RENEW,
             "renewLock",
             "Extends the lease of a held lock",
-            RenewRequest::NAME,
+            BodyDoc::json::<RenewRequest>(),
             post(renew_lock),
             vec![
-                resp(200, "renewed", ContentDoc::Json(LockGrantDto::NAME)),
+                resp(200, "renewed", ContentDoc::json::<LockGrantDto>()),
                 resp(409, "lock-lost", ContentDoc::Problem),
             ],
         ),
@@ -222,15 +221,15 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
             paths::LOCK_RELEASE,
             "releaseLock",
             "Releases a held lock",
-            ReleaseRequest::NAME,
+            BodyDoc::json::<ReleaseRequest>(),
             post(release_lock),
             vec![
-                resp(200, "released", ContentDoc::Json(ReleasedDto::NAME)),
+                resp(200, "released", ContentDoc::json::<ReleasedDto>()),
                 resp(409, "lock-lost", ContentDoc::Problem),
             ],
         ),
     ];
-    for (path, id, summary, schema, handler, responses) in lock_routes {
+    for (path, id, summary, body, handler, responses) in lock_routes {
         table.push(Route {
             doc: RouteDoc {
                 method: Method::POST,
@@ -240,7 +239,7 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
                 tag: "locks",
                 protected: true,
                 forwarded: false,
-                body: BodyDoc::Json(schema),
+                body,
                 request_headers: &[],
                 responses,
             },
@@ -295,7 +294,7 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
                 ResponseDoc {
                     status: 200,
                     description: "written",
-                    content: ContentDoc::Json(KvWrittenDto::NAME),
+                    content: ContentDoc::json::<KvWrittenDto>(),
                     headers: revision,
                 },
                 ResponseDoc {
@@ -325,7 +324,7 @@ pub(super) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Route> {
                 ResponseDoc {
                     status: 200,
                     description: "deleted",
-                    content: ContentDoc::Json(KvDeletedDto::NAME),
+                    content: ContentDoc::json::<KvDeletedDto>(),
                     headers: revision,
                 },
                 resp(404, "no such key", ContentDoc::Problem),
