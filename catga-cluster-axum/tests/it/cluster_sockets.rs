@@ -30,11 +30,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::{Layer, ServiceExt};
 
-const DEADLINE: Duration = Duration::from_secs(20);
+use crate::common::SERIAL;
 
-/// One cluster at a time: three clusters of three nodes at once on two
-/// cores would starve heartbeats and make leadership move mid-test.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const DEADLINE: Duration = Duration::from_secs(20);
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Add {

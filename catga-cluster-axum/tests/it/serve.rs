@@ -2,8 +2,6 @@
 //! routes, graceful shutdown, and a listener with a handshake (as TLS
 //! would do) that slow clients cannot block.
 
-mod common;
-
 use std::future::IntoFuture;
 use std::time::Duration;
 

@@ -100,6 +100,7 @@ fn serve_tls(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_elects_and_replicates_over_https() {
+    let _serial = crate::common::SERIAL.lock().await;
     let pki = pki();
     let server = server_config(&pki);
     let client = client_config(Some(&pki.ca));
