@@ -1,50 +1,36 @@
 //! The JSON bodies of the cluster routes, with their JSON Schemas.
 //!
-//! Each type's schema is written next to it and checked against serde by
-//! the tests (every serialised field is in the schema and every required
-//! property is serialised), so the OpenAPI document cannot drift from the
-//! wire format.
+//! The schemas are derived from the types with `schemars` (JSON Schema
+//! 2020-12, as OpenAPI 3.1 uses): requests as serde reads them, answers as
+//! serde writes them. What only the server knows (lengths, ranges, the
+//! strings a field can hold) is stated in `#[schemars(...)]` attributes, and
+//! the tests check the schemas against serde (every serialised field is in
+//! the schema, every required property is serialised, unknown fields are
+//! refused), so the OpenAPI document cannot drift from the wire format.
 
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-/// A body type with a JSON Schema, named in `#/components/schemas`.
-pub(crate) trait ApiSchema {
-    /// The schema's name in `components/schemas`.
-    const NAME: &'static str;
-    /// The JSON Schema (2020-12, as OpenAPI 3.1 uses).
-    fn schema() -> Value;
-}
+/// Where the generators put the named schemas, and so where their `$ref`s
+/// point: the OpenAPI document's `components/schemas`.
+const DEFINITIONS_PATH: &str = "/components/schemas";
 
-/// `{"type": "object", ...}` with the given required and optional
-/// properties; no others allowed.
-fn object(required: &[&str], properties: Vec<(&str, Value)>) -> Value {
-    let props: serde_json::Map<String, Value> = properties
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    json!({
-        "type": "object",
-        "required": required,
-        "properties": props,
-        "additionalProperties": false,
+fn settings() -> SchemaSettings {
+    SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = DEFINITIONS_PATH.into();
+        s.meta_schema = None;
     })
 }
 
-fn reference(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
+/// A generator for request bodies: fields with a default may be absent.
+pub(crate) fn request_schemas() -> SchemaGenerator {
+    settings().for_deserialize().into_generator()
 }
 
-fn nullable_ref(name: &str) -> Value {
-    json!({ "oneOf": [reference(name), { "type": "null" }] })
-}
-
-fn uint(description: &str) -> Value {
-    json!({ "type": "integer", "minimum": 0, "format": "int64", "description": description })
-}
-
-fn string(description: &str) -> Value {
-    json!({ "type": "string", "description": description })
+/// A generator for answers: every field is written, `null` included.
+pub(crate) fn response_schemas() -> SchemaGenerator {
+    settings().for_serialize().into_generator()
 }
 
 /// The longest lock lease, in milliseconds (the state machine's limit).
@@ -52,48 +38,21 @@ pub(crate) const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// The longest lock owner, in characters (the state machine's limit).
 pub(crate) const MAX_OWNER_CHARS: usize = 256;
 
-/// A lock owner: 1 to 256 characters.
-fn owner(description: &str) -> Value {
-    json!({ "type": "string", "minLength": 1, "maxLength": MAX_OWNER_CHARS,
-            "description": description })
-}
-
-/// A lease in milliseconds, 1 ms to one day, or absent.
-fn ttl(description: &str) -> Value {
-    json!({ "type": ["integer", "null"], "minimum": 1, "maximum": MAX_TTL_MS,
-            "description": description })
-}
-
-fn role() -> Value {
-    json!({
-        "type": "string",
-        "enum": ["leader", "follower", "candidate", "learner", "shutdown"],
-        "description": "the node's Raft role",
-    })
-}
+/// A node's Raft roles, as `Role::as_str` writes them.
+const ROLES: [&str; 5] = ["leader", "follower", "candidate", "learner", "shutdown"];
 
 // ---------------------------------------------------------------------------
 // Shared pieces
 // ---------------------------------------------------------------------------
 
-/// A node: id and advertised endpoint.
-#[derive(Debug, Clone, Serialize)]
+/// A node: its id and advertised endpoint.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Node", deny_unknown_fields)]
 pub(crate) struct NodeDto {
+    /// the node id
     pub(crate) id: u64,
+    /// the node's advertised URL
     pub(crate) endpoint: String,
-}
-
-impl ApiSchema for NodeDto {
-    const NAME: &'static str = "Node";
-    fn schema() -> Value {
-        object(
-            &["id", "endpoint"],
-            vec![
-                ("id", uint("the node id")),
-                ("endpoint", string("the node's advertised URL")),
-            ],
-        )
-    }
 }
 
 impl From<&catga_cluster_core::NodeInfo> for NodeDto {
@@ -106,26 +65,13 @@ impl From<&catga_cluster_core::NodeInfo> for NodeDto {
 }
 
 /// The known leader; its endpoint may be unknown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Leader", deny_unknown_fields)]
 pub(crate) struct LeaderDto {
+    /// the leader's id
     pub(crate) id: u64,
+    /// the leader's advertised URL, where known
     pub(crate) endpoint: Option<String>,
-}
-
-impl ApiSchema for LeaderDto {
-    const NAME: &'static str = "Leader";
-    fn schema() -> Value {
-        object(
-            &["id", "endpoint"],
-            vec![
-                ("id", uint("the leader's id")),
-                (
-                    "endpoint",
-                    json!({ "type": ["string", "null"], "description": "the leader's advertised URL, where known" }),
-                ),
-            ],
-        )
-    }
 }
 
 impl From<&catga_cluster_core::LeaderInfo> for LeaderDto {
@@ -138,381 +84,190 @@ impl From<&catga_cluster_core::LeaderInfo> for LeaderDto {
 }
 
 /// A member of the cluster.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Member", deny_unknown_fields)]
 pub(crate) struct MemberDto {
+    /// the member's id
     pub(crate) id: u64,
+    /// the member's advertised URL
     pub(crate) endpoint: String,
+    /// false for a learner
     pub(crate) voter: bool,
-}
-
-impl ApiSchema for MemberDto {
-    const NAME: &'static str = "Member";
-    fn schema() -> Value {
-        object(
-            &["id", "endpoint", "voter"],
-            vec![
-                ("id", uint("the member's id")),
-                ("endpoint", string("the member's advertised URL")),
-                (
-                    "voter",
-                    json!({ "type": "boolean", "description": "false for a learner" }),
-                ),
-            ],
-        )
-    }
 }
 
 // ---------------------------------------------------------------------------
 // Health and status
 // ---------------------------------------------------------------------------
 
-/// `GET /health/live`.
-#[derive(Debug, Clone, Serialize)]
+/// The answer of `GET /health/live`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Liveness", deny_unknown_fields)]
 pub(crate) struct LiveDto {
+    #[schemars(extend("enum" = ["healthy", "unhealthy"]))]
     pub(crate) status: &'static str,
     pub(crate) reason: Option<&'static str>,
     pub(crate) detail: Option<String>,
 }
 
-impl ApiSchema for LiveDto {
-    const NAME: &'static str = "Liveness";
-    fn schema() -> Value {
-        object(
-            &["status", "reason", "detail"],
-            vec![
-                (
-                    "status",
-                    json!({ "type": "string", "enum": ["healthy", "unhealthy"] }),
-                ),
-                ("reason", json!({ "type": ["string", "null"] })),
-                ("detail", json!({ "type": ["string", "null"] })),
-            ],
-        )
-    }
-}
-
-/// `GET /health/ready`.
-#[derive(Debug, Clone, Serialize)]
+/// The answer of `GET /health/ready`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Readiness", deny_unknown_fields)]
 pub(crate) struct ReadyDto {
+    #[schemars(extend("enum" = ["healthy", "degraded", "unhealthy"]))]
     pub(crate) status: &'static str,
+    /// the node's Raft role
+    #[schemars(extend("enum" = ROLES))]
     pub(crate) role: &'static str,
     pub(crate) leader: Option<LeaderDto>,
+    /// why the node is not healthy; null when it is
+    #[schemars(extend("enum" = [
+        null, "raft-failed", "raft-stopped", "draining", "no-leader", "no-quorum",
+        "lease-expired", "transferring", "voter-unreachable", "lagging", "elections-flapping",
+    ]))]
     pub(crate) reason: Option<&'static str>,
     pub(crate) detail: Option<String>,
 }
 
-impl ApiSchema for ReadyDto {
-    const NAME: &'static str = "Readiness";
-    fn schema() -> Value {
-        object(
-            &["status", "role", "leader", "reason", "detail"],
-            vec![
-                (
-                    "status",
-                    json!({ "type": "string", "enum": ["healthy", "degraded", "unhealthy"] }),
-                ),
-                ("role", role()),
-                ("leader", nullable_ref(LeaderDto::NAME)),
-                (
-                    "reason",
-                    json!({
-                        "type": ["string", "null"],
-                        "enum": [null, "raft-failed", "raft-stopped", "draining", "no-leader",
-                                 "no-quorum", "lease-expired", "transferring",
-                                 "voter-unreachable", "lagging", "elections-flapping"],
-                        "description": "why the node is not healthy; null when it is",
-                    }),
-                ),
-                ("detail", json!({ "type": ["string", "null"] })),
-            ],
-        )
-    }
-}
-
-/// `GET /health/leader`.
-#[derive(Debug, Clone, Serialize)]
+/// The answer of `GET /health/leader`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "LeaderCheck", deny_unknown_fields)]
 pub(crate) struct LeaderCheckDto {
     pub(crate) is_leader: bool,
     pub(crate) node: NodeDto,
+    /// the node's Raft role
+    #[schemars(extend("enum" = ROLES))]
     pub(crate) role: &'static str,
     pub(crate) leader: Option<LeaderDto>,
 }
 
-impl ApiSchema for LeaderCheckDto {
-    const NAME: &'static str = "LeaderCheck";
-    fn schema() -> Value {
-        object(
-            &["is_leader", "node", "role", "leader"],
-            vec![
-                ("is_leader", json!({ "type": "boolean" })),
-                ("node", reference(NodeDto::NAME)),
-                ("role", role()),
-                ("leader", nullable_ref(LeaderDto::NAME)),
-            ],
-        )
-    }
-}
-
-/// `GET /cluster/status`.
-#[derive(Debug, Clone, Serialize)]
+/// The answer of `GET /cluster/status`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Status", deny_unknown_fields)]
 pub(crate) struct StatusDto {
     pub(crate) node: NodeDto,
+    /// the node's Raft role
+    #[schemars(extend("enum" = ROLES))]
     pub(crate) role: &'static str,
+    /// the current Raft term
     pub(crate) term: u64,
     pub(crate) leader: Option<LeaderDto>,
+    /// this node leads and its leader lease holds
     pub(crate) lease_valid: bool,
+    /// this node is handing leadership over
     pub(crate) transferring: bool,
     pub(crate) members: Vec<MemberDto>,
+    /// the last log index
     pub(crate) last_log_index: u64,
+    /// the last applied log index
     pub(crate) last_applied: u64,
-}
-
-impl ApiSchema for StatusDto {
-    const NAME: &'static str = "Status";
-    fn schema() -> Value {
-        object(
-            &[
-                "node",
-                "role",
-                "term",
-                "leader",
-                "lease_valid",
-                "transferring",
-                "members",
-                "last_log_index",
-                "last_applied",
-            ],
-            vec![
-                ("node", reference(NodeDto::NAME)),
-                ("role", role()),
-                ("term", uint("the current Raft term")),
-                ("leader", nullable_ref(LeaderDto::NAME)),
-                (
-                    "lease_valid",
-                    json!({ "type": "boolean", "description": "this node leads and its leader lease holds" }),
-                ),
-                (
-                    "transferring",
-                    json!({ "type": "boolean", "description": "this node is handing leadership over" }),
-                ),
-                (
-                    "members",
-                    json!({ "type": "array", "items": reference(MemberDto::NAME) }),
-                ),
-                ("last_log_index", uint("the last log index")),
-                ("last_applied", uint("the last applied log index")),
-            ],
-        )
-    }
 }
 
 // ---------------------------------------------------------------------------
 // Membership and leadership
 // ---------------------------------------------------------------------------
 
-/// `POST /cluster/members`.
-#[derive(Debug, Clone, Deserialize)]
+/// The body of `POST /cluster/members`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "AddMember")]
 pub(crate) struct AddMemberRequest {
+    /// the new node's id
     pub(crate) id: u64,
+    /// the new node's advertised URL, such as http://10.0.0.4:5000
     pub(crate) endpoint: String,
 }
 
-impl ApiSchema for AddMemberRequest {
-    const NAME: &'static str = "AddMember";
-    fn schema() -> Value {
-        object(
-            &["id", "endpoint"],
-            vec![
-                ("id", uint("the new node's id")),
-                (
-                    "endpoint",
-                    string("the new node's advertised URL, such as http://10.0.0.4:5000"),
-                ),
-            ],
-        )
-    }
-}
-
 /// The members after a change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Members", deny_unknown_fields)]
 pub(crate) struct MembersDto {
     pub(crate) members: Vec<MemberDto>,
 }
 
-impl ApiSchema for MembersDto {
-    const NAME: &'static str = "Members";
-    fn schema() -> Value {
-        object(
-            &["members"],
-            vec![(
-                "members",
-                json!({ "type": "array", "items": reference(MemberDto::NAME) }),
-            )],
-        )
-    }
-}
-
-/// `POST /cluster/leadership/transfer`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The body of `POST /cluster/leadership/transfer` (optional).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TransferLeadership")]
 pub(crate) struct TransferRequest {
+    /// the successor; absent: the most up-to-date voter
     #[serde(default)]
     pub(crate) to: Option<u64>,
 }
 
-impl ApiSchema for TransferRequest {
-    const NAME: &'static str = "TransferLeadership";
-    fn schema() -> Value {
-        object(
-            &[],
-            vec![(
-                "to",
-                json!({ "type": ["integer", "null"], "minimum": 0,
-                        "description": "the successor; absent: the most up-to-date voter" }),
-            )],
-        )
-    }
-}
-
 /// The leader after a transfer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Transferred", deny_unknown_fields)]
 pub(crate) struct TransferDto {
     pub(crate) leader: LeaderDto,
-}
-
-impl ApiSchema for TransferDto {
-    const NAME: &'static str = "Transferred";
-    fn schema() -> Value {
-        object(&["leader"], vec![("leader", reference(LeaderDto::NAME))])
-    }
 }
 
 // ---------------------------------------------------------------------------
 // Locks
 // ---------------------------------------------------------------------------
 
-/// `POST /cluster/locks/{name}/acquire`.
-#[derive(Debug, Clone, Deserialize)]
+/// The body of `POST /cluster/locks/{name}/acquire`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "AcquireLock")]
 pub(crate) struct AcquireRequest {
+    /// who takes the lock
+    #[schemars(length(min = 1, max = MAX_OWNER_CHARS))]
     pub(crate) owner: String,
+    /// the lease in milliseconds; absent: the routes' default
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_TTL_MS))]
     pub(crate) ttl_ms: Option<u64>,
+    /// how long to wait while another owner holds the lock (default 0)
     #[serde(default)]
     pub(crate) wait_ms: Option<u64>,
 }
 
-impl ApiSchema for AcquireRequest {
-    const NAME: &'static str = "AcquireLock";
-    fn schema() -> Value {
-        object(
-            &["owner"],
-            vec![
-                ("owner", owner("who takes the lock")),
-                (
-                    "ttl_ms",
-                    ttl("the lease in milliseconds; absent: the routes' default"),
-                ),
-                (
-                    "wait_ms",
-                    json!({ "type": ["integer", "null"], "minimum": 0,
-                            "description": "how long to wait while another owner holds the lock (default 0)" }),
-                ),
-            ],
-        )
-    }
-}
-
-/// `POST /cluster/locks/{name}/renew`.
-#[derive(Debug, Clone, Deserialize)]
+/// The body of `POST /cluster/locks/{name}/renew`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "RenewLock")]
 pub(crate) struct RenewRequest {
+    /// the holder
+    #[schemars(length(min = 1, max = MAX_OWNER_CHARS))]
     pub(crate) owner: String,
+    /// the fencing token of the grant
     pub(crate) token: u64,
+    /// the new lease from now; absent: the routes' default
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_TTL_MS))]
     pub(crate) ttl_ms: Option<u64>,
 }
 
-impl ApiSchema for RenewRequest {
-    const NAME: &'static str = "RenewLock";
-    fn schema() -> Value {
-        object(
-            &["owner", "token"],
-            vec![
-                ("owner", owner("the holder")),
-                ("token", uint("the fencing token of the grant")),
-                (
-                    "ttl_ms",
-                    ttl("the new lease from now; absent: the routes' default"),
-                ),
-            ],
-        )
-    }
-}
-
-/// `POST /cluster/locks/{name}/release`.
-#[derive(Debug, Clone, Deserialize)]
+/// The body of `POST /cluster/locks/{name}/release`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ReleaseLock")]
 pub(crate) struct ReleaseRequest {
+    /// the holder
+    #[schemars(length(min = 1, max = MAX_OWNER_CHARS))]
     pub(crate) owner: String,
+    /// the fencing token of the grant
     pub(crate) token: u64,
-}
-
-impl ApiSchema for ReleaseRequest {
-    const NAME: &'static str = "ReleaseLock";
-    fn schema() -> Value {
-        object(
-            &["owner", "token"],
-            vec![
-                ("owner", owner("the holder")),
-                ("token", uint("the fencing token of the grant")),
-            ],
-        )
-    }
 }
 
 /// A granted or renewed lock.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "LockGrant", deny_unknown_fields)]
 pub(crate) struct LockGrantDto {
+    /// the fencing token: strictly increasing per lock; hand it to the protected resource
     pub(crate) token: u64,
+    /// the lease, in milliseconds
     pub(crate) ttl_ms: u64,
 }
 
-impl ApiSchema for LockGrantDto {
-    const NAME: &'static str = "LockGrant";
-    fn schema() -> Value {
-        object(
-            &["token", "ttl_ms"],
-            vec![
-                (
-                    "token",
-                    uint("the fencing token: strictly increasing per lock; hand it to the protected resource"),
-                ),
-                ("ttl_ms", uint("the lease, in milliseconds")),
-            ],
-        )
-    }
-}
-
 /// A released lock.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "LockReleased", deny_unknown_fields)]
 pub(crate) struct ReleasedDto {
+    #[schemars(extend("const" = true))]
     pub(crate) released: bool,
+    /// the fencing token that was released
     pub(crate) token: u64,
-}
-
-impl ApiSchema for ReleasedDto {
-    const NAME: &'static str = "LockReleased";
-    fn schema() -> Value {
-        object(
-            &["released", "token"],
-            vec![
-                ("released", json!({ "type": "boolean", "const": true })),
-                ("token", uint("the fencing token that was released")),
-            ],
-        )
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -520,100 +275,54 @@ impl ApiSchema for ReleasedDto {
 // ---------------------------------------------------------------------------
 
 /// A written key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "KvWritten", deny_unknown_fields)]
 pub(crate) struct KvWrittenDto {
+    /// the key
     pub(crate) key: String,
+    /// the key's new revision (also in x-catga-revision)
     pub(crate) revision: u64,
 }
 
-impl ApiSchema for KvWrittenDto {
-    const NAME: &'static str = "KvWritten";
-    fn schema() -> Value {
-        object(
-            &["key", "revision"],
-            vec![
-                ("key", string("the key")),
-                (
-                    "revision",
-                    uint("the key's new revision (also in x-catga-revision)"),
-                ),
-            ],
-        )
-    }
-}
-
 /// A deleted key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "KvDeleted", deny_unknown_fields)]
 pub(crate) struct KvDeletedDto {
+    /// the key
     pub(crate) key: String,
+    #[schemars(extend("const" = true))]
     pub(crate) deleted: bool,
-}
-
-impl ApiSchema for KvDeletedDto {
-    const NAME: &'static str = "KvDeleted";
-    fn schema() -> Value {
-        object(
-            &["key", "deleted"],
-            vec![
-                ("key", string("the key")),
-                ("deleted", json!({ "type": "boolean", "const": true })),
-            ],
-        )
-    }
 }
 
 // ---------------------------------------------------------------------------
 // Problems
 // ---------------------------------------------------------------------------
 
-/// The problem document (RFC 9457) every error answers.
-pub(crate) struct ProblemDoc;
-
-impl ApiSchema for ProblemDoc {
-    const NAME: &'static str = "Problem";
-    fn schema() -> Value {
-        json!({
-            "type": "object",
-            "required": ["type", "title", "status", "detail"],
-            "properties": {
-                "type": { "type": "string", "description": "a slug: not-leader, no-leader, forward-failed, forward-timeout, hop-limit, unauthorized, bad-request, payload-too-large, lock-held, lock-lost, not-found, revision-mismatch, method-not-allowed, misdirected, timeout, unknown-outcome, shutting-down, internal" },
-                "title": { "type": "string" },
-                "status": { "type": "integer" },
-                "detail": { "type": "string" },
-            },
-            "additionalProperties": true,
-        })
-    }
-}
-
-/// Every schema, for `components/schemas`.
-pub(crate) fn all_schemas() -> Vec<(&'static str, Value)> {
-    vec![
-        (NodeDto::NAME, NodeDto::schema()),
-        (LeaderDto::NAME, LeaderDto::schema()),
-        (MemberDto::NAME, MemberDto::schema()),
-        (LiveDto::NAME, LiveDto::schema()),
-        (ReadyDto::NAME, ReadyDto::schema()),
-        (LeaderCheckDto::NAME, LeaderCheckDto::schema()),
-        (StatusDto::NAME, StatusDto::schema()),
-        (AddMemberRequest::NAME, AddMemberRequest::schema()),
-        (MembersDto::NAME, MembersDto::schema()),
-        (TransferRequest::NAME, TransferRequest::schema()),
-        (TransferDto::NAME, TransferDto::schema()),
-        (AcquireRequest::NAME, AcquireRequest::schema()),
-        (RenewRequest::NAME, RenewRequest::schema()),
-        (ReleaseRequest::NAME, ReleaseRequest::schema()),
-        (LockGrantDto::NAME, LockGrantDto::schema()),
-        (ReleasedDto::NAME, ReleasedDto::schema()),
-        (KvWrittenDto::NAME, KvWrittenDto::schema()),
-        (KvDeletedDto::NAME, KvDeletedDto::schema()),
-        (ProblemDoc::NAME, ProblemDoc::schema()),
-    ]
+/// The problem document (RFC 9457) every error answers; extension members
+/// may follow.
+#[derive(JsonSchema)]
+#[schemars(rename = "Problem")]
+#[allow(
+    dead_code,
+    reason = "a description only: `Problem` writes these documents itself"
+)]
+pub(crate) struct ProblemDoc {
+    /// a slug: not-leader, no-leader, forward-failed, forward-timeout,
+    /// hop-limit, unauthorized, bad-request, payload-too-large, lock-held,
+    /// lock-lost, not-found, revision-mismatch, method-not-allowed,
+    /// misdirected, timeout, unknown-outcome, shutting-down, internal
+    #[schemars(rename = "type")]
+    slug: String,
+    title: String,
+    status: u16,
+    detail: String,
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+
+    use serde_json::{json, Value};
 
     use super::*;
 
@@ -621,20 +330,39 @@ mod tests {
         v.as_object().unwrap().keys().cloned().collect()
     }
 
+    /// `T`'s named schema, from `generator`.
+    fn schema<T: JsonSchema>(mut generator: SchemaGenerator) -> Value {
+        let reference = generator.subschema_for::<T>();
+        let name = T::schema_name();
+        assert_eq!(
+            reference.get("$ref"),
+            Some(&json!(format!("#{DEFINITIONS_PATH}/{name}"))),
+            "{name} is referenced where the document keeps it"
+        );
+        generator
+            .take_definitions(true)
+            .remove(name.as_ref())
+            .unwrap()
+    }
+
+    fn required(schema: &Value) -> BTreeSet<String> {
+        schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().map(|r| r.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
     /// A response type's serialised fields are exactly its schema's
-    /// properties, and every required property is there.
-    fn check_response<T: ApiSchema + Serialize>(example: T) {
-        let schema = T::schema();
+    /// properties, and every one is required (answers write every field).
+    fn check_response<T: JsonSchema + Serialize>(example: T) {
+        let name = T::schema_name();
+        let schema = schema::<T>(response_schemas());
         let json = serde_json::to_value(&example).unwrap();
         let props = keys(&schema["properties"]);
-        assert_eq!(keys(&json), props, "{}", T::NAME);
-        for required in schema["required"].as_array().unwrap() {
-            assert!(
-                json.get(required.as_str().unwrap()).is_some(),
-                "{}",
-                T::NAME
-            );
-        }
+        assert_eq!(keys(&json), props, "{name}");
+        assert_eq!(required(&schema), props, "{name}");
+        assert_eq!(schema["additionalProperties"], false, "{name}");
     }
 
     #[cfg(feature = "raft")]
@@ -646,17 +374,14 @@ mod tests {
     }
 
     /// A request type accepts a document with every schema property, and
-    /// one with the required properties only; unknown fields are refused.
-    fn check_request<T: ApiSchema + serde::de::DeserializeOwned>(full: Value) {
-        let schema = T::schema();
-        assert_eq!(keys(&full), keys(&schema["properties"]), "{}", T::NAME);
+    /// one with the required properties only; unknown fields are refused,
+    /// and the schema says so.
+    fn check_request<T: JsonSchema + serde::de::DeserializeOwned>(full: Value) {
+        let name = T::schema_name();
+        let schema = schema::<T>(request_schemas());
+        assert_eq!(keys(&full), keys(&schema["properties"]), "{name}");
         serde_json::from_value::<T>(full.clone()).unwrap();
-        let required: BTreeSet<String> = schema["required"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap().to_owned())
-            .collect();
+        let required = required(&schema);
         let minimal: serde_json::Map<String, Value> = full
             .as_object()
             .unwrap()
@@ -667,7 +392,8 @@ mod tests {
         serde_json::from_value::<T>(Value::Object(minimal)).unwrap();
         let mut extra = full;
         extra["unexpected"] = json!(1);
-        assert!(serde_json::from_value::<T>(extra).is_err(), "{}", T::NAME);
+        assert!(serde_json::from_value::<T>(extra).is_err(), "{name}");
+        assert_eq!(schema["additionalProperties"], false, "{name}");
     }
 
     #[test]
@@ -743,5 +469,73 @@ mod tests {
         check_request::<AcquireRequest>(json!({"owner": "o", "ttl_ms": 10, "wait_ms": 0}));
         check_request::<RenewRequest>(json!({"owner": "o", "token": 3, "ttl_ms": 10}));
         check_request::<ReleaseRequest>(json!({"owner": "o", "token": 3}));
+    }
+
+    /// The constraints the server enforces, and the fields that may be
+    /// `null` or absent, survive the derive.
+    #[test]
+    fn constraints_and_nullable_fields() {
+        let acquire = schema::<AcquireRequest>(request_schemas());
+        let owner = &acquire["properties"]["owner"];
+        assert_eq!(
+            (&owner["minLength"], &owner["maxLength"]),
+            (&json!(1), &json!(256))
+        );
+        let ttl = &acquire["properties"]["ttl_ms"];
+        assert_eq!(ttl["type"], json!(["integer", "null"]));
+        assert_eq!(
+            (&ttl["minimum"], &ttl["maximum"]),
+            (&json!(1), &json!(86_400_000))
+        );
+        assert_eq!(acquire["properties"]["wait_ms"]["minimum"], 0);
+        assert_eq!(required(&acquire), BTreeSet::from(["owner".to_owned()]));
+        for renewal in [
+            schema::<RenewRequest>(request_schemas()),
+            schema::<ReleaseRequest>(request_schemas()),
+        ] {
+            assert_eq!(renewal["properties"]["owner"]["maxLength"], 256);
+        }
+        assert_eq!(
+            schema::<RenewRequest>(request_schemas())["properties"]["ttl_ms"]["maximum"],
+            MAX_TTL_MS
+        );
+        let transfer = schema::<TransferRequest>(request_schemas());
+        assert_eq!(
+            transfer["properties"]["to"]["type"],
+            json!(["integer", "null"])
+        );
+        assert!(required(&transfer).is_empty());
+
+        let leader = schema::<LeaderDto>(response_schemas());
+        assert_eq!(
+            leader["properties"]["endpoint"]["type"],
+            json!(["string", "null"])
+        );
+        let ready = schema::<ReadyDto>(response_schemas());
+        assert_eq!(
+            ready["properties"]["leader"],
+            json!({ "anyOf": [{ "$ref": "#/components/schemas/Leader" }, { "type": "null" }] })
+        );
+        assert_eq!(ready["properties"]["role"]["enum"], json!(ROLES));
+        assert!(ready["properties"]["reason"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::Null));
+        let released = schema::<ReleasedDto>(response_schemas());
+        assert_eq!(released["properties"]["released"]["const"], true);
+    }
+
+    #[test]
+    fn every_role_is_in_the_schemas() {
+        use catga_cluster_core::Role;
+        for role in [
+            Role::Leader,
+            Role::Follower,
+            Role::Candidate,
+            Role::Learner,
+            Role::Shutdown,
+        ] {
+            assert!(ROLES.contains(&role.as_str()), "{}", role.as_str());
+        }
     }
 }

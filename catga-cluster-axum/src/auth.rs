@@ -158,6 +158,7 @@ impl ClusterAuthLayer {
     }
 
     /// The same layer without a member-certificate requirement.
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     pub(crate) fn without_member_certificate(mut self) -> Self {
         #[cfg(feature = "tls")]
         {

@@ -40,18 +40,17 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 
-use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use catga_cluster_core::BoxError;
-use http::header::CONTENT_TYPE;
-use http::HeaderValue;
+use http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::problem::Problem;
+use crate::response::json;
 
 /// The longest command name, in bytes.
 pub const MAX_COMMAND_NAME_LEN: usize = 128;
@@ -92,22 +91,6 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn json_response<T: Serialize>(value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut response = Response::new(Body::from(body));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
-        Err(error) => {
-            tracing::error!(target: "catga_cluster::axum::commands", %error, "cannot encode a command's answer");
-            Problem::internal().into_response()
-        }
-    }
 }
 
 impl CommandRegistry {
@@ -152,7 +135,7 @@ impl CommandRegistry {
                     }
                 };
                 Ok(match service.oneshot(request).await {
-                    Ok(answer) => json_response(&answer),
+                    Ok(answer) => json(StatusCode::OK, &answer),
                     Err(error) => Problem::from_error(error.into().as_ref()).into_response(),
                 })
             }

@@ -26,7 +26,8 @@
 //!     .route_layer(routes.edge_layer());
 //! let app = routes.mount(orders);
 //!
-//! serve(listener, app, async {
+//! // The hook drains, hands leadership over and stops Raft on shutdown.
+//! serve(listener, app, routes.shutdown_hook(), async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! })
 //! .await?;
@@ -47,9 +48,9 @@
 //!   loopback-only protected mode without one.
 //! * [`edge`]: `x-catga-served-by`, the opt-in `307` redirect mode and
 //!   forward metrics, for your own cluster-aware routes too.
-//! * [`serve()`]: stop accepting, hand over, drain, exit; with
-//!   [`HandshakeListener`] for TLS (any acceptor, or the `tls` feature's
-//!   rustls one).
+//! * [`serve()`]: stop accepting, hand over, drain, exit, as the routes'
+//!   [`ShutdownHook`] says ([`shutdown`]); with [`HandshakeListener`] for
+//!   TLS (any acceptor, or the `tls` feature's rustls one).
 //!
 //! # Features
 //!
@@ -69,13 +70,16 @@ pub mod auth;
 pub mod commands;
 pub mod edge;
 pub mod health;
+mod limits;
 pub mod listener;
 pub mod metrics;
 mod openapi;
 pub mod problem;
 pub mod problem_responses;
+mod response;
 pub mod routes;
 pub mod serve;
+pub mod shutdown;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
@@ -85,6 +89,8 @@ pub use edge::EdgeLayer;
 pub use health::{HealthOptions, HealthStatus};
 pub use listener::HandshakeListener;
 pub use metrics::ClusterMetrics;
-pub use problem::{handle_error, Problem, ProblemResponsesLayer};
+pub use problem::{handle_error, Problem};
+pub use problem_responses::ProblemResponsesLayer;
 pub use routes::{ClusterRoutes, Limits};
-pub use serve::{serve, Serve, ShutdownHook};
+pub use serve::{serve, Serve};
+pub use shutdown::ShutdownHook;

@@ -11,12 +11,13 @@
 //! # async fn run(
 //! #     server_config: std::sync::Arc<catga_cluster_axum::tls::rustls::ServerConfig>,
 //! #     app: axum::Router,
+//! #     hook: catga_cluster_axum::ShutdownHook,
 //! # ) -> std::io::Result<()> {
 //! use catga_cluster_axum::{serve, tls, HandshakeListener};
 //!
 //! let tcp = tokio::net::TcpListener::bind("0.0.0.0:5443").await?;
 //! let listener = HandshakeListener::new(tcp, tls::rustls_acceptor(server_config))?;
-//! serve(listener, app, async {
+//! serve(listener, app, hook, async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! })
 //! .await

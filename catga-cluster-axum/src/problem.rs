@@ -70,10 +70,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 pub use catga_cluster_tower::problem::PROBLEM_CONTENT_TYPE;
 
-pub use crate::problem_responses::{
-    ProblemResponses, ProblemResponsesFuture, ProblemResponsesLayer,
-};
-
 /// The `type` slugs of the HTTP contract, defined in
 /// [`catga_cluster_core::protocol::problem`].
 pub mod slug {

@@ -28,7 +28,7 @@
 //!
 //! ```
 //! use axum::{routing::post, Router};
-//! use catga_cluster_axum::problem::ProblemResponsesLayer;
+//! use catga_cluster_axum::ProblemResponsesLayer;
 //!
 //! let app: Router = Router::new()
 //!     .route("/orders", post(|| async { "created" }))

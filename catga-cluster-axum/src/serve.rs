@@ -15,9 +15,11 @@
 //!    [`Serve::drain_timeout`];
 //! 4. stops Raft, and returns.
 //!
-//! The cluster routes mounted in `app` tell `serve` what to hand over and
-//! stop; [`Serve::shutdown_hook`] names them explicitly when the routes are
-//! nested under a prefix.
+//! What to drain, hand over and stop is the [`ShutdownHook`] of the cluster
+//! routes mounted in `app`
+//! ([`ClusterRoutes::shutdown_hook`](crate::ClusterRoutes::shutdown_hook)), a required
+//! argument: a server that forgets it does not compile, and one without
+//! cluster routes says so with [`ShutdownHook::none()`].
 //!
 //! # TLS
 //!
@@ -35,8 +37,9 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
-//! let app = ClusterRoutes::new(ManualCoordinator::new_leader()).mount(Router::new());
-//! serve(listener, app, async {
+//! let routes = ClusterRoutes::new(ManualCoordinator::new_leader());
+//! let app = routes.mount(Router::new());
+//! serve(listener, app, routes.shutdown_hook(), async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! })
 //! .await
@@ -48,99 +51,16 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use http::Request;
-use tower::ServiceExt;
 
-use crate::routes::paths;
+pub use crate::shutdown::ShutdownHook;
 
 const TARGET: &str = "catga_cluster::axum::serve";
-
-/// What happens to the cluster when the server shuts down; see the
-/// [module docs](self). Get it from
-/// [`ClusterRoutes::shutdown_hook`](crate::ClusterRoutes::shutdown_hook).
-#[derive(Clone)]
-pub struct ShutdownHook {
-    draining: Arc<AtomicBool>,
-    #[cfg(feature = "raft")]
-    raft: Option<catga_cluster_raft::RaftNode>,
-}
-
-impl fmt::Debug for ShutdownHook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("ShutdownHook");
-        d.field("draining", &self.draining.load(Ordering::Relaxed));
-        #[cfg(feature = "raft")]
-        d.field("raft", &self.raft.is_some());
-        d.finish()
-    }
-}
-
-impl ShutdownHook {
-    pub(crate) fn new(
-        draining: Arc<AtomicBool>,
-        #[cfg(feature = "raft")] raft: Option<catga_cluster_raft::RaftNode>,
-    ) -> Self {
-        ShutdownHook {
-            draining,
-            #[cfg(feature = "raft")]
-            raft,
-        }
-    }
-
-    /// Marks the node as draining: readiness answers `503`.
-    pub fn begin_drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether [`begin_drain`](Self::begin_drain) was called.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    /// Hands leadership over if this node leads (bounded by the node's
-    /// hand-over timeout); a failure is logged and the shutdown goes on.
-    pub async fn hand_over(&self) {
-        #[cfg(feature = "raft")]
-        if let Some(node) = &self.raft {
-            // The node stops campaigning and claiming leadership; a leader
-            // hands over while this server still accepts, so requests
-            // forwarded here meanwhile reach the successor.
-            if let Some(leader) = node.retire().await {
-                tracing::info!(target: TARGET, new_leader = %leader, "leadership handed over before shutdown");
-            }
-        }
-    }
-
-    /// Stops the backend (Raft), after the connections are drained.
-    pub async fn stop(&self) {
-        #[cfg(feature = "raft")]
-        if let Some(node) = &self.raft {
-            node.shutdown().await;
-        }
-    }
-}
-
-/// The question [`serve`] asks the router for its [`ShutdownHook`]: a
-/// request extension no client can send.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ShutdownProbe;
-
-/// Asks `app` for the hook of the cluster routes mounted in it.
-async fn discover(app: &Router) -> Option<ShutdownHook> {
-    let mut request = Request::new(Body::empty());
-    *request.uri_mut() = http::Uri::from_static(paths::HEALTH_LIVE);
-    request.extensions_mut().insert(ShutdownProbe);
-    let response = app.clone().oneshot(request).await.ok()?;
-    response.extensions().get::<ShutdownHook>().cloned()
-}
 
 /// What each request of a connection carries: `ConnectInfo<SocketAddr>`,
 /// and `tls::PeerCertificates` when a TLS client presented a certificate.
@@ -158,8 +78,14 @@ where
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down
-/// gracefully; see the [module docs](self). Await the returned [`Serve`].
-pub fn serve<L, F>(listener: L, app: Router, shutdown: F) -> Serve<L, F>
+/// gracefully, running `hook`; see the [module docs](self). Await the
+/// returned [`Serve`].
+///
+/// `hook` is [`ClusterRoutes::shutdown_hook`] of the routes mounted in
+/// `app`, or [`ShutdownHook::none()`] when there are none.
+///
+/// [`ClusterRoutes::shutdown_hook`]: crate::ClusterRoutes::shutdown_hook
+pub fn serve<L, F>(listener: L, app: Router, hook: ShutdownHook, shutdown: F) -> Serve<L, F>
 where
     L: Listener<Addr = SocketAddr>,
     F: Future<Output = ()> + Send + 'static,
@@ -168,7 +94,7 @@ where
         listener,
         app,
         shutdown,
-        hook: None,
+        hook,
         drain_timeout: Duration::from_secs(30),
     }
 }
@@ -179,7 +105,7 @@ pub struct Serve<L, F> {
     listener: L,
     app: Router,
     shutdown: F,
-    hook: Option<ShutdownHook>,
+    hook: ShutdownHook,
     drain_timeout: Duration,
 }
 
@@ -193,13 +119,6 @@ impl<L, F> fmt::Debug for Serve<L, F> {
 }
 
 impl<L, F> Serve<L, F> {
-    /// Uses `hook` instead of the one of the cluster routes found in the
-    /// router.
-    pub fn shutdown_hook(mut self, hook: ShutdownHook) -> Self {
-        self.hook = Some(hook);
-        self
-    }
-
     /// How long requests in flight may take to finish after the listener
     /// closed (default 30 s); the server returns then even if some have not.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
@@ -233,22 +152,16 @@ where
         hook,
         drain_timeout,
     } = serve;
-    let hook = match hook {
-        Some(hook) => Some(hook),
-        None => discover(&app).await,
-    };
     if hook.is_none() {
-        tracing::debug!(target: TARGET, "no cluster routes found; shutting down without a hand-over");
+        tracing::debug!(target: TARGET, "no cluster routes; shutting down without a hand-over");
     }
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let signal_hook = hook.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!(target: TARGET, "shutting down: draining");
-        if let Some(hook) = &signal_hook {
-            hook.begin_drain();
-            hook.hand_over().await;
-        }
+        signal_hook.begin_drain();
+        signal_hook.hand_over().await;
         let _ = drain_tx.send(());
     };
     // Every request learns its peer: the address (for the loopback rule)
@@ -283,9 +196,7 @@ where
             Ok(())
         }
     };
-    if let Some(hook) = &hook {
-        hook.stop().await;
-    }
+    hook.stop().await;
     tracing::info!(target: TARGET, "server stopped");
     result
 }

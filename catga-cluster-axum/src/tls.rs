@@ -16,13 +16,14 @@
 //! use std::sync::Arc;
 //! use axum::Router;
 //! use catga_cluster_axum::tls::{rustls, rustls_acceptor};
-//! use catga_cluster_axum::{serve, HandshakeListener};
+//! use catga_cluster_axum::{serve, HandshakeListener, ShutdownHook};
 //! use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 //!
 //! # async fn run(
 //! #     chain: Vec<CertificateDer<'static>>,
 //! #     key: PrivateKeyDer<'static>,
 //! #     app: Router,
+//! #     hook: ShutdownHook,
 //! # ) -> Result<(), Box<dyn std::error::Error>> {
 //! let provider = Arc::new(rustls::crypto::ring::default_provider());
 //! let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -32,7 +33,7 @@
 //!
 //! let tcp = tokio::net::TcpListener::bind("0.0.0.0:5443").await?;
 //! let listener = HandshakeListener::new(tcp, rustls_acceptor(Arc::new(config)))?;
-//! serve(listener, app, async {
+//! serve(listener, app, hook, async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! })
 //! .await?;

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use catga_cluster_axum::{ClusterRoutes, HandshakeListener, ProblemResponsesLayer};
+use catga_cluster_axum::{ClusterRoutes, HandshakeListener, ProblemResponsesLayer, ShutdownHook};
 use catga_cluster_core::config::ClusterConfig;
 use catga_cluster_core::protocol::problem as slug;
 use catga_cluster_core::singleton::{SingletonHandle, SingletonRunner};
@@ -62,13 +62,14 @@ pub const MAX_ORDER_BODY: usize = 64 * 1024;
 
 /// The application's routes plus the cluster routes, over plain HTTP.
 pub fn router(node: RaftNode) -> Router {
-    router_with_tls(node, None)
+    router_with_tls(node, None).0
 }
 
-/// The application's routes plus the cluster routes; with `tls`, forwards
-/// reach the leader over HTTPS and, with mutual TLS, Raft RPCs and
-/// forwarded commands need a member's client certificate.
-pub fn router_with_tls(node: RaftNode, tls: Option<&ClusterTls>) -> Router {
+/// The application's routes plus the cluster routes, and the hook that
+/// `serve` runs on shutdown (drain, hand leadership over, stop Raft); with
+/// `tls`, forwards reach the leader over HTTPS and, with mutual TLS, Raft
+/// RPCs and forwarded commands need a member's client certificate.
+pub fn router_with_tls(node: RaftNode, tls: Option<&ClusterTls>) -> (Router, ShutdownHook) {
     let mut routes = ClusterRoutes::raft(node.clone());
     let mut forward = ForwardToLeaderLayer::new(node.clone()).hold_timeout(Duration::from_secs(3));
     if let Some(tls) = tls {
@@ -96,7 +97,8 @@ pub fn router_with_tls(node: RaftNode, tls: Option<&ClusterTls>) -> Router {
         .route_layer(routes.edge_layer());
     // Every rejection of the whole application (404s, 405s, extractor
     // rejections, 413s) as application/problem+json.
-    routes.mount(orders).layer(ProblemResponsesLayer::new())
+    let app = routes.mount(orders).layer(ProblemResponsesLayer::new());
+    (app, routes.shutdown_hook())
 }
 
 /// The TLS material the configuration names (`Cluster.Tls`), loaded and
@@ -154,7 +156,7 @@ impl RunningNode {
         let outbox = OutboxProcessor::new(node.clone());
         let runner = SingletonRunner::new(node.clone(), outbox.clone()).spawn();
         let stop = CancellationToken::new();
-        let app = router_with_tls(node.clone(), tls.as_ref());
+        let (app, hook) = router_with_tls(node.clone(), tls.as_ref());
         let reloader = match (&tls, reload_every) {
             (Some(tls), Some(every)) => Some(tls.spawn_reloader(every)),
             _ => None,
@@ -168,10 +170,12 @@ impl RunningNode {
                 let shutdown = async move { stop.cancelled().await };
                 let served = match acceptor {
                     Some(acceptor) => match HandshakeListener::new(listener, acceptor) {
-                        Ok(listener) => catga_cluster_axum::serve(listener, app, shutdown).await,
+                        Ok(listener) => {
+                            catga_cluster_axum::serve(listener, app, hook, shutdown).await
+                        }
                         Err(e) => Err(e),
                     },
-                    None => catga_cluster_axum::serve(listener, app, shutdown).await,
+                    None => catga_cluster_axum::serve(listener, app, hook, shutdown).await,
                 };
                 if let Err(e) = served {
                     tracing::error!(error = %e, "the HTTP server failed");

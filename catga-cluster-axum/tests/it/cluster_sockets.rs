@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
-use catga_cluster_axum::{serve, ClusterRoutes, CommandRegistry};
+use catga_cluster_axum::{serve, ClusterRoutes, CommandRegistry, ShutdownHook};
 use catga_cluster_core::config::ClusterConfig;
 use catga_cluster_core::protocol::{FORWARDED_HEADER, SERVED_BY_HEADER};
 use catga_cluster_core::{ClusterCoordinator, Endpoint, NodeId, NodeInfo};
@@ -30,11 +30,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::{Layer, ServiceExt};
 
-const DEADLINE: Duration = Duration::from_secs(20);
+use crate::common::SERIAL;
 
-/// One cluster at a time: three clusters of three nodes at once on two
-/// cores would starve heartbeats and make leadership move mid-test.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const DEADLINE: Duration = Duration::from_secs(20);
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Add {
@@ -70,7 +68,8 @@ async fn create_order(State(node): State<RaftNode>, body: Bytes) -> Result<Strin
     Ok(format!("{}", node.node().id))
 }
 
-fn app(node: &RaftNode) -> Router {
+/// The node's router, and the hook `serve` runs on shutdown.
+fn app(node: &RaftNode) -> (Router, ShutdownHook) {
     let me = node.node().id.get();
     let mut commands = CommandRegistry::new();
     commands
@@ -90,7 +89,7 @@ fn app(node: &RaftNode) -> Router {
         .route_layer(ForwardToLeaderLayer::new(node.clone()))
         .route_layer(routes.edge_layer())
         .with_state(node.clone());
-    routes.mount(orders)
+    (routes.mount(orders), routes.shutdown_hook())
 }
 
 impl Cluster {
@@ -125,8 +124,9 @@ impl Cluster {
                 .await
                 .unwrap();
             let (stop, stopped) = oneshot::channel::<()>();
+            let (app, hook) = app(&raft);
             let server = tokio::spawn(
-                serve(listener, app(&raft), async {
+                serve(listener, app, hook, async {
                     let _ = stopped.await;
                 })
                 .drain_timeout(Duration::from_secs(10))

@@ -12,6 +12,11 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+/// One multi-node cluster at a time in this binary: three clusters of three
+/// nodes at once on two cores would starve heartbeats and make leadership
+/// move mid-test.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A loopback peer, as `serve` would report it.
 pub fn loopback() -> SocketAddr {
     "127.0.0.1:40000".parse().unwrap()

@@ -2,12 +2,11 @@
 //! routes, graceful shutdown, and a listener with a handshake (as TLS
 //! would do) that slow clients cannot block.
 
-mod common;
-
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use axum::Router;
-use catga_cluster_axum::{serve, ClusterRoutes, HandshakeListener};
+use catga_cluster_axum::{serve, ClusterRoutes, HandshakeListener, ShutdownHook};
 use catga_cluster_core::testing::ManualCoordinator;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,8 +38,10 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-fn app() -> Router {
-    ClusterRoutes::new(ManualCoordinator::new_leader()).mount(Router::new())
+/// The cluster routes' router, and the hook `serve` runs on shutdown.
+fn app() -> (Router, ShutdownHook) {
+    let routes = ClusterRoutes::new(ManualCoordinator::new_leader());
+    (routes.mount(Router::new()), routes.shutdown_hook())
 }
 
 #[tokio::test]
@@ -48,8 +49,9 @@ async fn serve_gives_routes_the_peer_address_and_stops_on_request() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (app, hook) = app();
     let server = tokio::spawn(async move {
-        serve(listener, app(), async {
+        serve(listener, app, hook, async {
             let _ = stopped.await;
         })
         .await
@@ -115,8 +117,9 @@ async fn handshakes_run_concurrently_and_failures_drop_the_connection() {
     .unwrap()
     .handshake_timeout(Duration::from_secs(30));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (app, hook) = app();
     let server = tokio::spawn(async move {
-        serve(listener, app(), async {
+        serve(listener, app, hook, async {
             let _ = stopped.await;
         })
         .await
@@ -160,8 +163,9 @@ async fn a_handshake_listener_serves_connection_after_connection() {
         )
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (app, hook) = app();
     let server = tokio::spawn(async move {
-        serve(listener, app(), async {
+        serve(listener, app, hook, async {
             let _ = stopped.await;
         })
         .await
@@ -178,4 +182,35 @@ async fn a_handshake_listener_serves_connection_after_connection() {
         .expect("the server stops")
         .unwrap()
         .unwrap();
+}
+
+/// The hook given to `serve` runs whatever the router does with requests:
+/// here every request is refused by a layer of the application.
+#[tokio::test]
+async fn the_shutdown_hook_runs_whatever_the_router_answers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let routes = ClusterRoutes::new(ManualCoordinator::new_leader());
+    let app = routes.mount(Router::new()).layer(axum::middleware::from_fn(
+        |_: axum::extract::Request, _: axum::middleware::Next| async {
+            http::StatusCode::FORBIDDEN
+        },
+    ));
+    let hook = routes.shutdown_hook();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        serve(listener, app, hook.clone(), async {
+            let _ = stopped.await;
+        })
+        .into_future(),
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        hook.is_draining(),
+        "readiness turned 503 before the server stopped"
+    );
 }

@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::routing::post;
 use axum::Router;
 use catga_cluster_axum::tls::{rustls, rustls_acceptor};
-use catga_cluster_axum::{serve, ClusterRoutes, HandshakeListener};
+use catga_cluster_axum::{serve, ClusterRoutes, HandshakeListener, ShutdownHook};
 use catga_cluster_core::config::ClusterConfig;
 use catga_cluster_core::testing::ManualCoordinator;
 use catga_cluster_core::{ClusterCoordinator, Endpoint, NodeId, NodeInfo};
@@ -79,16 +79,18 @@ fn client_config(ca: Option<&CertificateDer<'static>>) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-/// Serves `app` over HTTPS on `listener` until `stop` fires.
+/// Serves `app` over HTTPS on `listener` until `stop` fires, then runs
+/// `hook`.
 fn serve_tls(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     app: Router,
+    hook: ShutdownHook,
     stop: oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let listener = HandshakeListener::new(listener, rustls_acceptor(config)).unwrap();
     tokio::spawn(
-        serve(listener, app, async {
+        serve(listener, app, hook, async {
             let _ = stop.await;
         })
         .drain_timeout(Duration::from_secs(5))
@@ -98,6 +100,7 @@ fn serve_tls(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_elects_and_replicates_over_https() {
+    let _serial = crate::common::SERIAL.lock().await;
     let pki = pki();
     let server = server_config(&pki);
     let client = client_config(Some(&pki.ca));
@@ -134,9 +137,14 @@ async fn a_cluster_elects_and_replicates_over_https() {
             .start()
             .await
             .unwrap();
-        let app = ClusterRoutes::raft(raft.clone()).mount(Router::new());
+        let routes = ClusterRoutes::raft(raft.clone());
+        let app = routes.mount(Router::new());
         let (stop, stopped) = oneshot::channel();
-        servers.push((stop, serve_tls(listener, server.clone(), app, stopped)));
+        let hook = routes.shutdown_hook();
+        servers.push((
+            stop,
+            serve_tls(listener, server.clone(), app, hook, stopped),
+        ));
         nodes.push(raft);
     }
 
@@ -194,7 +202,13 @@ async fn https_leader(pki: &Pki) -> (NodeInfo, oneshot::Sender<()>) {
     let addr = listener.local_addr().unwrap();
     let app = Router::new().route("/orders", post(|| async { "leader" }));
     let (stop, stopped) = oneshot::channel();
-    serve_tls(listener, server_config(pki), app, stopped);
+    serve_tls(
+        listener,
+        server_config(pki),
+        app,
+        ShutdownHook::none(),
+        stopped,
+    );
     let info = NodeInfo::new(
         NodeId::new(2),
         Endpoint::parse(&format!("https://{addr}")).unwrap(),
@@ -329,7 +343,7 @@ async fn peer_routes_need_a_member_certificate() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
-    let server_task = serve_tls(listener, server, app, stopped);
+    let server_task = serve_tls(listener, server, app, routes.shutdown_hook(), stopped);
 
     let call = |config: Arc<ClientConfig>, path: &'static str| async move {
         let client =

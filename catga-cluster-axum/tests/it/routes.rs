@@ -1,11 +1,10 @@
 //! Every generic route and error path through `Router::oneshot`, with a
 //! `ManualCoordinator`: no sockets, no Raft.
 
-mod common;
-
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::routing::post;
@@ -18,7 +17,6 @@ use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::testing::ManualCoordinator;
 use catga_cluster_core::{BoxError, ClusterCoordinator, Endpoint, NodeId, NodeInfo};
 use catga_cluster_tower::LeaderOnlyLayer;
-use common::*;
 use http::{Method, Request, StatusCode};
 use serde_json::json;
 use tower::ServiceBuilder;

@@ -1,19 +1,16 @@
 //! The Raft-backed routes through `Router::oneshot`, on a single-node
 //! cluster in memory: key-value store, locks, membership, leadership
 //! transfer, Raft RPC and their error paths.
-#![cfg(feature = "raft")]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Body;
 use axum::Router;
 use catga_cluster_axum::{ClusterRoutes, Limits};
 use catga_cluster_core::config::{ClusterConfig, ClusterSecret};
 use catga_cluster_core::{ClusterCoordinator, Endpoint, NodeId, NodeInfo};
 use catga_cluster_raft::{RaftNode, Storage};
-use common::*;
 use http::{Method, Request};
 use serde_json::json;
 
