@@ -35,8 +35,6 @@ use crate::network::wire::{decode, encode, CONTENT_TYPE};
 /// The largest RPC answer accepted, in bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-/// How long a connection to a peer may take to open.
-
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
