@@ -1,0 +1,10 @@
+//! The integration tests of catga-cluster-tower, in one test binary (one
+//! link step instead of six): a module per middleware or forwarder.
+#![allow(missing_docs)]
+
+mod builder;
+mod forward;
+mod http_forwarder;
+mod json_forwarder;
+mod leader_only;
+mod problem;
