@@ -24,10 +24,7 @@ use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// One cluster of processes at a time: on a small machine, two clusters'
-/// elections and hand-overs compete for the CPU and turn bounded waits into
-/// spurious failures.
-static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use crate::ONE_CLUSTER_AT_A_TIME;
 
 struct Node {
     port: u16,

@@ -294,6 +294,7 @@ async fn presented(port: u16, ca: &Path) -> Option<CertificateDer<'static>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_over_mutual_tls() {
+    let _one = crate::ONE_CLUSTER_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();

@@ -224,6 +224,7 @@ fn order() -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_is_a_problem_document_on_every_node() {
+    let _one = crate::ONE_CLUSTER_AT_A_TIME.lock().await;
     let nodes = Nodes::start().await;
     let (leader, follower) = nodes.roles().await;
     let post = |path: &str| http::Request::post(path);
