@@ -1,5 +1,6 @@
 //! The seed's OrderSystem on catga-cluster, as a library so that its parts
-//! (and the README's examples) are tested; `main.rs` is the binary.
+//! are tested; `main.rs` is the binary. (The README's code is compiled by
+//! the `docs-tests` crate.)
 
 pub mod app;
 pub mod certs;
@@ -10,8 +11,3 @@ mod deployment;
 pub mod orders;
 pub mod outbox;
 pub mod probe;
-
-/// The README's code, compiled and run as documentation tests.
-#[doc = include_str!("../../../README.md")]
-#[doc(hidden)]
-pub mod readme {}
