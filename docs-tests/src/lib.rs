@@ -1,5 +1,5 @@
 //! The project's Markdown documentation, compiled: every ` ```rust ` block
-//! of `README.md` is a documentation test of this crate,
+//! of `README.md` and `docs/http.md` is a documentation test of this crate,
 //! so `cargo test --workspace` builds (and, unless marked `no_run`, runs)
 //! them. The crate is not published and has no code of its own.
 //!
@@ -11,3 +11,7 @@
 /// `README.md`.
 #[doc = include_str!("../../README.md")]
 pub mod readme {}
+
+/// `docs/http.md`.
+#[doc = include_str!("../../docs/http.md")]
+pub mod http {}
