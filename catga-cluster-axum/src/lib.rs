@@ -7,24 +7,28 @@
 //!
 //! ```no_run
 //! use axum::{routing::post, Router};
-//! use catga_cluster_axum::{serve, ClusterRoutes};
+//! use catga_cluster_axum::{serve, ClusterRoutes, ProblemResponsesLayer};
 //! use catga_cluster_core::config::ClusterConfig;
 //! use catga_cluster_raft::RaftNode;
 //! use catga_cluster_tower::ForwardToLeaderLayer;
 //!
 //! # #[cfg(feature = "raft")]
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let config = ClusterConfig::load(Some("appsettings.json".as_ref()))?;
+//! // Bound before Raft starts, so that the peers' first RPCs find a listener.
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:5000").await?;
 //! let node = RaftNode::builder(config).start().await?;
 //!
 //! let routes = ClusterRoutes::raft(node.clone());
 //! let orders = Router::new()
-//!     .route("/orders", post(|| async { "created" }))
-//!     // Followers forward writes to the leader; the answer names who served it.
-//!     .route_layer(ForwardToLeaderLayer::new(node.clone()))
+//!     .route(
+//!         "/orders",
+//!         // Followers forward POST /orders to the leader.
+//!         post(|| async { "created" }).route_layer(ForwardToLeaderLayer::new(node.clone())),
+//!     )
+//!     // The answers name the node that served them (x-catga-served-by).
 //!     .route_layer(routes.edge_layer());
-//! let app = routes.mount(orders);
+//! let app = routes.mount(orders).layer(ProblemResponsesLayer::new());
 //!
 //! // The hook drains, hands leadership over and stops Raft on shutdown.
 //! serve(listener, app, routes.shutdown_hook(), async {
@@ -33,6 +37,16 @@
 //! .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The forwarder wraps the handler with `MethodRouter::route_layer`, so
+//! only the methods added before it are forwarded and a method the route
+//! does not serve is answered `405 method-not-allowed` by the node that
+//! received it. On the whole router (`Router::layer`, or
+//! `Router::route_layer`, which wraps each path's 405 fallback too) a
+//! follower would forward such a request to the leader and count it as a
+//! forward. [`ClusterRoutes::edge_layer`] goes outside the forwarder;
+//! [`ProblemResponsesLayer`], with `layer` on the whole application, turns
+//! axum's own rejections of your routes into problem documents.
 //!
 //! # What is in here
 //!

@@ -57,7 +57,10 @@ type Forwarding = Arc<
         + Sync,
 >;
 
-/// The cluster routes of one node; see the [module docs](super).
+/// The cluster routes of one node; see the [module docs](super), and the
+/// [crate docs](crate) for the whole serving recipe (your routes forwarded
+/// to the leader, [`edge_layer`](Self::edge_layer), `serve` with the
+/// [`shutdown_hook`](Self::shutdown_hook)).
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -256,6 +259,26 @@ impl ClusterRoutes {
 
     /// The layer for your own cluster-aware routes: `x-catga-served-by`,
     /// forward metrics and, if enabled here, redirect mode.
+    ///
+    /// Put it on your router with `route_layer`, outside the forwarder,
+    /// which wraps the handlers it forwards (see the [crate docs](crate)):
+    ///
+    /// ```
+    /// use axum::{routing::post, Router};
+    /// use catga_cluster_axum::ClusterRoutes;
+    /// use catga_cluster_core::testing::ManualCoordinator;
+    /// use catga_cluster_tower::ForwardToLeaderLayer;
+    ///
+    /// let node = ManualCoordinator::new_leader(); // a RaftNode in production
+    /// let routes = ClusterRoutes::new(node.clone());
+    /// let orders: Router = Router::new()
+    ///     .route(
+    ///         "/orders",
+    ///         post(|| async { "created" }).route_layer(ForwardToLeaderLayer::new(node.clone())),
+    ///     )
+    ///     .route_layer(routes.edge_layer());
+    /// # let _ = routes.mount(orders);
+    /// ```
     pub fn edge_layer(&self) -> EdgeLayer {
         EdgeLayer::new(self.view.node().id)
             .redirect(self.redirect)
