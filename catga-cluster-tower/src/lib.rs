@@ -19,9 +19,12 @@
 //! use catga_cluster_tower::ForwardToLeaderLayer;
 //!
 //! let coord = ManualCoordinator::new_leader();
-//! let app: Router = Router::new()
-//!     .route("/orders", post(|| async { "created" }))
-//!     .layer(ForwardToLeaderLayer::new(coord));
+//! let app: Router = Router::new().route(
+//!     "/orders",
+//!     // On the handler: a method the route does not serve is answered
+//!     // `405` where it arrives, never forwarded.
+//!     post(|| async { "created" }).route_layer(ForwardToLeaderLayer::new(coord)),
+//! );
 //! # let _ = app;
 //! # }
 //! ```
