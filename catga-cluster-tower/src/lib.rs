@@ -6,14 +6,14 @@
 //!   service.
 //! * [`ForwardToLeaderLayer`]: serve on the leader, forward from any other
 //!   node through a forwarder service: [`HttpForwarder`] (a streaming
-//!   reverse proxy, the default), [`JsonForwarder`] (typed serde commands),
-//!   or your own.
+//!   reverse proxy; [`AxumForwarder`] for an axum `Router`, the default),
+//!   [`JsonForwarder`] (typed serde commands), or your own.
 //!
 //! Both work with any [`ClusterCoordinator`](catga_cluster_core::ClusterCoordinator):
 //! the Raft node of `catga-cluster-raft`, or a test double.
 //!
 //! ```no_run
-//! # #[cfg(all(feature = "http-forwarder", feature = "axum"))] {
+//! # #[cfg(feature = "axum")] {
 //! use axum::{routing::post, Router};
 //! use catga_cluster_core::testing::ManualCoordinator;
 //! use catga_cluster_tower::ForwardToLeaderLayer;
@@ -65,10 +65,16 @@
 //! # }
 //! ```
 //!
+//! A forwarder of `http::Request`s of your own (one that wraps an
+//! [`HttpForwarder`], say) goes in with
+//! [`ForwardToLeaderLayer::with_forwarder`]; see
+//! [`http_forwarder`](crate::http_forwarder#wrapping-it).
+//!
 //! # Features
 //!
 //! `leader-only`, `forward`, `http-forwarder`, `json-forwarder`, `axum`
-//! (axum's body type for the HTTP forwarder), and `full` (all, the default).
+//! ([`AxumForwarder`] and `ForwardToLeaderLayer::new`), and `full` (all,
+//! the default).
 //!
 //! `tls` (off by default, not in `full`): `HttpForwarder::with_tls` and
 //! `JsonForwarder::with_tls` forward to leaders with `https://` endpoints
@@ -98,6 +104,9 @@ pub use builder::ServiceBuilderExt;
 pub use forward::{
     ForwardPolicy, ForwardToLeader, ForwardToLeaderLayer, HttpPolicy, MapError, PlainPolicy,
 };
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use http_forwarder::AxumForwarder;
 #[cfg(feature = "http-forwarder")]
 pub use http_forwarder::HttpForwarder;
 #[cfg(feature = "json-forwarder")]
