@@ -39,7 +39,7 @@
 //! use std::task::{Context, Poll};
 //! use catga_cluster_core::{BoxError, ForwardRequest};
 //! use catga_cluster_core::testing::ManualCoordinator;
-//! use catga_cluster_tower::{ForwardToLeaderLayer, PlainPolicy};
+//! use catga_cluster_tower::ForwardToLeaderLayer;
 //! use tower::{service_fn, Layer, Service};
 //!
 //! #[derive(Clone)]
@@ -60,7 +60,8 @@
 //! }
 //!
 //! let coord = ManualCoordinator::new_follower();
-//! let layer = ForwardToLeaderLayer::with_forwarder(coord, GrpcForwarder).policy(PlainPolicy);
+//! // Not an `http::Request`: the plain policy (no hop count, errors as errors).
+//! let layer = ForwardToLeaderLayer::with_plain_forwarder(coord, GrpcForwarder);
 //! let _svc = layer.layer(service_fn(|r: String| async move { Ok::<_, BoxError>(r) }));
 //! # }
 //! ```

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::{ForwardToLeader, HttpPolicy, Settings};
+use super::{ForwardToLeader, HttpPolicy, PlainPolicy, Settings};
 
 /// Applies [`ForwardToLeader`] to a service.
 ///
@@ -20,6 +20,10 @@ use super::{ForwardToLeader, HttpPolicy, Settings};
 ///   `http::Request`s, through a forwarder service of your own
 ///   ([`HttpPolicy`]: the hop count in `x-catga-forwarded`, failures answered
 ///   as `application/problem+json`).
+/// * [`with_plain_forwarder`](ForwardToLeaderLayer::with_plain_forwarder):
+///   any other request type (typed commands, gRPC messages), through a
+///   forwarder service of your own ([`PlainPolicy`]: hop count 0, failures
+///   returned as errors).
 ///
 /// [`forwarder`](ForwardToLeaderLayer::forwarder) and
 /// [`policy`](ForwardToLeaderLayer::policy) replace either part later.
@@ -114,13 +118,50 @@ impl<C, F> ForwardToLeaderLayer<C, F> {
     /// wraps an [`HttpForwarder`](crate::HttpForwarder); see
     /// [`http_forwarder`](crate::http_forwarder#wrapping-it)).
     ///
-    /// The policy is [`HttpPolicy`]; replace it with
-    /// [`policy`](ForwardToLeaderLayer::policy) for other request types.
+    /// The policy is [`HttpPolicy`]: for any other request type use
+    /// [`with_plain_forwarder`](ForwardToLeaderLayer::with_plain_forwarder).
     pub fn with_forwarder(coordinator: C, forwarder: F) -> Self {
         ForwardToLeaderLayer {
             coordinator,
             forwarder,
             policy: HttpPolicy,
+            settings: Settings::default(),
+        }
+    }
+}
+
+impl<C, F> ForwardToLeaderLayer<C, F, PlainPolicy> {
+    /// Forwarding of requests that are not `http::Request`s (typed
+    /// commands, gRPC messages) through `forwarder`, a service that takes
+    /// [`ForwardRequest`](catga_cluster_core::ForwardRequest)`<Req>`s and
+    /// answers with the wrapped service's response type.
+    ///
+    /// The policy is [`PlainPolicy`]: such requests carry no hop count (0),
+    /// are never retried, and failures (no leader, a failed forward) come
+    /// back as the service's error, a [`BoxError`](catga_cluster_core::BoxError)
+    /// to downcast (see [`crate::error`]).
+    ///
+    /// ```
+    /// use catga_cluster_core::testing::ManualCoordinator;
+    /// use catga_cluster_core::{BoxError, ForwardRequest};
+    /// use catga_cluster_tower::ForwardToLeaderLayer;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let coord = ManualCoordinator::new_leader();
+    /// let forwarder = service_fn(|f: ForwardRequest<String>| async move {
+    ///     Ok::<_, BoxError>(format!("{} sent to node {}", f.request, f.leader.id))
+    /// });
+    /// let svc = ForwardToLeaderLayer::with_plain_forwarder(coord, forwarder)
+    ///     .layer(service_fn(|r: String| async move { Ok::<_, BoxError>(format!("{r} served here")) }));
+    /// assert_eq!(svc.oneshot("hello".to_owned()).await.unwrap(), "hello served here");
+    /// # });
+    /// ```
+    pub fn with_plain_forwarder(coordinator: C, forwarder: F) -> Self {
+        ForwardToLeaderLayer {
+            coordinator,
+            forwarder,
+            policy: PlainPolicy,
             settings: Settings::default(),
         }
     }
