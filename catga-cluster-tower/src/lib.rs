@@ -73,14 +73,22 @@
 //!
 //! # Features
 //!
-//! `leader-only`, `forward`, `http-forwarder`, `json-forwarder`, `axum`
-//! ([`AxumForwarder`] and `ForwardToLeaderLayer::new`), and `full` (all,
-//! the default).
+//! Features only add items: no feature changes a type or a signature, so a
+//! crate that builds with some set of them builds with more.
 //!
-//! `tls` (off by default, not in `full`): `HttpForwarder::with_tls` and
-//! `JsonForwarder::with_tls` forward to leaders with `https://` endpoints
-//! over rustls 0.23 (ring provider) with a client configuration you supply;
-//! `rustls` is re-exported so the versions match.
+//! | feature | adds | default |
+//! |---|---|---|
+//! | `leader-only` | [`LeaderOnlyLayer`] | yes |
+//! | `forward` | [`ForwardToLeaderLayer`] with your own forwarder | yes |
+//! | `http-forwarder` | [`HttpForwarder`] (answers with a boxed body), `ForwardToLeaderLayer::http`, `problem` | yes |
+//! | `axum` | `AxumForwarder` (answers with axum's body), `ForwardToLeaderLayer::new` | yes |
+//! | `json-forwarder` | `JsonForwarder` | no |
+//! | `full` | all of the above | no |
+//! | `tls` | `HttpForwarder::with_tls`, `JsonForwarder::with_tls`, and `rustls` re-exported so the versions match (rustls 0.23, ring provider) | no |
+//!
+//! A plain hyper or tower user takes `default-features = false, features =
+//! ["http-forwarder"]` (or just `["forward"]` with a forwarder of their
+//! own).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod builder;
