@@ -57,7 +57,7 @@
 //! ```
 //! use axum::{routing::get, Router};
 //! use catga_cluster_axum::auth::ClusterAuthLayer;
-//! use catga_cluster_core::config::ClusterSecret;
+//! use catga_cluster_core::ClusterSecret;
 //!
 //! let app: Router = Router::new()
 //!     .route("/admin/compact", get(|| async { "ok" }))
@@ -75,8 +75,8 @@ use std::task::{Context, Poll};
 use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
-use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::protocol::bearer_token;
+use catga_cluster_core::ClusterSecret;
 use http::header::{AUTHORIZATION, HOST, ORIGIN};
 use http::{HeaderMap, Request};
 use pin_project_lite::pin_project;

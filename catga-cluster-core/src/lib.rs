@@ -36,6 +36,7 @@ pub mod leadership;
 pub mod lock;
 pub mod node;
 pub mod protocol;
+mod secret;
 pub mod singleton;
 
 #[cfg(feature = "config")]
@@ -59,4 +60,5 @@ pub use forward::ForwardRequest;
 pub use leadership::{LeaderInfo, Leadership, Role};
 pub use lock::{DistributedLock, FencingToken, LockError, LockGuard};
 pub use node::{Endpoint, EndpointError, NodeId, NodeInfo, NodeNameError};
+pub use secret::ClusterSecret;
 pub use singleton::{SingletonRunner, SingletonTask, TaskContext};

@@ -34,12 +34,18 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     fn leader_only<C>(self, coordinator: C) -> ServiceBuilder<Stack<LeaderOnlyLayer<C>, L>>;
 
     /// Serves on the leader and forwards `http::Request`s to it from other
-    /// nodes ([`ForwardToLeaderLayer::new`]).
+    /// nodes through a new [`HttpForwarder`](crate::HttpForwarder), as
+    /// [`ForwardToLeaderLayer::new`] (axum's body) and
+    /// [`ForwardToLeaderLayer::http`] (a boxed body) do. The forwarder
+    /// answers with the service's response type, so its body type `RB` is
+    /// inferred from the service.
     #[cfg(feature = "http-forwarder")]
-    fn forward_to_leader<C>(
+    fn forward_to_leader<C, RB>(
         self,
         coordinator: C,
-    ) -> ServiceBuilder<Stack<ForwardToLeaderLayer<C, crate::HttpForwarder>, L>>;
+    ) -> ServiceBuilder<Stack<ForwardToLeaderLayer<C, crate::HttpForwarder<RB>>, L>>
+    where
+        RB: crate::problem::ResponseBody;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -49,10 +55,16 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "http-forwarder")]
-    fn forward_to_leader<C>(
+    fn forward_to_leader<C, RB>(
         self,
         coordinator: C,
-    ) -> ServiceBuilder<Stack<ForwardToLeaderLayer<C, crate::HttpForwarder>, L>> {
-        self.layer(ForwardToLeaderLayer::new(coordinator))
+    ) -> ServiceBuilder<Stack<ForwardToLeaderLayer<C, crate::HttpForwarder<RB>>, L>>
+    where
+        RB: crate::problem::ResponseBody,
+    {
+        self.layer(ForwardToLeaderLayer::with_forwarder(
+            coordinator,
+            crate::HttpForwarder::new(),
+        ))
     }
 }

@@ -12,6 +12,79 @@
 //! [`is_connect`](ForwardFailed::is_connect) when no connection could be
 //! made) and [`ForwardTimeout`] when the request's deadline passes.
 //!
+//! # Response body
+//!
+//! A forwarder answers with the response type of the service it stands in
+//! for, so the body type is a type parameter, fixed per forwarder type and
+//! never changed by a feature:
+//!
+//! * [`HttpForwarder`] (`HttpForwarder<DefaultResponseBody>`) answers with
+//!   a boxed body, [`DefaultResponseBody`], for plain hyper or tower
+//!   services;
+//! * [`AxumForwarder`] (`HttpForwarder<axum::body::Body>`, feature `axum`)
+//!   answers with axum's body, for an axum `Router`.
+//!
+//! [`ForwardToLeaderLayer::new`](crate::ForwardToLeaderLayer::new) builds
+//! an `AxumForwarder`, [`ForwardToLeaderLayer::http`](crate::ForwardToLeaderLayer::http)
+//! an `HttpForwarder`. The constructors here ([`new`](HttpForwarder::new),
+//! `with_tls`) are generic over the body: handed to
+//! [`with_forwarder`](crate::ForwardToLeaderLayer::with_forwarder) or
+//! [`forwarder`](crate::ForwardToLeaderLayer::forwarder), the body is
+//! inferred from the wrapped service; elsewhere name the type
+//! (`let f: HttpForwarder = HttpForwarder::new();`, `AxumForwarder::new()`).
+//!
+//! # Wrapping it
+//!
+//! A forwarder of your own can delegate to an `HttpForwarder`: its inherent
+//! [`poll_ready`](HttpForwarder::poll_ready) and the named
+//! [`ResponseFuture`] spare you naming the request body type. A forwarder
+//! that logs every forward:
+//!
+//! ```
+//! # #[cfg(feature = "axum")] {
+//! use std::task::{Context, Poll};
+//! use axum::extract::Request;
+//! use axum::response::Response;
+//! use axum::{routing::post, Router};
+//! use catga_cluster_core::testing::ManualCoordinator;
+//! use catga_cluster_core::{BoxError, ForwardRequest};
+//! use catga_cluster_tower::http_forwarder::{AxumForwarder, ResponseFuture};
+//! use catga_cluster_tower::ForwardToLeaderLayer;
+//! use tower::Service;
+//!
+//! #[derive(Clone, Debug, Default)]
+//! struct Logged {
+//!     inner: AxumForwarder,
+//! }
+//!
+//! impl Service<ForwardRequest<Request>> for Logged {
+//!     type Response = Response;
+//!     type Error = BoxError;
+//!     type Future = ResponseFuture<axum::body::Body>;
+//!
+//!     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+//!         self.inner.poll_ready(cx)
+//!     }
+//!
+//!     fn call(&mut self, forward: ForwardRequest<Request>) -> Self::Future {
+//!         tracing::info!(
+//!             leader_id = %forward.leader.id,
+//!             hops = forward.hops,
+//!             path = forward.request.uri().path(),
+//!             "forwarding to the leader",
+//!         );
+//!         self.inner.call(forward)
+//!     }
+//! }
+//!
+//! let coord = ManualCoordinator::new_follower();
+//! let app: Router = Router::new()
+//!     .route("/orders", post(|| async { "created" }))
+//!     .layer(ForwardToLeaderLayer::with_forwarder(coord, Logged::default()));
+//! # let _ = app;
+//! # }
+//! ```
+//!
 //! # TLS
 //!
 //! With the `tls` feature, [`HttpForwarder::with_tls`] reaches leaders whose
@@ -19,6 +92,7 @@
 //! handshake is a connect failure. [`HttpForwarder::new`] reaches `http://`
 //! endpoints only.
 
+use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -42,16 +116,41 @@ use catga_cluster_core::connector::{self, tcp, Connector};
 
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// The response body type of a forwarded answer: axum's body with the `axum`
-/// feature (so the forwarder fits an axum `Router`), a boxed body otherwise.
-#[cfg(feature = "axum")]
-pub type DefaultResponseBody = axum_core::body::Body;
-/// The response body type of a forwarded answer: axum's body with the `axum`
-/// feature (so the forwarder fits an axum `Router`), a boxed body otherwise.
-#[cfg(not(feature = "axum"))]
+/// The response body of [`HttpForwarder`] (the default of its type
+/// parameter): the leader's streamed answer, boxed. Always this type,
+/// whichever features are on; [`AxumForwarder`] answers with axum's body.
 pub type DefaultResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Forwards `http::Request`s to the leader; see the [module docs](self).
+/// An [`HttpForwarder`] that answers with axum's body type, so it forwards
+/// for an axum `Router` (whose services answer `axum::response::Response`).
+///
+/// [`ForwardToLeaderLayer::new`](crate::ForwardToLeaderLayer::new) builds
+/// one; name the type to keep a forwarder in a field, or to build one for
+/// [`forwarder`](crate::ForwardToLeaderLayer::forwarder) (one connection
+/// pool shared by several routes, TLS):
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use catga_cluster_core::testing::ManualCoordinator;
+/// use catga_cluster_tower::{AxumForwarder, ForwardToLeaderLayer};
+///
+/// struct App {
+///     forwarder: AxumForwarder, // one connection pool for every route
+/// }
+///
+/// let app = App { forwarder: AxumForwarder::new() };
+/// let coord = ManualCoordinator::new_follower();
+/// let router: Router = Router::new()
+///     .route("/orders", post(|| async { "created" }))
+///     .layer(ForwardToLeaderLayer::new(coord).forwarder(app.forwarder.clone()));
+/// # let _ = router;
+/// ```
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub type AxumForwarder = HttpForwarder<axum_core::body::Body>;
+
+/// Forwards `http::Request`s to the leader, answering with
+/// `http::Response<RB>`; see the [module docs](self).
 ///
 /// Cloning shares the connection pool.
 pub struct HttpForwarder<RB = DefaultResponseBody> {
@@ -68,20 +167,24 @@ impl<RB> Clone for HttpForwarder<RB> {
     }
 }
 
-impl<RB> std::fmt::Debug for HttpForwarder<RB> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<RB> fmt::Debug for HttpForwarder<RB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpForwarder").finish_non_exhaustive()
     }
 }
 
-impl<RB> Default for HttpForwarder<RB> {
+impl<RB: ResponseBody> Default for HttpForwarder<RB> {
     fn default() -> Self {
         HttpForwarder::new()
     }
 }
 
-impl<RB> HttpForwarder<RB> {
+impl<RB: ResponseBody> HttpForwarder<RB> {
     /// A forwarder with its own connection pool, for `http://` leaders.
+    ///
+    /// The body type `RB` is usually inferred from the service the layer
+    /// wraps; `HttpForwarder::<DefaultResponseBody>::new()` (or
+    /// [`AxumForwarder::new()`]) names it.
     pub fn new() -> Self {
         Self::with_connector(connector::plain(tcp()))
     }
@@ -120,6 +223,38 @@ impl<RB> HttpForwarder<RB> {
             client,
             _body: PhantomData,
         }
+    }
+}
+
+impl<RB> HttpForwarder<RB> {
+    /// Always ready: the pool opens connections on demand.
+    ///
+    /// The same as [`Service::poll_ready`] for any request body type, without
+    /// naming one: a forwarder that wraps this one delegates its readiness
+    /// with `self.inner.poll_ready(cx)` (see the [module docs](self)).
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let _ = cx;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The response future of [`HttpForwarder`]: the leader's answer, or a
+/// [`ForwardFailed`] or [`ForwardTimeout`] error.
+pub struct ResponseFuture<RB> {
+    inner: Pin<Box<dyn Future<Output = Result<http::Response<RB>, BoxError>> + Send>>,
+}
+
+impl<RB> Future for ResponseFuture<RB> {
+    type Output = Result<http::Response<RB>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<RB> fmt::Debug for ResponseFuture<RB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
@@ -171,16 +306,16 @@ where
 {
     type Response = http::Response<RB>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+    type Future = ResponseFuture<RB>;
 
     /// Always ready: the pool opens connections on demand.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        HttpForwarder::poll_ready(self, cx)
     }
 
     fn call(&mut self, forward: ForwardRequest<http::Request<B>>) -> Self::Future {
         let client = self.client.clone();
-        Box::pin(async move {
+        let inner = Box::pin(async move {
             let leader = forward.leader.clone();
             let deadline = forward.deadline;
             let budget = forward.remaining();
@@ -220,6 +355,7 @@ where
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Ok(http::Response::from_parts(parts, RB::from_incoming(body)))
-        })
+        });
+        ResponseFuture { inner }
     }
 }

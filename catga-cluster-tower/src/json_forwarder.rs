@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::protocol::problem as slug;
 use catga_cluster_core::protocol::{
     bearer_header_value, FORWARDED_HEADER, FORWARD_PATH_PREFIX, LEADER_HEADER, LEADER_ID_HEADER,
 };
+use catga_cluster_core::ClusterSecret;
 use catga_cluster_core::{BoxError, Endpoint, ForwardRequest, NodeId, NotLeader, NotLeaderReason};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method};

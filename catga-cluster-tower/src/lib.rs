@@ -6,14 +6,14 @@
 //!   service.
 //! * [`ForwardToLeaderLayer`]: serve on the leader, forward from any other
 //!   node through a forwarder service: [`HttpForwarder`] (a streaming
-//!   reverse proxy, the default), [`JsonForwarder`] (typed serde commands),
-//!   or your own.
+//!   reverse proxy; [`AxumForwarder`] for an axum `Router`, the default),
+//!   [`JsonForwarder`] (typed serde commands), or your own.
 //!
 //! Both work with any [`ClusterCoordinator`](catga_cluster_core::ClusterCoordinator):
 //! the Raft node of `catga-cluster-raft`, or a test double.
 //!
 //! ```no_run
-//! # #[cfg(all(feature = "http-forwarder", feature = "axum"))] {
+//! # #[cfg(feature = "axum")] {
 //! use axum::{routing::post, Router};
 //! use catga_cluster_core::testing::ManualCoordinator;
 //! use catga_cluster_tower::ForwardToLeaderLayer;
@@ -42,7 +42,7 @@
 //! use std::task::{Context, Poll};
 //! use catga_cluster_core::{BoxError, ForwardRequest};
 //! use catga_cluster_core::testing::ManualCoordinator;
-//! use catga_cluster_tower::{ForwardToLeaderLayer, PlainPolicy};
+//! use catga_cluster_tower::ForwardToLeaderLayer;
 //! use tower::{service_fn, Layer, Service};
 //!
 //! #[derive(Clone)]
@@ -63,20 +63,35 @@
 //! }
 //!
 //! let coord = ManualCoordinator::new_follower();
-//! let layer = ForwardToLeaderLayer::with_forwarder(coord, GrpcForwarder).policy(PlainPolicy);
+//! // Not an `http::Request`: the plain policy (no hop count, errors as errors).
+//! let layer = ForwardToLeaderLayer::with_plain_forwarder(coord, GrpcForwarder);
 //! let _svc = layer.layer(service_fn(|r: String| async move { Ok::<_, BoxError>(r) }));
 //! # }
 //! ```
 //!
+//! A forwarder of `http::Request`s of your own (one that wraps an
+//! [`HttpForwarder`], say) goes in with
+//! [`ForwardToLeaderLayer::with_forwarder`]; see
+//! [`http_forwarder`](crate::http_forwarder#wrapping-it).
+//!
 //! # Features
 //!
-//! `leader-only`, `forward`, `http-forwarder`, `json-forwarder`, `axum`
-//! (axum's body type for the HTTP forwarder), and `full` (all, the default).
+//! Features only add items: no feature changes a type or a signature, so a
+//! crate that builds with some set of them builds with more.
 //!
-//! `tls` (off by default, not in `full`): `HttpForwarder::with_tls` and
-//! `JsonForwarder::with_tls` forward to leaders with `https://` endpoints
-//! over rustls 0.23 (ring provider) with a client configuration you supply;
-//! `rustls` is re-exported so the versions match.
+//! | feature | adds | default |
+//! |---|---|---|
+//! | `leader-only` | [`LeaderOnlyLayer`] | yes |
+//! | `forward` | [`ForwardToLeaderLayer`] with your own forwarder | yes |
+//! | `http-forwarder` | [`HttpForwarder`] (answers with a boxed body), `ForwardToLeaderLayer::http`, `problem` | yes |
+//! | `axum` | `AxumForwarder` (answers with axum's body), `ForwardToLeaderLayer::new` | yes |
+//! | `json-forwarder` | `JsonForwarder` | no |
+//! | `full` | all of the above | no |
+//! | `tls` | `HttpForwarder::with_tls`, `JsonForwarder::with_tls`, and `rustls` re-exported so the versions match (rustls 0.23, ring provider) | no |
+//!
+//! A plain hyper or tower user takes `default-features = false, features =
+//! ["http-forwarder"]` (or just `["forward"]` with a forwarder of their
+//! own).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod builder;
@@ -101,6 +116,9 @@ pub use builder::ServiceBuilderExt;
 pub use forward::{
     ForwardPolicy, ForwardToLeader, ForwardToLeaderLayer, HttpPolicy, MapError, PlainPolicy,
 };
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use http_forwarder::AxumForwarder;
 #[cfg(feature = "http-forwarder")]
 pub use http_forwarder::HttpForwarder;
 #[cfg(feature = "json-forwarder")]

@@ -53,6 +53,17 @@ pub use catga_cluster_core::protocol::PROBLEM_CONTENT_TYPE;
 
 /// A response body type that the middleware can build: from the leader's
 /// streamed answer, and from bytes (problem documents).
+///
+/// Implemented for [`DefaultResponseBody`](crate::http_forwarder::DefaultResponseBody)
+/// (a boxed body) and, with the `axum` feature, for `axum::body::Body`. The
+/// forwarded answer has the type of the wrapped service's answer, so that
+/// service must answer `http::Response` with one of these bodies.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a body the HTTP forwarder can answer with",
+    label = "a forwarded answer would have this body type",
+    note = "`HttpForwarder` answers with `DefaultResponseBody` (a boxed body: `body.map_err(Into::into).boxed_unsync()`), `AxumForwarder` with `axum::body::Body` (feature `axum`)",
+    note = "map the wrapped service's response body to one of them, or forward through a forwarder of your own with `ForwardToLeaderLayer::with_forwarder`"
+)]
 pub trait ResponseBody: Send + 'static {
     /// Wraps a streamed body from a forwarded answer.
     fn from_incoming(body: hyper::body::Incoming) -> Self;

@@ -10,9 +10,9 @@ use axum::middleware;
 use axum::routing::MethodRouter;
 use axum::Router;
 use bytes::Bytes;
-use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::ClusterCoordinator;
-use catga_cluster_tower::{ForwardToLeaderLayer, HttpForwarder};
+use catga_cluster_core::ClusterSecret;
+use catga_cluster_tower::{AxumForwarder, ForwardToLeaderLayer};
 use http::StatusCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -52,7 +52,7 @@ impl Default for ForwardSettings {
 }
 
 type Forwarding = Arc<
-    dyn Fn(MethodRouter<AppState>, ForwardSettings, HttpForwarder) -> MethodRouter<AppState>
+    dyn Fn(MethodRouter<AppState>, ForwardSettings, AxumForwarder) -> MethodRouter<AppState>
         + Send
         + Sync,
 >;
@@ -83,7 +83,7 @@ pub struct ClusterRoutes {
     forward: ForwardSettings,
     forwarding: Forwarding,
     /// One connection pool for every forwarding route.
-    forwarder: HttpForwarder,
+    forwarder: AxumForwarder,
     #[cfg(feature = "raft")]
     raft: Option<catga_cluster_raft::RaftNode>,
 }
@@ -131,7 +131,7 @@ impl ClusterRoutes {
             limits: Limits::default(),
             forward: ForwardSettings::default(),
             forwarding,
-            forwarder: HttpForwarder::new(),
+            forwarder: AxumForwarder::new(),
             #[cfg(feature = "raft")]
             raft: None,
         };
@@ -363,7 +363,7 @@ impl ClusterRoutes {
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn forward_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
-        self.forwarder = HttpForwarder::with_tls(config);
+        self.forwarder = AxumForwarder::with_tls(config);
         self
     }
 

@@ -16,7 +16,7 @@ use catga_cluster_core::config::ClusterConfig;
 use catga_cluster_core::testing::ManualCoordinator;
 use catga_cluster_core::{ClusterCoordinator, Endpoint, NodeId, NodeInfo};
 use catga_cluster_raft::{NodeOptions, RaftNode, Storage};
-use catga_cluster_tower::{ForwardToLeaderLayer, HttpForwarder};
+use catga_cluster_tower::{AxumForwarder, ForwardToLeaderLayer};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -217,7 +217,7 @@ async fn https_leader(pki: &Pki) -> (NodeInfo, oneshot::Sender<()>) {
 }
 
 /// A follower of `leader` whose writes go through `forwarder`.
-fn follower(leader: NodeInfo, forwarder: HttpForwarder) -> Router {
+fn follower(leader: NodeInfo, forwarder: AxumForwarder) -> Router {
     let coordinator = ManualCoordinator::new_follower();
     coordinator.set_follower(Some(leader));
     Router::new()
@@ -239,7 +239,7 @@ async fn the_http_forwarder_reaches_an_https_leader() {
     let (leader, _stop) = https_leader(&pki).await;
     let app = follower(
         leader,
-        HttpForwarder::with_tls(client_config(Some(&pki.ca))),
+        AxumForwarder::with_tls(client_config(Some(&pki.ca))),
     );
 
     let response = tokio::time::timeout(DEADLINE, app.oneshot(order()))
@@ -255,7 +255,7 @@ async fn the_http_forwarder_reaches_an_https_leader() {
 async fn a_forwarder_that_does_not_trust_the_leader_fails_to_connect() {
     let pki = pki();
     let (leader, _stop) = https_leader(&pki).await;
-    let app = follower(leader, HttpForwarder::with_tls(client_config(None)));
+    let app = follower(leader, AxumForwarder::with_tls(client_config(None)));
 
     let response = tokio::time::timeout(DEADLINE, app.oneshot(order()))
         .await

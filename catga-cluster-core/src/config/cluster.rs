@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::fields::Field;
-use super::secret::ClusterSecret;
 use super::timespan::format_timespan;
 use super::tls::TlsConfig;
 use crate::keys;
 use crate::node::{Endpoint, NodeId, NodeInfo};
+use crate::secret::ClusterSecret;
 
 /// The configuration of one cluster node.
 ///

@@ -9,10 +9,10 @@ use figment::Figment;
 use super::cluster::ClusterConfig;
 use super::error::{kind_of, written, ConfigError};
 use super::fields::{pascal_of, Field, TlsField};
-use super::secret::ClusterSecret;
 use super::settings::{Settings, TlsPath, TlsSettings};
 use super::tls::TlsConfig;
 use crate::node::{NodeId, NodeInfo};
+use crate::secret::ClusterSecret;
 
 pub(super) fn interpret(figment: &Figment) -> Result<ClusterConfig, ConfigError> {
     let settings: Settings = figment.extract().map_err(setting_error)?;

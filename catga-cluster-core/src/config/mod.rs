@@ -147,7 +147,7 @@
 //
 //   loader ─┬─> file, env ──> section ──> fields       sources, merged by figment
 //           └─> interpret ─┬─> settings ──> timespan    serde reads the merged values
-//                          └─> cluster ──> tls, secret  ... into the configuration
+//                          └─> cluster ──> tls, crate::secret   ... into the configuration
 //
 // `error` (ConfigError) is used throughout.
 mod cluster;
@@ -157,15 +157,14 @@ mod fields;
 mod file;
 mod interpret;
 mod loader;
-mod secret;
 mod section;
 mod settings;
 mod timespan;
 mod tls;
 
+pub use crate::secret::ClusterSecret;
 pub use cluster::ClusterConfig;
 pub use error::ConfigError;
 pub use loader::{ConfigLoader, TopologySources};
-pub use secret::ClusterSecret;
 pub use timespan::{format_timespan, parse_duration};
 pub use tls::TlsConfig;

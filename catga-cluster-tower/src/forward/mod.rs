@@ -6,7 +6,8 @@
 //! takes a [`ForwardRequest`] (the leader, the request, the hop count and
 //! the deadline). [`HttpForwarder`](crate::HttpForwarder), a streaming
 //! reverse proxy, is the default for `http::Request`s; a custom forwarder
-//! (gRPC, a queue) is just another service.
+//! (gRPC, a queue) is just another service. The layer's constructor picks
+//! the [`ForwardPolicy`] by request type: see [`ForwardToLeaderLayer`].
 //!
 //! * **No leader known** (an election, a hand-over): the request is held,
 //!   waiting on leadership changes (no polling), up to the hold time; then it
@@ -42,7 +43,7 @@
 //! use std::time::Duration;
 //! use catga_cluster_core::testing::ManualCoordinator;
 //! use catga_cluster_core::ForwardRequest;
-//! use catga_cluster_tower::{ForwardToLeaderLayer, PlainPolicy};
+//! use catga_cluster_tower::ForwardToLeaderLayer;
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -51,8 +52,8 @@
 //! let forwarder = service_fn(|f: ForwardRequest<String>| async move {
 //!     Ok::<_, std::convert::Infallible>(format!("{} via node {}", f.request, f.leader.id))
 //! });
-//! let layer = ForwardToLeaderLayer::with_forwarder(coord.clone(), forwarder)
-//!     .policy(PlainPolicy)
+//! // Strings are not `http::Request`s: the plain policy.
+//! let layer = ForwardToLeaderLayer::with_plain_forwarder(coord.clone(), forwarder)
 //!     .hold_timeout(Duration::from_millis(100));
 //! let svc = layer.layer(service_fn(|r: String| async move {
 //!     Ok::<_, std::convert::Infallible>(format!("{r} served locally"))

@@ -9,6 +9,17 @@ use crate::error::MalformedHopCount;
 /// How the middleware answers a failure (no leader, hop limit, a failed
 /// forward): as a response of type `Resp` (the HTTP policy's
 /// `application/problem+json`), or as an error.
+///
+/// [`HttpPolicy`] answers `http::Response`s whose body is a
+/// [`ResponseBody`](crate::problem::ResponseBody) (feature
+/// `http-forwarder`); [`PlainPolicy`] any response type, by returning the
+/// error.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot answer a failure with a `{Resp}`",
+    label = "the forwarding layer's policy",
+    note = "`HttpPolicy` (the policy of `ForwardToLeaderLayer::new` and `with_forwarder`) answers failures as `http::Response`s with a problem+json body; it needs the `http-forwarder` feature, and the `axum` feature for axum's body",
+    note = "for responses that are not `http::Response`s, build the layer with `ForwardToLeaderLayer::with_plain_forwarder(coordinator, forwarder)`, or add `.policy(PlainPolicy)`: failures then come back as errors"
+)]
 pub trait MapError<Resp> {
     /// The middleware's error type.
     type Error: Send + 'static;
@@ -20,6 +31,49 @@ pub trait MapError<Resp> {
 /// Tells [`ForwardToLeader`](super::ForwardToLeader) about a request: how
 /// often it was forwarded already, whether it may be retried and how to copy
 /// it for a retry.
+///
+/// [`HttpPolicy`] is the policy of `http::Request`s,
+/// [`PlainPolicy`] of every other request type. The layer's constructor
+/// picks it: [`ForwardToLeaderLayer::new`](super::ForwardToLeaderLayer::new)
+/// and [`with_forwarder`](super::ForwardToLeaderLayer::with_forwarder) take
+/// `HttpPolicy`,
+/// [`with_plain_forwarder`](super::ForwardToLeaderLayer::with_plain_forwarder)
+/// takes `PlainPolicy`. A request type with neither gives:
+///
+/// ```compile_fail,E0277
+/// use catga_cluster_core::testing::ManualCoordinator;
+/// use catga_cluster_core::{BoxError, ForwardRequest};
+/// use catga_cluster_tower::ForwardToLeaderLayer;
+/// use tower::{service_fn, Layer, Service};
+///
+/// fn serve<S: Service<String>>(svc: S) { /* ... */ }
+///
+/// let forwarder = service_fn(|f: ForwardRequest<String>| async move { Ok::<_, BoxError>(f.request) });
+/// // `with_forwarder` is for `http::Request`s: a `String` needs `with_plain_forwarder`.
+/// let svc = ForwardToLeaderLayer::with_forwarder(ManualCoordinator::new_leader(), forwarder)
+///     .layer(service_fn(|r: String| async move { Ok::<_, BoxError>(r) }));
+/// serve(svc);
+/// ```
+///
+/// ```text
+/// error[E0277]: `HttpPolicy` cannot forward a `String`
+///   = note: `HttpPolicy` is the policy of `http::Request`s (`ForwardToLeaderLayer::new`
+///           and `with_forwarder` use it); `PlainPolicy` is the policy of every other
+///           request type
+///   = note: for other request types build the layer with
+///           `ForwardToLeaderLayer::with_plain_forwarder(coordinator, forwarder)`,
+///           or add `.policy(PlainPolicy)`
+/// ```
+///
+/// (A method call such as `svc.oneshot(..)` reports the same mistake as
+/// `E0599`, "the method `oneshot` exists … but its trait bounds were not
+/// satisfied", without these notes.)
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot forward a `{Req}`",
+    label = "the forwarding layer's policy",
+    note = "`HttpPolicy` is the policy of `http::Request`s (`ForwardToLeaderLayer::new` and `with_forwarder` use it); `PlainPolicy` is the policy of every other request type",
+    note = "for other request types build the layer with `ForwardToLeaderLayer::with_plain_forwarder(coordinator, forwarder)`, or add `.policy(PlainPolicy)`"
+)]
 pub trait ForwardPolicy<Req>: Clone + Send + Sync + 'static {
     /// The hop count the request arrived with. A malformed count is
     /// refused with [`MalformedHopCount`] (`400 bad-request` over HTTP):

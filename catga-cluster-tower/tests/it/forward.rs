@@ -1007,3 +1007,103 @@ async fn the_forwarder_is_driven_to_readiness_before_it_is_called() {
     send.send_response(answer(StatusCode::OK, ""));
     let _ = assert_ready!(response.poll());
 }
+
+// ----- `with_plain_forwarder`: requests that are not `http::Request`s -----
+
+type Command = String;
+type CommandInner = Mock<Command, Command>;
+type CommandFwd = Mock<ForwardRequest<Command>, Command>;
+
+struct CommandHarness {
+    svc: Spawn<ForwardToLeader<CommandInner, ManualCoordinator, CommandFwd, PlainPolicy>>,
+    inner: Handle<Command, Command>,
+    fwd: Handle<ForwardRequest<Command>, Command>,
+}
+
+/// A layer over `String` commands built with `with_plain_forwarder`: no
+/// `.policy(PlainPolicy)` anywhere.
+fn command_harness(coord: &ManualCoordinator) -> CommandHarness {
+    let (fwd_mock, fwd) = mock::pair::<ForwardRequest<Command>, Command>();
+    let layer = ForwardToLeaderLayer::with_plain_forwarder(coord.clone(), fwd_mock)
+        .hold_timeout(Duration::from_millis(600));
+    let (svc, inner) = mock::spawn_layer::<Command, Command, _>(layer);
+    CommandHarness { svc, inner, fwd }
+}
+
+#[tokio::test]
+async fn a_plain_forwarder_layer_serves_commands_on_the_leader() {
+    let coord = ManualCoordinator::new_leader();
+    let CommandHarness {
+        mut svc,
+        mut inner,
+        mut fwd,
+    } = command_harness(&coord);
+
+    assert_ready_ok!(svc.poll_ready());
+    let response = tokio::spawn(svc.call("add 1 2".to_owned()));
+    let (command, send) = inner.next_request().await.unwrap();
+    assert_eq!(command, "add 1 2");
+    send.send_response("3".to_owned());
+    assert_eq!(response.await.unwrap().unwrap(), "3");
+    assert_pending!(fwd.poll_request(), "the leader forwarded");
+}
+
+#[tokio::test]
+async fn a_plain_forwarder_layer_forwards_commands_from_a_follower() {
+    let leader = node(2, 5002);
+    let coord = follower_of(Some(leader.clone()));
+    let CommandHarness {
+        mut svc,
+        mut inner,
+        mut fwd,
+    } = command_harness(&coord);
+
+    assert_ready_ok!(svc.poll_ready());
+    let response = tokio::spawn(svc.call("add 1 2".to_owned()));
+    let (forward, send) = fwd.next_request().await.expect("forwarded");
+    assert_eq!(forward.leader, leader);
+    assert_eq!(forward.request, "add 1 2");
+    assert_eq!(
+        forward.hops, 1,
+        "a command carries no hop count: 0, plus this hop"
+    );
+    send.send_response("3 from the leader".to_owned());
+    assert_eq!(response.await.unwrap().unwrap(), "3 from the leader");
+    assert_pending!(inner.poll_request(), "a follower called inner");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_forwarder_layer_returns_failures_as_errors() {
+    // No leader: the hold expires as a typed error, not a response.
+    let coord = follower_of(None);
+    let CommandHarness {
+        mut svc,
+        inner: _inner, // dropped, the mock would report itself closed
+        mut fwd,
+    } = command_harness(&coord);
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call("add 1 2".to_owned()).await.unwrap_err();
+    assert_eq!(
+        downcast::<NotLeader>(&err).reason,
+        NotLeaderReason::NoLeader
+    );
+    assert_pending!(fwd.poll_request());
+
+    // A failed forward comes back as the forwarder's error, never retried.
+    let leader = node(2, 5002);
+    coord.set_follower(Some(leader.clone()));
+    let CommandHarness {
+        mut svc,
+        inner: _inner, // dropped, the mock would report itself closed
+        mut fwd,
+    } = command_harness(&coord);
+    assert_ready_ok!(svc.poll_ready());
+    let response = tokio::spawn(svc.call("add 1 2".to_owned()));
+    let (_, send) = fwd.next_request().await.unwrap();
+    send.send_error(transport_failure(&leader));
+    let err = response.await.unwrap().unwrap_err();
+    assert_eq!(
+        downcast::<ForwardFailed>(&err).kind,
+        ForwardFailureKind::Transport
+    );
+}

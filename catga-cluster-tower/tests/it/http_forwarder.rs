@@ -525,3 +525,75 @@ async fn a_get_to_a_slow_leader_is_a_forward_timeout_problem() {
     assert_eq!(doc["type"], "forward-timeout");
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
 }
+
+/// A forwarder of the user's that wraps the HTTP forwarder: no turbofish to
+/// delegate readiness, and the response future has a name.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: catga_cluster_tower::AxumForwarder,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(NodeId, u32, String)>>>,
+}
+
+impl tower::Service<catga_cluster_core::ForwardRequest<Request>> for Recording {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = catga_cluster_tower::http_forwarder::ResponseFuture<Body>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, forward: catga_cluster_core::ForwardRequest<Request>) -> Self::Future {
+        self.seen.lock().unwrap().push((
+            forward.leader.id,
+            forward.hops,
+            forward.request.uri().path().to_owned(),
+        ));
+        self.inner.call(forward)
+    }
+}
+
+#[tokio::test]
+async fn a_forwarder_that_wraps_the_http_forwarder_forwards_through_it() {
+    let leader = serve(Router::new().route("/orders/{id}", any(echo))).await;
+    let recording = Recording::default();
+    let app = follower_routes().layer(ForwardToLeaderLayer::with_forwarder(
+        follower_of(node_at(2, leader)),
+        recording.clone(),
+    ));
+
+    let response = app
+        .oneshot(
+            http::Request::post("/orders/7")
+                .body(Body::from("payload"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let seen: Value = serde_json::from_str(&body_text(response.into_body()).await).unwrap();
+    assert_eq!(seen["body"], "payload", "the leader served it");
+    assert_eq!(seen["headers"][FORWARDED_HEADER], json!(["1"]));
+    assert_eq!(
+        *recording.seen.lock().unwrap(),
+        [(NodeId::new(2), 1, "/orders/7".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn the_layer_of_new_takes_another_forwarder_of_the_same_kind() {
+    // `new(..).forwarder(..)`: the replaced forwarder's type is fixed, so the
+    // replacement's body type is inferred from the router.
+    let leader = serve(Router::new().fallback(|| async { "leader" })).await;
+    let layer = ForwardToLeaderLayer::new(follower_of(node_at(2, leader)))
+        .forwarder(catga_cluster_tower::HttpForwarder::new());
+    let response = follower_routes()
+        .layer(layer)
+        .oneshot(http::Request::get("/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(body_text(response.into_body()).await, "leader");
+}

@@ -310,11 +310,10 @@ async fn behind_the_layer_a_follower_forwards_typed_commands() {
             content_type: None,
         })
     });
-    let svc = ForwardToLeaderLayer::with_forwarder(
+    let svc = ForwardToLeaderLayer::with_plain_forwarder(
         coord.clone(),
         JsonForwarder::<Add, Sum>::new("add", Some(&secret())),
     )
-    .policy(PlainPolicy)
     .layer(local);
 
     let sum = svc.clone().oneshot(Add { a: 1, b: 2 }).await.unwrap();

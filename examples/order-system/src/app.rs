@@ -15,7 +15,7 @@ use catga_cluster_core::tls::{ClusterTls, ReloadGuard, TlsError};
 use catga_cluster_core::{DistributedLock, LockGuard};
 use catga_cluster_raft::{NodeOptions, RaftLock, RaftNode};
 use catga_cluster_tower::problem::Problem;
-use catga_cluster_tower::{ForwardToLeaderLayer, HttpForwarder};
+use catga_cluster_tower::{AxumForwarder, ForwardToLeaderLayer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +74,7 @@ pub fn router_with_tls(node: RaftNode, tls: Option<&ClusterTls>) -> (Router, Shu
     let mut forward = ForwardToLeaderLayer::new(node.clone()).hold_timeout(Duration::from_secs(3));
     if let Some(tls) = tls {
         routes = routes.tls(tls);
-        forward = forward.forwarder(HttpForwarder::with_tls(tls.client_config()));
+        forward = forward.forwarder(AxumForwarder::with_tls(tls.client_config()));
     }
     let state = AppState { node: node.clone() };
     let orders = Router::new()

@@ -1,5 +1,6 @@
 //! [`ClusterSecret`], the shared secret of a cluster, which never shows in
-//! logs or messages.
+//! logs or messages. Always available (the clients and the HTTP edge send
+//! and check it); the `config` feature loads it as `Cluster.Secret`.
 
 use std::fmt;
 
@@ -12,8 +13,9 @@ use std::fmt;
 pub struct ClusterSecret(String);
 
 impl ClusterSecret {
-    /// Wraps a secret. An empty secret is rejected by
-    /// [`ClusterConfig::validate`](super::ClusterConfig::validate).
+    /// Wraps a secret. An empty secret matches nothing (see
+    /// [`verify`](Self::verify)), and `ClusterConfig::validate` (feature
+    /// `config`) rejects it.
     pub fn new(secret: impl Into<String>) -> Self {
         ClusterSecret(secret.into())
     }
