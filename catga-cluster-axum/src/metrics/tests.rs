@@ -503,15 +503,45 @@ fn documented(doc: &str) -> BTreeMap<String, Vec<(String, String)>> {
 
 #[test]
 fn every_documented_family_is_present_from_the_start_and_every_family_documented() {
-    // docs/http.md: the "Names:" paragraph of the Metrics section.
+    // docs/http.md: the table of the Metrics section; a labelled family's
+    // label values are the backticked words of its meaning column.
     let http_md = include_str!("../../../docs/http.md");
-    let names = http_md
+    let section = http_md
         .split("## Metrics")
         .nth(1)
-        .and_then(|s| s.split("Names:").nth(1))
-        .and_then(|s| s.split("\n\n").next())
-        .expect("docs/http.md lists the metric names in its Metrics section");
-    let in_http_md = documented(names);
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/http.md has a Metrics section");
+    let rows: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| `catga_cluster_"))
+        .collect();
+    assert!(
+        !rows.is_empty(),
+        "docs/http.md lists the metrics in a table"
+    );
+    let mut in_http_md = BTreeMap::new();
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (first, meaning) = (cells[1], cells[3]);
+        let mut family = documented(first);
+        let (name, labels) = family.pop_first().expect("a metric name");
+        let label = first
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map(|(label, _)| label.to_owned());
+        let mut labels = labels;
+        if let Some(label) = label {
+            for value in meaning.split('`').skip(1).step_by(2) {
+                if value
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    labels.push((label.clone(), value.to_owned()));
+                }
+            }
+        }
+        in_http_md.insert(name, labels);
+    }
     // The module docs: the first column of the table.
     let table: String = include_str!("../metrics.rs")
         .lines()
