@@ -33,10 +33,12 @@
 
 pub mod kv;
 pub mod lock;
+pub mod log;
 pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod node;
+pub mod prelude;
 mod quorum;
 pub mod snapshot_store;
 pub mod state_machine;
