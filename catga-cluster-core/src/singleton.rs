@@ -324,6 +324,36 @@ pub enum SingletonState {
 }
 
 /// Runs a [`SingletonTask`] on the leader.
+///
+/// Build it with [`new`](SingletonRunner::new), adjust it with
+/// [`config`](SingletonRunner::config), start it with
+/// [`spawn`](SingletonRunner::spawn) and keep the [`SingletonHandle`] for as
+/// long as the task should run: dropping it stops the runner.
+///
+/// ```
+/// use std::time::Duration;
+/// use catga_cluster_core::{
+///     singleton_fn, ClusterCoordinator, SingletonConfig, SingletonHandle, SingletonRunner,
+/// };
+///
+/// /// Starts the outbox on whichever node leads; the caller keeps the handle
+/// /// (in its application state) and shuts it down on exit.
+/// fn start_outbox<C: ClusterCoordinator>(coordinator: C) -> SingletonHandle {
+///     let task = singleton_fn("outbox", |ctx| async move {
+///         while !ctx.is_cancelled() {
+///             // Process a batch, tagging writes with ctx.fence().
+///             tokio::select! {
+///                 () = ctx.cancelled() => break,
+///                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
+///             }
+///         }
+///         Ok(())
+///     });
+///     SingletonRunner::new(coordinator, task)
+///         .config(SingletonConfig::default().stop_timeout(Duration::from_secs(5)))
+///         .spawn()
+/// }
+/// ```
 #[derive(Debug)]
 pub struct SingletonRunner<C, T> {
     coordinator: C,
