@@ -47,7 +47,7 @@
 //! * [`node`](ClusterCoordinator::node): this node's id and endpoint; it
 //!   never changes.
 //! * [`subscribe`](ClusterCoordinator::subscribe): a
-//!   [`watch`](crate::watch) receiver of [`Leadership`] snapshots. The
+//!   [`watch`] receiver of [`Leadership`] snapshots. The
 //!   channel **must** hold the current snapshot from the start (a new
 //!   receiver reads it without waiting), publish a new snapshot — with a
 //!   larger `epoch` — on every change, so that `changed()` wakes every

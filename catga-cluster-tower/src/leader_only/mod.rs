@@ -8,7 +8,7 @@
 //! How a refusal reaches the caller is the layer's choice:
 //!
 //! * [`LeaderOnlyLayer::new`] fails with a
-//!   [`NotLeader`](catga_cluster_core::NotLeader) error (as a [`BoxError`]):
+//!   [`NotLeader`] error (as a [`BoxError`]):
 //!   for any service, HTTP or not. The errors of the inner service are
 //!   boxed too.
 //! * [`LeaderOnlyLayer::http`] (features `leader-only` and
