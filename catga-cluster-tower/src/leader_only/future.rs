@@ -5,10 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+#[cfg(feature = "http-forwarder")]
+use crate::problem::Problem;
 use catga_cluster_core::{BoxError, NotLeader};
 use pin_project_lite::pin_project;
-#[cfg(feature = "http-forwarder")]
-use {crate::problem::Problem, catga_cluster_core::protocol::problem as slug};
 
 type StrictFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
@@ -135,13 +135,11 @@ where
             ProblemKindProj::Inner { future } => future.poll(cx),
             ProblemKindProj::Refused { refusal } => Poll::Ready(Ok(match refusal.take() {
                 Some(refusal) => super::problem_response(&refusal),
-                None => Problem::new(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    slug::INTERNAL,
-                    "Internal error",
-                    "response future polled after completion",
-                )
-                .response_with(B::from),
+                // A caller's bug: the usual answer to an unexpected error.
+                None => {
+                    let misuse = BoxError::from("response future polled after completion");
+                    Problem::from_error(misuse.as_ref()).response_with(B::from)
+                }
             })),
             ProblemKindProj::Strict { future } => future.as_mut().poll(cx),
         }
