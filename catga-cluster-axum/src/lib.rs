@@ -57,7 +57,9 @@
 //!   built from one route table, so the OpenAPI document cannot drift.
 //! * [`problem`]: every error as `application/problem+json` with the
 //!   contract's slugs and statuses, and [`problem::handle_error`] for
-//!   axum's `HandleErrorLayer`.
+//!   axum's `HandleErrorLayer` (for middleware that fails with errors;
+//!   `catga_cluster_tower::LeaderOnlyLayer::http` answers its `503` problem
+//!   itself and needs no handler).
 //! * [`auth`]: the cluster secret on protected routes (constant-time), or
 //!   loopback-only protected mode without one.
 //! * [`edge`]: `x-catga-served-by`, the opt-in `307` redirect mode and

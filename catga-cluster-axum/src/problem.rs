@@ -511,8 +511,26 @@ impl<E: Into<BoxError>> From<E> for ErrorResponse {
 }
 
 /// The handler for axum's `HandleErrorLayer`: any middleware error (a
-/// [`NotLeader`] from `LeaderOnlyLayer`, a timeout, …) becomes a problem
-/// response.
+/// timeout, a [`NotLeader`] from the error-returning `LeaderOnlyLayer::new`,
+/// …) becomes a problem response.
+///
+/// A leader-only route needs none of this:
+/// `catga_cluster_tower::LeaderOnlyLayer::http` answers the `503` problem
+/// itself and goes straight onto a route:
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use catga_cluster_core::testing::ManualCoordinator;
+/// use catga_cluster_tower::LeaderOnlyLayer;
+///
+/// let coord = ManualCoordinator::new_follower();
+/// let app: Router = Router::new()
+///     .route("/jobs", post(|| async { "started" }))
+///     .route_layer(LeaderOnlyLayer::http(coord));
+/// # let _ = app;
+/// ```
+///
+/// Middleware that fails with errors goes behind `HandleErrorLayer`:
 ///
 /// ```
 /// use axum::error_handling::HandleErrorLayer;

@@ -35,6 +35,128 @@
 //! # });
 //! # }
 //! ```
+//!
+//! # Implementing a coordinator
+//!
+//! Everything in the workspace — the tower middleware, the axum routes, the
+//! singleton runner — works with any `ClusterCoordinator`, so leadership
+//! can come from somewhere other than the Raft node: etcd or Consul leases,
+//! a Kubernetes `Lease`, a database advisory lock, or configuration. Three
+//! methods are required:
+//!
+//! * [`node`](ClusterCoordinator::node): this node's id and endpoint; it
+//!   never changes.
+//! * [`subscribe`](ClusterCoordinator::subscribe): a
+//!   [`watch`] receiver of [`Leadership`] snapshots. The
+//!   channel **must** hold the current snapshot from the start (a new
+//!   receiver reads it without waiting), publish a new snapshot — with a
+//!   larger `epoch` — on every change, so that `changed()` wakes every
+//!   waiter (the forwarding middleware's hold, the waits, the singleton
+//!   runner and [`execute_if_leader`](ClusterCoordinator::execute_if_leader)
+//!   sleep on it and never poll), and close only when the coordinator is
+//!   gone for good (waiters treat a closed channel as shutdown). A snapshot
+//!   must never say "leader with a valid lease" while another node may
+//!   already lead: publish the loss of leadership no later than it can
+//!   happen, or set [`Leadership::lease_deadline`] so that
+//!   [`Leadership::is_leader`] turns false on its own when the lease runs
+//!   out. The provided [`is_leader`](ClusterCoordinator::is_leader) and
+//!   [`leadership`](ClusterCoordinator::leadership) read this channel;
+//!   override them only with something as strict and cheaper.
+//! * [`ensure_leader`](ClusterCoordinator::ensure_leader): the exact check
+//!   (a quorum round, a lease renewal, a compare-and-swap on the lock)
+//!   that returns a [`LeaderFence`] which grows whenever leadership moves,
+//!   or the refusal.
+//!
+//! [`not_leader_for`] builds that refusal from the current snapshot: the
+//! [`NotLeader`] with the reason (`not-leader` with the leader's id and
+//! endpoint, `no-leader`, `transferring`, `lease-expired`) that the
+//! middleware turns into the `503` answer and its `x-catga-leader` hint, so
+//! that every coordinator refuses the same way. Use it wherever your
+//! coordinator says no.
+//!
+//! A coordinator whose leader is named by configuration — no election, one
+//! writer — with a switch to step down before maintenance:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use catga_cluster_core::coordinator::not_leader_for;
+//! use catga_cluster_core::{
+//!     watch, ClusterCoordinator, LeaderFence, LeaderInfo, Leadership, NodeId, NodeInfo,
+//!     NotLeader, NotLeaderReason, Role,
+//! };
+//!
+//! #[derive(Clone)]
+//! struct StaticCoordinator {
+//!     me: NodeInfo,
+//!     // Shared by the clones; the channel closes when the last one goes.
+//!     snapshots: Arc<watch::Sender<Leadership>>,
+//! }
+//!
+//! impl StaticCoordinator {
+//!     fn new(me: NodeInfo, leader: NodeInfo) -> Self {
+//!         let leads = me.id == leader.id;
+//!         let (snapshots, _) = watch::channel(Leadership {
+//!             role: if leads { Role::Leader } else { Role::Follower },
+//!             term: 1,
+//!             leader: Some(LeaderInfo::from(leader)),
+//!             // No lease can lapse: the configuration is the lease.
+//!             lease_valid: leads,
+//!             epoch: 1,
+//!             ..Leadership::default()
+//!         });
+//!         StaticCoordinator { me, snapshots: Arc::new(snapshots) }
+//!     }
+//!
+//!     /// Stops leading: one new snapshot wakes every subscriber.
+//!     fn step_down(&self) {
+//!         self.snapshots.send_modify(|l| {
+//!             l.role = Role::Follower;
+//!             l.lease_valid = false;
+//!             l.leader = None;
+//!             l.epoch += 1;
+//!         });
+//!     }
+//! }
+//!
+//! impl ClusterCoordinator for StaticCoordinator {
+//!     fn node(&self) -> &NodeInfo {
+//!         &self.me
+//!     }
+//!
+//!     fn subscribe(&self) -> watch::Receiver<Leadership> {
+//!         self.snapshots.subscribe()
+//!     }
+//!
+//!     async fn ensure_leader(&self) -> Result<LeaderFence, NotLeader> {
+//!         let snapshot = self.leadership();
+//!         if !snapshot.is_leader() {
+//!             return Err(not_leader_for(self));
+//!         }
+//!         // Leadership never moves within a term here, so the term alone
+//!         // orders the fences.
+//!         Ok(LeaderFence { term: snapshot.term, index: 0 })
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let node = |id: u64| NodeInfo::new(NodeId::new(id), format!("http://10.0.0.{id}:5000").parse().unwrap());
+//! let writer = StaticCoordinator::new(node(1), node(1));
+//! let replica = StaticCoordinator::new(node(2), node(1));
+//! assert!(writer.is_leader());
+//! assert_eq!(writer.ensure_leader().await.unwrap().term, 1);
+//!
+//! // The replica refuses with the hint where to go instead.
+//! let refusal = replica.ensure_leader().await.unwrap_err();
+//! assert_eq!(refusal.reason, NotLeaderReason::NotLeader);
+//! assert_eq!(refusal.leader_id, Some(NodeId::new(1)));
+//!
+//! let mut changes = writer.subscribe();
+//! writer.step_down();
+//! changes.changed().await.unwrap();
+//! assert!(!writer.is_leader());
+//! assert_eq!(writer.ensure_leader().await.unwrap_err().reason, NotLeaderReason::NoLeader);
+//! # });
+//! ```
 
 use std::fmt;
 use std::future::Future;
@@ -52,6 +174,33 @@ use crate::{ClusterError, LeaderInfo, Leadership, NodeInfo, NotLeader, NotLeader
 /// Fences order by term, then index: a resource that remembers the highest
 /// fence it has accepted rejects anything lower, so work started by a deposed
 /// leader cannot overwrite work of its successor.
+///
+/// ```
+/// use catga_cluster_core::LeaderFence;
+///
+/// /// What a protected resource keeps: the highest fence it accepted.
+/// struct Guarded {
+///     highest: Option<LeaderFence>,
+/// }
+///
+/// impl Guarded {
+///     fn write(&mut self, fence: LeaderFence) -> Result<(), &'static str> {
+///         if self.highest.is_some_and(|h| fence < h) {
+///             return Err("stale leader");
+///         }
+///         self.highest = Some(fence);
+///         Ok(())
+///     }
+/// }
+///
+/// let mut store = Guarded { highest: None };
+/// let old = LeaderFence { term: 3, index: 120 };
+/// let new = LeaderFence { term: 4, index: 7 }; // a later term wins
+/// store.write(old).unwrap();
+/// store.write(new).unwrap();
+/// assert_eq!(store.write(old), Err("stale leader"));
+/// assert_eq!(new.to_string(), "4:7");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LeaderFence {

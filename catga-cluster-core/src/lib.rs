@@ -61,4 +61,13 @@ pub use leadership::{LeaderInfo, Leadership, Role};
 pub use lock::{DistributedLock, FencingToken, LockError, LockGuard};
 pub use node::{Endpoint, EndpointError, NodeId, NodeInfo, NodeNameError};
 pub use secret::ClusterSecret;
-pub use singleton::{SingletonRunner, SingletonTask, TaskContext};
+pub use singleton::{
+    singleton_fn, SingletonConfig, SingletonHandle, SingletonRunner, SingletonState,
+    SingletonStatus, SingletonTask, TaskContext,
+};
+
+/// Tokio's `watch` channel: [`ClusterCoordinator::subscribe`] returns a
+/// [`watch::Receiver`]`<`[`Leadership`]`>`. Re-exported so that a
+/// coordinator implementation names the same channel type without a tokio
+/// dependency of its own (and the versions cannot drift).
+pub use tokio::sync::watch;

@@ -100,6 +100,29 @@ pub enum LockError {
 }
 
 /// A lock service: named locks with leases and fencing tokens.
+///
+/// Write lock users against the trait: [`LocalLock`] in tests and on one
+/// node, the Raft crate's `RaftLock` across the cluster.
+///
+/// ```
+/// use std::time::Duration;
+/// use catga_cluster_core::lock::{DistributedLock, LocalLock, LockError, LockGuard};
+///
+/// /// Runs the nightly job unless someone else runs it; `true` if it ran.
+/// async fn nightly<L: DistributedLock>(locks: &L) -> Result<bool, LockError> {
+///     let ttl = Duration::from_secs(60);
+///     let Some(guard) = locks.try_acquire("nightly", ttl, Duration::ZERO).await? else {
+///         return Ok(false);
+///     };
+///     // ... the job, passing guard.token() with every write it makes ...
+///     guard.release().await?;
+///     Ok(true)
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// assert!(nightly(&LocalLock::new()).await.unwrap());
+/// # });
+/// ```
 pub trait DistributedLock: Send + Sync + 'static {
     /// The guard of a held lock.
     type Guard: LockGuard;

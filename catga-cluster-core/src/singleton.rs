@@ -17,10 +17,24 @@
 //! when leadership is gained anew or after a run that lasted
 //! [`SingletonConfig::reset_after`].
 //!
+//! # Keep the handle
+//!
+//! [`SingletonRunner::spawn`] returns a [`SingletonHandle`], and **dropping
+//! the handle stops the runner at once**: the current run is cancelled and
+//! no new run starts. `SingletonRunner::new(coord, task).spawn();` on its
+//! own line therefore runs the task zero times (the compiler warns: the
+//! handle is `#[must_use]`). Keep the handle for as long as the task should
+//! run — in your application state, next to the server — and call
+//! [`SingletonHandle::shutdown`] to stop it and wait for the run to finish.
+//!
+//! For a health route or a metric, [`SingletonHandle::watch`] gives a
+//! [`SingletonStatus`]: a cheap, cloneable view of the runner's
+//! [`SingletonState`] that does not keep the runner alive.
+//!
 //! ```
 //! # #[cfg(feature = "test-util")] {
-//! use catga_cluster_core::singleton::{singleton_fn, SingletonRunner, SingletonState};
 //! use catga_cluster_core::testing::ManualCoordinator;
+//! use catga_cluster_core::{singleton_fn, SingletonRunner, SingletonState};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let coord = ManualCoordinator::new_follower();
@@ -30,10 +44,13 @@
 //!     Ok(())
 //! });
 //! let handle = SingletonRunner::new(coord.clone(), task).spawn();
+//! let mut status = handle.watch(); // clone it into a health route
+//! assert_eq!(status.state(), SingletonState::Idle);
+//!
 //! coord.set_leader();
-//! let mut states = handle.subscribe();
-//! states.wait_for(|s| matches!(s, SingletonState::Running { .. })).await.unwrap();
+//! status.wait_for(|s| matches!(s, SingletonState::Running { .. })).await;
 //! handle.shutdown().await;
+//! assert_eq!(status.state(), SingletonState::Stopped);
 //! # });
 //! # }
 //! ```
@@ -307,6 +324,36 @@ pub enum SingletonState {
 }
 
 /// Runs a [`SingletonTask`] on the leader.
+///
+/// Build it with [`new`](SingletonRunner::new), adjust it with
+/// [`config`](SingletonRunner::config), start it with
+/// [`spawn`](SingletonRunner::spawn) and keep the [`SingletonHandle`] for as
+/// long as the task should run: dropping it stops the runner.
+///
+/// ```
+/// use std::time::Duration;
+/// use catga_cluster_core::{
+///     singleton_fn, ClusterCoordinator, SingletonConfig, SingletonHandle, SingletonRunner,
+/// };
+///
+/// /// Starts the outbox on whichever node leads; the caller keeps the handle
+/// /// (in its application state) and shuts it down on exit.
+/// fn start_outbox<C: ClusterCoordinator>(coordinator: C) -> SingletonHandle {
+///     let task = singleton_fn("outbox", |ctx| async move {
+///         while !ctx.is_cancelled() {
+///             // Process a batch, tagging writes with ctx.fence().
+///             tokio::select! {
+///                 () = ctx.cancelled() => break,
+///                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
+///             }
+///         }
+///         Ok(())
+///     });
+///     SingletonRunner::new(coordinator, task)
+///         .config(SingletonConfig::default().stop_timeout(Duration::from_secs(5)))
+///         .spawn()
+/// }
+/// ```
 #[derive(Debug)]
 pub struct SingletonRunner<C, T> {
     coordinator: C,
@@ -343,6 +390,14 @@ where
     }
 
     /// Starts the runner on the current tokio runtime.
+    ///
+    /// The runner lives as long as the returned handle: dropping it stops
+    /// the runner at once (see [Keep the handle](self#keep-the-handle)).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    #[must_use = "the runner stops as soon as the SingletonHandle is dropped; keep the handle for as long as the task should run"]
     pub fn spawn(self) -> SingletonHandle {
         let (state_tx, state_rx) = watch::channel(SingletonState::Idle);
         let shutdown = CancellationToken::new();
@@ -375,8 +430,14 @@ where
 
 /// Controls a spawned [`SingletonRunner`].
 ///
-/// Dropping the handle stops the runner as well (without waiting).
+/// **Dropping the handle stops the runner** at once: the current run is
+/// cancelled (without waiting for it) and no new run starts. Keep the handle
+/// for as long as the task should run, and stop it with
+/// [`shutdown`](SingletonHandle::shutdown), which waits for the run to
+/// finish. [`watch`](SingletonHandle::watch) gives a view of the state that
+/// can be cloned into health routes without keeping the runner alive.
 #[derive(Debug)]
+#[must_use = "dropping a SingletonHandle stops the runner at once; keep it for as long as the task should run"]
 pub struct SingletonHandle {
     state: watch::Receiver<SingletonState>,
     shutdown: CancellationToken,
@@ -394,6 +455,15 @@ impl SingletonHandle {
         self.state.clone()
     }
 
+    /// A cheap, cloneable view of the runner's state, for health routes and
+    /// metrics. It does not keep the runner alive: once the runner stops,
+    /// the view shows [`SingletonState::Stopped`].
+    pub fn watch(&self) -> SingletonStatus {
+        let mut state = self.state.clone();
+        state.mark_unchanged();
+        SingletonStatus { state }
+    }
+
     /// Cancels the current run, waits for it (bounded by the stop timeout)
     /// and stops the runner.
     pub async fn shutdown(mut self) {
@@ -403,6 +473,75 @@ impl SingletonHandle {
                 tracing::error!(target: TARGET, error = %e, "singleton runner failed");
             }
         }
+    }
+}
+
+/// A view of a [`SingletonRunner`]'s state, from [`SingletonHandle::watch`].
+///
+/// Cheap to clone (a `watch` receiver); each clone follows the state on
+/// its own. It observes only: dropping it, or every clone, changes nothing,
+/// and it does not keep the runner alive.
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use catga_cluster_core::testing::ManualCoordinator;
+/// use catga_cluster_core::{singleton_fn, SingletonRunner, SingletonState, SingletonStatus};
+///
+/// /// What a readiness route might answer.
+/// fn outbox_health(status: &SingletonStatus) -> &'static str {
+///     match status.state() {
+///         SingletonState::Stuck { .. } => "degraded",
+///         SingletonState::Stopped => "stopped",
+///         _ => "ok",
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let coord = ManualCoordinator::new_leader();
+/// let task = singleton_fn("outbox", |ctx| async move {
+///     ctx.cancelled().await;
+///     Ok(())
+/// });
+/// let handle = SingletonRunner::new(coord, task).spawn();
+/// let status = handle.watch();
+/// assert_eq!(outbox_health(&status), "ok");
+/// handle.shutdown().await;
+/// assert_eq!(outbox_health(&status), "stopped");
+/// # });
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SingletonStatus {
+    state: watch::Receiver<SingletonState>,
+}
+
+impl SingletonStatus {
+    /// The runner's current state.
+    pub fn state(&self) -> SingletonState {
+        self.state.borrow().clone()
+    }
+
+    /// Waits for a newer state than the last one this call returned (or,
+    /// on the first call, than the state when the view was made) and
+    /// returns it; `None` once the runner is gone and its last state
+    /// ([`SingletonState::Stopped`]) has been returned.
+    ///
+    /// States that follow each other quickly may be skipped: the view holds
+    /// the newest state only. A clone continues from where its original
+    /// was.
+    pub async fn changed(&mut self) -> Option<SingletonState> {
+        self.state.changed().await.ok()?;
+        Some(self.state.borrow_and_update().clone())
+    }
+
+    /// Waits until the state satisfies `pred` (checked on the current state
+    /// first) and returns it; `None` if the runner stopped without reaching
+    /// such a state.
+    pub async fn wait_for(
+        &mut self,
+        pred: impl FnMut(&SingletonState) -> bool,
+    ) -> Option<SingletonState> {
+        self.state.wait_for(pred).await.ok().map(|s| s.clone())
     }
 }
 

@@ -216,6 +216,18 @@ impl RaftNode {
     }
 
     /// A linearizable read of a key, from any node.
+    ///
+    /// `None`: the key does not exist. A follower asks the leader, which
+    /// confirms its leadership with a quorum first, so the answer reflects
+    /// every write acknowledged before the call.
+    ///
+    /// ```no_run
+    /// # async fn run(node: catga_cluster_raft::RaftNode) -> Result<(), catga_cluster_core::ClusterError> {
+    /// if let Some(value) = node.get("orders/42").await? {
+    ///     println!("{} bytes at revision {}", value.value.len(), value.revision);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get(&self, key: &str) -> Result<Option<KvValue>, ClusterError> {
         match self
             .read_anywhere(ReadRequest::Get {
@@ -249,7 +261,18 @@ impl RaftNode {
         }
     }
 
-    /// Writes a key; returns its new revision.
+    /// Writes a key, from any node; returns its new revision.
+    ///
+    /// A write whose answer did not arrive in time reports
+    /// [`ClusterError::UnknownOutcome`]: it may still be applied. Use
+    /// [`put_with_id`](RaftNode::put_with_id) to retry such a write safely.
+    ///
+    /// ```no_run
+    /// # async fn run(node: catga_cluster_raft::RaftNode) -> Result<(), catga_cluster_core::ClusterError> {
+    /// let revision = node.put("orders/42", br#"{"total":10}"#.to_vec()).await?;
+    /// # let _ = revision;
+    /// # Ok(()) }
+    /// ```
     pub async fn put(&self, key: &str, value: Vec<u8>) -> Result<u64, ClusterError> {
         match self.compare_and_set_inner(key, value, None, None).await? {
             CasOutcome::Written(revision) => Ok(revision),
@@ -259,7 +282,20 @@ impl RaftNode {
         }
     }
 
-    /// Writes a key only if its revision is `expected` (0: only if absent).
+    /// Writes a key only if its revision is `expected` (0: only if absent),
+    /// from any node.
+    ///
+    /// ```no_run
+    /// use catga_cluster_raft::CasOutcome;
+    ///
+    /// # async fn run(node: catga_cluster_raft::RaftNode) -> Result<(), catga_cluster_core::ClusterError> {
+    /// // Create the key only if nobody else has.
+    /// match node.compare_and_set("leader-note", 0, b"mine".to_vec()).await? {
+    ///     CasOutcome::Written(revision) => println!("written at {revision}"),
+    ///     CasOutcome::Mismatch(current) => println!("already there, revision {current}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn compare_and_set(
         &self,
         key: &str,

@@ -54,6 +54,27 @@ use crate::types::{CommandResponse, Operation};
 const TARGET: &str = "catga_cluster::raft::lock";
 
 /// The distributed lock service of a [`RaftNode`], for one owner.
+///
+/// Its methods are those of [`DistributedLock`] (and the guard's those of
+/// [`LockGuard`]): bring the traits into scope, e.g. with
+/// [`crate::prelude`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use catga_cluster_raft::prelude::*;
+///
+/// # async fn run(node: RaftNode) -> Result<(), Box<dyn std::error::Error>> {
+/// let locks = RaftLock::with_owner(node, "billing-worker-1")?;
+/// let ttl = Duration::from_secs(30);
+/// match locks.try_acquire("nightly-billing", ttl, Duration::ZERO).await? {
+///     Some(guard) => {
+///         // Pass guard.token() along with every write the lock protects.
+///         guard.release().await?;
+///     }
+///     None => println!("another worker runs it"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RaftLock {
     node: RaftNode,
@@ -180,6 +201,20 @@ impl RaftNode {
     /// comes first; `on_wait` runs once, when the waiting starts.
     /// [`RaftLock`] is the typed front; HTTP routes that hold a lock across
     /// requests use this directly.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use catga_cluster_raft::Acquisition;
+    ///
+    /// # async fn run(node: catga_cluster_raft::RaftNode) -> Result<(), catga_cluster_core::ClusterError> {
+    /// let wait = Duration::from_secs(2);
+    /// match node.acquire_lock("reports", "worker-7", 30_000, wait, || {}).await? {
+    ///     Acquisition::Granted { token, .. } => println!("holding it, fencing token {token}"),
+    ///     Acquisition::Held { remaining, .. } => println!("busy for another {remaining:?}"),
+    ///     _ => {}
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn acquire_lock(
         &self,
         name: &str,

@@ -22,6 +22,9 @@ use crate::network::failure::Failure;
 use crate::network::http_client::{peer_backoff, HttpNetwork, HttpNetworkFactory};
 use crate::types::TypeConfig;
 
+/// The target of the transport's own log lines.
+const TARGET: &str = "catga_cluster::raft::network";
+
 /// The network of one node: the clients of its transport, and the contact
 /// times every answered RPC updates (see [`PeerContacts`]).
 #[derive(Debug, Clone)]
@@ -153,21 +156,73 @@ impl Peer {
             .await
         {
             Ok(Ok(answer)) => {
-                self.contacts.record_answer(self.target());
+                self.answered(rpc);
                 Ok(answer)
             }
             Ok(Err(remote)) => {
                 // Raft's refusals come from a running peer; a peer whose
                 // Raft stopped answers `Fatal` and cannot vote.
                 if !matches!(remote, RaftError::Fatal(_)) {
-                    self.contacts.record_answer(self.target());
+                    self.answered(rpc);
                 }
                 Err(RPCError::RemoteError(RemoteError::new(
                     self.target(),
                     remote,
                 )))
             }
-            Err(failure) => Err(failure.into_rpc_error(action, self.local(), entries)),
+            Err(failure) => {
+                self.failed(rpc, &failure);
+                Err(failure.into_rpc_error(action, self.local(), entries))
+            }
+        }
+    }
+
+    /// Records an answer of the peer, and reports the end of an outage.
+    fn answered(&self, rpc: RaftRpc) {
+        if let Some(outage) = self.contacts.record_answer(self.target()) {
+            tracing::info!(
+                target: TARGET,
+                peer = %self.target(),
+                ?rpc,
+                failures = outage.failures,
+                after = ?outage.since.elapsed(),
+                "peer answers again"
+            );
+        }
+    }
+
+    /// Records an RPC that failed before the peer answered.
+    ///
+    /// A peer that is down or restarting is an expected condition, and
+    /// openraft retries on its own (with [`peer_backoff`]): the first
+    /// failure of a run is a warning, the retries are debug lines with the
+    /// running count, and the peer's next answer ends the run with one info
+    /// line (see [`crate::log`]).
+    fn failed(&self, rpc: RaftRpc, failure: &Failure) {
+        if let Failure::TooLarge { .. } = failure {
+            // The peer answered: openraft resends smaller.
+            tracing::debug!(target: TARGET, peer = %self.target(), ?rpc, %failure, "RPC too large");
+            return;
+        }
+        let failures = self.contacts.record_failure(self.target());
+        if failures == 1 {
+            tracing::warn!(
+                target: TARGET,
+                peer = %self.target(),
+                ?rpc,
+                failures,
+                error = %failure,
+                "peer not answering; retrying, further failures are logged at debug until it answers"
+            );
+        } else {
+            tracing::debug!(
+                target: TARGET,
+                peer = %self.target(),
+                ?rpc,
+                failures,
+                error = %failure,
+                "peer still not answering"
+            );
         }
     }
 }
@@ -228,3 +283,6 @@ impl RaftNetwork<TypeConfig> for Peer {
         Backoff::new(peer_backoff())
     }
 }
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests;

@@ -1,9 +1,11 @@
 //! Tower middleware for catga-cluster: serve only on the leader, or forward
 //! to it.
 //!
-//! * [`LeaderOnlyLayer`]: on a node that does not lead, answer
-//!   [`NotLeader`](catga_cluster_core::NotLeader) without calling the inner
-//!   service.
+//! * [`LeaderOnlyLayer`]: on a node that does not lead, refuse without
+//!   calling the inner service: [`LeaderOnlyLayer::http`] answers HTTP
+//!   requests with the `503 not-leader` problem itself (it goes straight onto
+//!   an axum route), [`LeaderOnlyLayer::new`] fails with
+//!   [`NotLeader`](catga_cluster_core::NotLeader) for any service.
 //! * [`ForwardToLeaderLayer`]: serve on the leader, forward from any other
 //!   node through a forwarder service: [`HttpForwarder`] (a streaming
 //!   reverse proxy; [`AxumForwarder`] for an axum `Router`, the default),
@@ -125,3 +127,11 @@ pub use http_forwarder::HttpForwarder;
 pub use json_forwarder::JsonForwarder;
 #[cfg(feature = "leader-only")]
 pub use leader_only::{LeaderOnly, LeaderOnlyLayer};
+
+/// The tower trait every middleware and forwarder here implements,
+/// re-exported so that a custom forwarder needs no `tower-service`
+/// dependency of its own.
+pub use tower_service::Service;
+
+/// The tower trait of the layers here, re-exported like [`Service`].
+pub use tower_layer::Layer;

@@ -400,8 +400,13 @@ impl Problem {
 
     /// The problem as a response.
     pub fn into_response<RB: ResponseBody>(self) -> http::Response<RB> {
-        let body = self.to_json();
-        let mut response = http::Response::new(RB::from_bytes(body));
+        self.response_with(RB::from_bytes)
+    }
+
+    /// The problem as a response whose body `body` makes from the JSON
+    /// document.
+    pub(crate) fn response_with<B>(self, body: impl FnOnce(Bytes) -> B) -> http::Response<B> {
+        let mut response = http::Response::new(body(self.to_json()));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));

@@ -278,3 +278,125 @@ async fn shutdown_cancels_the_run_and_stops() {
     assert!(cancelled.load(Ordering::SeqCst));
     assert_eq!(*states.borrow(), SingletonState::Stopped);
 }
+
+#[tokio::test]
+async fn the_status_view_follows_the_runner_to_its_end() {
+    let coord = ManualCoordinator::new_follower();
+    let task = singleton_fn("t", |ctx| async move {
+        ctx.cancelled().await;
+        Ok(())
+    });
+    let handle = SingletonRunner::new(coord.clone(), task).spawn();
+    let mut status = handle.watch();
+    assert_eq!(status.state(), SingletonState::Idle);
+
+    coord.set_leader();
+    let running = tokio::time::timeout(Duration::from_secs(30), status.wait_for(is_running))
+        .await
+        .expect("running in time")
+        .expect("runner alive");
+    assert!(matches!(
+        running,
+        SingletonState::Running { attempt: 1, .. }
+    ));
+    assert_eq!(status.state(), running);
+
+    // A clone follows on its own; the original is unaffected by it.
+    let mut clone = status.clone();
+    coord.set_follower(None);
+    let idle = wait_view(&mut clone, |s| *s == SingletonState::Idle).await;
+    assert_eq!(idle, SingletonState::Idle);
+
+    handle.shutdown().await;
+    // Every state up to the last is returned, then the end of the runner.
+    let mut last = None;
+    while let Some(state) = tokio::time::timeout(Duration::from_secs(30), status.changed())
+        .await
+        .expect("the view ends in time")
+    {
+        last = Some(state);
+    }
+    assert_eq!(last, Some(SingletonState::Stopped));
+    assert_eq!(status.state(), SingletonState::Stopped);
+    assert_eq!(clone.changed().await, Some(SingletonState::Stopped));
+    assert_eq!(clone.changed().await, None);
+    assert_eq!(clone.wait_for(is_running).await, None);
+}
+
+#[tokio::test]
+async fn a_new_view_waits_for_the_next_change() {
+    let coord = ManualCoordinator::new_follower();
+    let task = singleton_fn("t", |ctx| async move {
+        ctx.cancelled().await;
+        Ok(())
+    });
+    let handle = SingletonRunner::new(coord.clone(), task).spawn();
+    coord.set_leader();
+    wait_state(&mut handle.subscribe(), "running", is_running).await;
+
+    // Made after the runner reached Running: that state is not news to it.
+    let mut status = handle.watch();
+    let mut next = next_change(status.clone());
+    tokio::task::yield_now().await;
+    assert!(!next.is_finished(), "a new view reported an old change");
+    coord.set_follower(None);
+    let changed = tokio::time::timeout(Duration::from_secs(30), &mut next)
+        .await
+        .expect("a change in time")
+        .unwrap();
+    assert!(
+        matches!(
+            changed,
+            Some(SingletonState::Stopping { .. } | SingletonState::Idle)
+        ),
+        "{changed:?}"
+    );
+    handle.shutdown().await;
+    assert_eq!(
+        wait_view(&mut status, |s| *s == SingletonState::Stopped).await,
+        SingletonState::Stopped
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_handle_stops_the_runner_and_the_view_does_not_keep_it() {
+    let coord = ManualCoordinator::new_leader();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let task = {
+        let cancelled = cancelled.clone();
+        singleton_fn("t", move |ctx| {
+            let cancelled = cancelled.clone();
+            async move {
+                ctx.cancelled().await;
+                cancelled.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+    };
+    let handle = SingletonRunner::new(coord, task).spawn();
+    let mut status = handle.watch();
+    wait_view(&mut status, is_running).await;
+
+    drop(handle);
+    let end = wait_view(&mut status, |s| *s == SingletonState::Stopped).await;
+    assert_eq!(end, SingletonState::Stopped);
+    assert!(
+        cancelled.load(Ordering::SeqCst),
+        "the run was not cancelled"
+    );
+}
+
+async fn wait_view(
+    status: &mut SingletonStatus,
+    pred: impl FnMut(&SingletonState) -> bool,
+) -> SingletonState {
+    tokio::time::timeout(Duration::from_secs(30), status.wait_for(pred))
+        .await
+        .expect("the state in time")
+        .expect("runner alive")
+}
+
+/// The view's next change, on a task of its own.
+fn next_change(mut status: SingletonStatus) -> JoinHandle<Option<SingletonState>> {
+    tokio::spawn(async move { status.changed().await })
+}

@@ -60,6 +60,33 @@ pub use status::{MemberStatus, NodeStatus, RaftHealth};
 const TARGET: &str = "catga_cluster::raft";
 
 /// A running Raft node. Clones share it.
+///
+/// Build one with [`RaftNode::builder`]. It is the cluster's
+/// [`ClusterCoordinator`] (leadership, fences; bring the trait into scope,
+/// e.g. with [`crate::prelude`]), a replicated key-value store
+/// ([`put`](RaftNode::put), [`get`](RaftNode::get),
+/// [`compare_and_set`](RaftNode::compare_and_set)), the home of fenced
+/// locks ([`RaftLock`](crate::RaftLock)) and the server side of the Raft
+/// RPCs ([`rpc_handler`](RaftNode::rpc_handler)).
+///
+/// ```
+/// use std::time::Duration;
+/// use catga_cluster_raft::prelude::*;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// // A single node in memory (no `PersistentStatePath`): it leads at once.
+/// let me = NodeInfo::new(NodeId::new(1), "http://127.0.0.1:5000".parse().unwrap());
+/// let node = RaftNode::builder(ClusterConfig::single_node(me)).start().await?;
+/// node.wait_for_leadership(Duration::from_secs(5)).await?;
+/// assert!(node.is_leader());
+///
+/// let revision = node.put("greeting", b"hello".to_vec()).await?;
+/// let value = node.get("greeting").await?.expect("just written");
+/// assert_eq!(value.revision, revision);
+/// node.shutdown().await;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct RaftNode {
     inner: Arc<Inner>,

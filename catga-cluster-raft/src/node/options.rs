@@ -38,6 +38,21 @@ pub enum Storage {
 }
 
 /// Settings of a node beyond the cluster configuration.
+///
+/// Start from the defaults and change what you need (the struct is
+/// `#[non_exhaustive]`: use the setters):
+///
+/// ```
+/// use std::time::Duration;
+/// use catga_cluster_raft::NodeOptions;
+///
+/// let options = NodeOptions::default()
+///     .write_timeout(Duration::from_secs(2))
+///     .snapshot_every(10_000)
+///     .bootstrap(false); // this node joins a running cluster
+/// assert_eq!(options.write_timeout, Duration::from_secs(2));
+/// assert!(!options.bootstrap);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NodeOptions {

@@ -55,7 +55,24 @@ pub enum StartError {
     Bootstrap(#[from] RaftError<NodeId, InitializeError<NodeId, BasicNode>>),
 }
 
-/// Builds a [`RaftNode`].
+/// Builds a [`RaftNode`]: from [`RaftNode::builder`], choose the transport,
+/// the storage and the options, then [`start`](RaftNodeBuilder::start).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use catga_cluster_core::config::ClusterConfig;
+/// use catga_cluster_raft::{NodeOptions, RaftNode, Storage};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ClusterConfig::load(Some("appsettings.json".as_ref()))?;
+/// let node = RaftNode::builder(config)
+///     .storage(Storage::Disk("/var/lib/orders/raft".into()))
+///     .options(NodeOptions::default().write_timeout(Duration::from_secs(2)))
+///     .start()
+///     .await?;
+/// # let _ = node;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct RaftNodeBuilder {
     config: ClusterConfig,

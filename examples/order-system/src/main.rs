@@ -77,7 +77,11 @@ fn main() -> ExitCode {
         Some(Command::Demo) | None => {}
     }
     let demo = matches!(cli.command, Some(Command::Demo));
-    let default_filter = if demo { "error,openraft=off" } else { "info" };
+    let default_filter = if demo {
+        "error,openraft=off"
+    } else {
+        catga_cluster_raft::log::recommended_filter()
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
