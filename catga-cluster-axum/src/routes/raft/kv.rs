@@ -6,12 +6,11 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use catga_cluster_core::protocol::REVISION_HEADER;
-use catga_cluster_core::ClusterCoordinator;
 use catga_cluster_raft::CasOutcome;
 use http::header::{CONTENT_TYPE, IF_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use super::{finish, node, observe_forward};
+use super::{finish, node, observed};
 use crate::api::{KvDeletedDto, KvWrittenDto};
 use crate::problem::Problem;
 use crate::response::{json, read_body};
@@ -49,9 +48,7 @@ pub(super) async fn kv_get(State(state): State<AppState>, Path(key): Path<String
     finish(
         async {
             let node = node(&state)?;
-            let was_leader = node.is_leader();
-            let result = node.get(&key).await;
-            observe_forward(&state, was_leader, &result);
+            let result = observed(&state, node, node.get(&key)).await;
             match result? {
                 Some(value) => {
                     let mut response = Response::new(Body::from(Bytes::from(value.value)));
@@ -85,12 +82,13 @@ pub(super) async fn kv_put(
             let node = node(&state)?;
             let expected = if_match(&headers)?;
             let value = read_body(body).await?.to_vec();
-            let was_leader = node.is_leader();
-            let result = match expected {
-                None => node.put(&key, value).await.map(CasOutcome::Written),
-                Some(expected) => node.compare_and_set(&key, expected, value).await,
+            let write = async {
+                match expected {
+                    None => node.put(&key, value).await.map(CasOutcome::Written),
+                    Some(expected) => node.compare_and_set(&key, expected, value).await,
+                }
             };
-            observe_forward(&state, was_leader, &result);
+            let result = observed(&state, node, write).await;
             match result? {
                 CasOutcome::Written(revision) => {
                     let mut response = json(
@@ -120,9 +118,7 @@ pub(super) async fn kv_delete(
         async {
             let node = node(&state)?;
             let expected = if_match(&headers)?;
-            let was_leader = node.is_leader();
-            let result = node.delete(&key, expected).await;
-            observe_forward(&state, was_leader, &result);
+            let result = observed(&state, node, node.delete(&key, expected)).await;
             match result? {
                 Ok(true) => {
                     let mut response = json(

@@ -6,12 +6,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use catga_cluster_core::ClusterCoordinator;
 use catga_cluster_raft::state_machine::limits;
 use catga_cluster_raft::{Acquisition, CommandResponse, Operation};
 use http::StatusCode;
 
-use super::{finish, ms, node, observe_forward, unexpected, TARGET};
+use super::{finish, ms, node, observed, unexpected, TARGET};
 use crate::api::{AcquireRequest, LockGrantDto, ReleaseRequest, ReleasedDto, RenewRequest};
 use crate::problem::Problem;
 use crate::response::{json, parse_json, read_body};
@@ -61,14 +60,11 @@ pub(super) async fn acquire_lock(
                     ms(state.limits.max_lock_wait)
                 )));
             }
-            let was_leader = node.is_leader();
             let metrics = state.metrics.clone();
-            let result = node
-                .acquire_lock(&name, &request.owner, ttl_ms, wait, move || {
-                    metrics.record_lock_wait()
-                })
-                .await;
-            observe_forward(&state, was_leader, &result);
+            let acquire = node.acquire_lock(&name, &request.owner, ttl_ms, wait, move || {
+                metrics.record_lock_wait()
+            });
+            let result = observed(&state, node, acquire).await;
             match result? {
                 Acquisition::Granted { token, .. } => {
                     state.metrics.record_lock_grant();
@@ -104,9 +100,7 @@ pub(super) async fn renew_lock(
                 token: request.token,
                 ttl_ms,
             };
-            let was_leader = node.is_leader();
-            let result = node.submit(op, None).await;
-            observe_forward(&state, was_leader, &result);
+            let result = observed(&state, node, node.submit(op, None)).await;
             match result? {
                 CommandResponse::LockGranted { token, .. } => {
                     Ok(json(StatusCode::OK, &LockGrantDto { token, ttl_ms }))
@@ -135,9 +129,7 @@ pub(super) async fn release_lock(
                 owner: request.owner,
                 token: request.token,
             };
-            let was_leader = node.is_leader();
-            let result = node.submit(op, None).await;
-            observe_forward(&state, was_leader, &result);
+            let result = observed(&state, node, node.submit(op, None)).await;
             match result? {
                 CommandResponse::LockReleased => Ok(json(
                     StatusCode::OK,

@@ -50,16 +50,24 @@ pub(super) fn unexpected(answer: CommandResponse) -> Problem {
     Problem::from(answer.into_unexpected())
 }
 
-/// Counts a request a follower passed on to the leader over the Raft
-/// transport.
-pub(super) fn observe_forward<T>(
+/// Runs `call` (a node operation that a follower passes on to the leader
+/// over the Raft transport) and counts it as a forward when this node did
+/// not lead as it started.
+pub(super) async fn observed<T>(
     state: &AppState,
-    was_leader: bool,
-    result: &Result<T, ClusterError>,
-) {
-    if was_leader {
-        return;
+    node: &RaftNode,
+    call: impl std::future::Future<Output = Result<T, ClusterError>>,
+) -> Result<T, ClusterError> {
+    let was_leader = catga_cluster_core::ClusterCoordinator::is_leader(node);
+    let result = call.await;
+    if !was_leader {
+        record_forward(state, &result);
     }
+    result
+}
+
+/// Counts a request a follower passed on to the leader.
+fn record_forward<T>(state: &AppState, result: &Result<T, ClusterError>) {
     let outcome = match result {
         Ok(_) => ForwardOutcome::Ok,
         Err(ClusterError::NotLeader(_)) => ForwardOutcome::NoLeader,
