@@ -2,7 +2,8 @@
 //! plain HTTP against mutual TLS.
 //!
 //! Run with `cargo bench -p catga-cluster-raft --features tls --bench failover`
-//! (`ROUNDS=50` to change the number of rounds per mode).
+//! (`ROUNDS=50` to change the number of rounds per mode; `MODES=tls` to run
+//! one mode only).
 //!
 //! Two clusters run side by side, one with `http://` endpoints and one with
 //! `https://` endpoints and mutual TLS; they take turns, round by round, so
@@ -118,7 +119,7 @@ fn row(name: &str, mode: Mode, s: &Summary, plain: Option<&Summary>) {
 async fn main() {
     let rounds: usize = env_or("ROUNDS", 30);
     let mut benches = Vec::new();
-    for mode in Mode::BOTH {
+    for mode in Mode::from_env() {
         benches.push(Bench::three_nodes(mode).await);
     }
 
@@ -166,7 +167,7 @@ async fn main() {
     println!("| measurement | transport | rounds | min | p50 | p90 | p99 | max | TLS / plain (p50 / p99) |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (b, bench) in benches.iter().enumerate() {
-        let plain = (b > 0).then(|| &crash[0]);
+        let plain = (b > 0 && benches[0].mode == Mode::Plain).then(|| &crash[0]);
         row(
             "crash fail-over → write accepted",
             bench.mode,
@@ -175,7 +176,7 @@ async fn main() {
         );
     }
     for (b, bench) in benches.iter().enumerate() {
-        let plain = (b > 0).then(|| &hand[0]);
+        let plain = (b > 0 && benches[0].mode == Mode::Plain).then(|| &hand[0]);
         row("hand-over leaderless window", bench.mode, &hand[b], plain);
     }
 

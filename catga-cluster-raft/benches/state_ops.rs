@@ -6,7 +6,8 @@
 //!
 //! Run with `cargo bench -p catga-cluster-raft --features tls --bench state_ops`
 //! (`SECONDS=3` for longer rounds, `ROUNDS=5` for more rounds per case and
-//! mode).
+//! mode; `CLIENTS=64` and `MODES=tls` to run only some cases, for a
+//! profile).
 //!
 //! Two clusters run side by side, one with `http://` endpoints and one with
 //! `https://` endpoints and mutual TLS. For every case they take turns, round
@@ -123,15 +124,22 @@ async fn main() {
     let rounds: usize = env_or("ROUNDS", 3);
     let warm_up = Duration::from_millis(500);
     let length = Duration::from_secs_f64(seconds);
+    let run_clients: Vec<usize> = std::env::var("CLIENTS").map_or_else(
+        |_| vec![1, 16, 64],
+        |c| c.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+    );
 
     let mut benches = Vec::new();
-    for mode in Mode::BOTH {
+    for mode in Mode::from_env() {
         benches.push(Bench::three_nodes(mode).await);
     }
 
     let mut table = Vec::new();
     for (op, label) in [(Op::LockCycle, "lock acquire + release"), (Op::Put, "put")] {
         for clients in [1usize, 16, 64] {
+            if !run_clients.contains(&clients) {
+                continue;
+            }
             let mut cases: Vec<Case> = benches.iter().map(|_| Case::default()).collect();
             for bench in &benches {
                 run(bench, op, clients, warm_up).await;
@@ -175,7 +183,7 @@ async fn main() {
         for (b, bench) in benches.iter().enumerate() {
             let case = &mut cases[b];
             case.samples.sort();
-            let ratio = if b == 0 {
+            let ratio = if b == 0 || benches[0].mode != Mode::Plain {
                 String::new()
             } else {
                 format!("{:.2}", case.ops_per_second() / plain)

@@ -43,6 +43,27 @@ pub enum Mode {
 impl Mode {
     pub const BOTH: [Mode; 2] = [Mode::Plain, Mode::Tls];
 
+    /// The modes to run: both, or those named in `MODES` (`plain`, `tls`,
+    /// comma-separated), for profiling one of them.
+    pub fn from_env() -> Vec<Mode> {
+        let Ok(names) = std::env::var("MODES") else {
+            return Mode::BOTH.to_vec();
+        };
+        let modes: Vec<Mode> = Mode::BOTH
+            .into_iter()
+            .filter(|m| names.split(',').any(|n| n.trim() == m.name()))
+            .collect();
+        assert!(!modes.is_empty(), "MODES: expected plain, tls or plain,tls");
+        modes
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Tls => "tls",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Mode::Plain => "plain HTTP",
