@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use catga_cluster_core::{DistributedLock, LockGuard};
 use catga_cluster_raft::{RaftLock, RaftNode};
-use support::{env_or, ms, percentile, Bench, Mode};
+use support::{env_or, ms, percentile, process_cpu, Bench, Mode};
 use tokio::time::Instant;
 
 #[derive(Clone, Copy)]
@@ -86,11 +86,35 @@ struct Case {
     elapsed: Duration,
     per_round: Vec<f64>,
     connections: u64,
+    /// CPU time of the whole process during the rounds (both clusters; the
+    /// other one is idle meanwhile).
+    cpu: Option<Duration>,
 }
 
 impl Case {
     fn ops_per_second(&self) -> f64 {
         self.samples.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// CPU microseconds per operation, whole process.
+    fn cpu_per_op(&self) -> String {
+        self.cpu.map_or_else(
+            || "-".to_owned(),
+            |cpu| {
+                format!(
+                    "{:.0} µs",
+                    cpu.as_secs_f64() * 1e6 / self.samples.len() as f64
+                )
+            },
+        )
+    }
+
+    /// Cores busy on average, whole process.
+    fn cores(&self) -> String {
+        self.cpu.map_or_else(
+            || "-".to_owned(),
+            |cpu| format!("{:.2}", cpu.as_secs_f64() / self.elapsed.as_secs_f64()),
+        )
     }
 }
 
@@ -148,8 +172,17 @@ async fn main() {
             for _ in 0..rounds {
                 for (b, bench) in benches.iter().enumerate() {
                     let before = bench.stats.connections();
+                    let cpu_before = process_cpu();
                     let (samples, elapsed) = run(bench, op, clients, length).await;
+                    let cpu = process_cpu()
+                        .zip(cpu_before)
+                        .map(|(after, before)| after.saturating_sub(before));
                     let case = &mut cases[b];
+                    case.cpu = match (case.cpu, cpu) {
+                        (Some(total), Some(cpu)) => Some(total + cpu),
+                        (None, cpu) if case.per_round.is_empty() => cpu,
+                        _ => None,
+                    };
                     case.per_round
                         .push(samples.len() as f64 / elapsed.as_secs_f64());
                     case.samples.extend(samples);
@@ -176,8 +209,10 @@ async fn main() {
     }
 
     println!();
-    println!("| operation | clients | transport | ops/s | p50 | p99 | new connections | TLS / plain ops/s |");
-    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| operation | clients | transport | ops/s | p50 | p99 | CPU per op | cores busy | new connections | TLS / plain ops/s |"
+    );
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (label, clients, mut cases) in table {
         let plain = cases[0].ops_per_second();
         for (b, bench) in benches.iter().enumerate() {
@@ -189,11 +224,13 @@ async fn main() {
                 format!("{:.2}", case.ops_per_second() / plain)
             };
             println!(
-                "| {label} | {clients} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {ratio} |",
+                "| {label} | {clients} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {} | {ratio} |",
                 bench.mode.label(),
                 case.ops_per_second(),
                 ms(percentile(&case.samples, 0.5)),
                 ms(percentile(&case.samples, 0.99)),
+                case.cpu_per_op(),
+                case.cores(),
                 case.connections,
             );
         }

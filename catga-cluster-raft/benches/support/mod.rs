@@ -434,6 +434,21 @@ pub fn report(name: &str, samples: Vec<Duration>) -> Summary {
     s
 }
 
+/// The CPU time (user + system, all threads) this process has used so far,
+/// from `/proc/self/stat`, in 10 ms clock ticks (`CLK_TCK` = 100); `None`
+/// where that file is not available.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name is in parentheses and may hold spaces; the fields
+    // after it start with the third, so utime (14th) and stime (15th) are
+    // the 12th and 13th.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 /// An environment variable as a number, or `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
