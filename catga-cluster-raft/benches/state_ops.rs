@@ -210,18 +210,34 @@ async fn main() {
 
     println!();
     println!(
-        "| operation | clients | transport | ops/s | p50 | p99 | CPU per op | cores busy | new connections | TLS / plain ops/s |"
+        "| operation | clients | transport | ops/s | p50 | p99 | CPU per op | cores busy | new connections | TLS / plain ops/s | median of paired rounds (range) |"
     );
-    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (label, clients, mut cases) in table {
         let plain = cases[0].ops_per_second();
+        let plain_rounds = cases[0].per_round.clone();
         for (b, bench) in benches.iter().enumerate() {
             let case = &mut cases[b];
             case.samples.sort();
             let ratio = if b == 0 || benches[0].mode != Mode::Plain {
-                String::new()
+                " |".to_owned()
             } else {
-                format!("{:.2}", case.ops_per_second() / plain)
+                // Rounds of the two modes ran back to back: their ratios
+                // are less exposed to drift on a shared machine.
+                let mut paired: Vec<f64> = case
+                    .per_round
+                    .iter()
+                    .zip(&plain_rounds)
+                    .map(|(tls, plain)| tls / plain)
+                    .collect();
+                paired.sort_by(f64::total_cmp);
+                format!(
+                    "{:.2} | {:.2} ({:.2}–{:.2})",
+                    case.ops_per_second() / plain,
+                    paired[paired.len() / 2],
+                    paired[0],
+                    paired[paired.len() - 1],
+                )
             };
             println!(
                 "| {label} | {clients} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {} | {ratio} |",
