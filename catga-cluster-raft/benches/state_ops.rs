@@ -6,8 +6,8 @@
 //!
 //! Run with `cargo bench -p catga-cluster-raft --features tls --bench state_ops`
 //! (`SECONDS=3` for longer rounds, `ROUNDS=5` for more rounds per case and
-//! mode; `CLIENTS=64` and `MODES=tls` to run only some cases, for a
-//! profile).
+//! mode; `OPS=put`, `CLIENTS=64` and `MODES=tls` to run only some cases,
+//! for a profile).
 //!
 //! Two clusters run side by side, one with `http://` endpoints and one with
 //! `https://` endpoints and mutual TLS. For every case they take turns, round
@@ -159,7 +159,14 @@ async fn main() {
     }
 
     let mut table = Vec::new();
-    for (op, label) in [(Op::LockCycle, "lock acquire + release"), (Op::Put, "put")] {
+    let run_ops = std::env::var("OPS").unwrap_or_else(|_| "lock,put".to_owned());
+    for (op, name, label) in [
+        (Op::LockCycle, "lock", "lock acquire + release"),
+        (Op::Put, "put", "put"),
+    ] {
+        if !run_ops.split(',').any(|o| o.trim() == name) {
+            continue;
+        }
         for clients in [1usize, 16, 64] {
             if !run_clients.contains(&clients) {
                 continue;
