@@ -153,13 +153,11 @@ async fn main() {
         ));
         println!(
             "{label}: {} connections accepted in the crash rounds ({:.1} per round), \
-             {} in all, {} TLS handshakes, {} refused; negotiated: {}",
+             {} in all; {}",
             connections[b],
             connections[b] as f64 / rounds as f64,
             bench.stats.connections(),
-            bench.stats.handshakes(),
-            bench.stats.refused(),
-            bench.stats.negotiated().unwrap_or_else(|| "-".to_owned()),
+            bench.stats.tls_summary(),
         );
     }
 

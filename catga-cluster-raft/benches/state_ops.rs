@@ -260,12 +260,10 @@ async fn main() {
     }
     for bench in &benches {
         println!(
-            "{}: {} connections accepted in all, {} TLS handshakes, {} refused; negotiated: {}",
+            "{}: {} connections accepted in all; {}",
             bench.mode.label(),
             bench.stats.connections(),
-            bench.stats.handshakes(),
-            bench.stats.refused(),
-            bench.stats.negotiated().unwrap_or_else(|| "-".to_owned()),
+            bench.stats.tls_summary(),
         );
     }
     for bench in &mut benches {

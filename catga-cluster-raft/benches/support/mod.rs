@@ -86,6 +86,9 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// TLS handshakes completed with a member's certificate.
     pub handshakes: AtomicU64,
+    /// Their total time on the server, from the accepted TCP connection to
+    /// the checked client certificate, in microseconds.
+    handshake_micros: AtomicU64,
     /// Connections closed because the handshake failed or the client had no
     /// member's certificate.
     pub refused: AtomicU64,
@@ -126,6 +129,25 @@ impl Stats {
     pub fn handshakes(&self) -> u64 {
         self.handshakes.load(Ordering::Relaxed)
     }
+    /// The mean time of a TLS handshake on the server side.
+    pub fn mean_handshake(&self) -> Option<Duration> {
+        let n = self.handshakes();
+        (n > 0).then(|| Duration::from_micros(self.handshake_micros.load(Ordering::Relaxed) / n))
+    }
+
+    /// The TLS handshakes, their mean time, what was refused and what was
+    /// negotiated, for the report.
+    pub fn tls_summary(&self) -> String {
+        format!(
+            "{} TLS handshakes (mean {}), {} refused; negotiated: {}",
+            self.handshakes(),
+            self.mean_handshake()
+                .map_or_else(|| "-".to_owned(), |d| format!("{:.2} ms", ms(d))),
+            self.refused(),
+            self.negotiated().unwrap_or_else(|| "-".to_owned()),
+        )
+    }
+
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
@@ -225,6 +247,7 @@ async fn serve(
             let (Some(acceptor), Some(tls)) = (acceptor, tls) else {
                 return serve_connection(stream, handler, stop).await;
             };
+            let started = Instant::now();
             let handshake = tokio::select! {
                 h = acceptor.accept(stream) => h,
                 () = stop.cancelled() => return,
@@ -243,6 +266,8 @@ async fn serve(
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            stats.handshake_micros.fetch_add(micros, Ordering::Relaxed);
             stats.handshakes.fetch_add(1, Ordering::Relaxed);
             let negotiated = format!(
                 "{}, {}",
