@@ -1,7 +1,13 @@
-//! Fail-over and hand-over of a 3-node cluster over real loopback HTTP.
+//! Fail-over and hand-over of a 3-node cluster over real loopback sockets,
+//! plain HTTP against mutual TLS.
 //!
-//! Run with `cargo bench -p catga-cluster-raft --bench failover`
-//! (`ROUNDS=50` to change the number of rounds).
+//! Run with `cargo bench -p catga-cluster-raft --features tls --bench failover`
+//! (`ROUNDS=50` to change the number of rounds per mode; `MODES=tls` to run
+//! one mode only).
+//!
+//! Two clusters run side by side, one with `http://` endpoints and one with
+//! `https://` endpoints and mutual TLS; they take turns, round by round, so
+//! that drift on the machine affects both.
 //!
 //! * crash fail-over: the leader is stopped abruptly (Raft and its HTTP
 //!   server gone at once); measured until a survivor accepts a write;
@@ -16,89 +22,163 @@ use std::time::Duration;
 
 use catga_cluster_core::ClusterCoordinator;
 use catga_cluster_raft::{Operation, RaftNode};
-use support::{report, Bench};
+use support::{env_or, ms, report, Bench, Mode, Summary};
 use tokio::time::Instant;
+
+async fn write(node: &RaftNode, key: String) -> Result<(), catga_cluster_core::ClusterError> {
+    node.write(
+        Operation::Put {
+            key,
+            value: b"x".to_vec(),
+            expected_revision: None,
+        },
+        None,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Kills the leader, measures until a survivor accepts a write, then
+/// restarts the killed node and waits until it follows again.
+async fn crash_round(bench: &mut Bench, round: usize) -> Duration {
+    let leader = bench.wait_leader().await;
+    // Let the cluster settle: everybody knows the leader.
+    write(&bench.members[&leader].node, format!("warm{round}"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    bench.kill(leader).await;
+    loop {
+        let candidate = bench.members.values().find(|m| m.node.is_leader());
+        if let Some(m) = candidate {
+            if write(&m.node, format!("after{round}")).await.is_ok() {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no fail-over");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = started.elapsed();
+    bench.start(leader).await;
+    // Wait until the restarted node follows the leader again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bench.members[&leader].node.leadership().leader.is_none() {
+        assert!(Instant::now() < deadline, "restarted node did not rejoin");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    elapsed
+}
+
+/// Hands leadership over and measures the leaderless window.
+async fn handover_round(bench: &Bench) -> Duration {
+    let leader = bench.wait_leader().await;
+    let old = bench.members[&leader].node.clone();
+    let others: Vec<RaftNode> = bench
+        .members
+        .iter()
+        .filter(|(i, _)| **i != leader)
+        .map(|(_, m)| m.node.clone())
+        .collect();
+    let mut rx = old.subscribe();
+    let transfer = tokio::spawn(async move { old.transfer_leadership(None).await });
+    // The window opens when the old leader stops claiming.
+    let _ = rx.wait_for(|l| !l.is_leader()).await;
+    let opened = Instant::now();
+    loop {
+        if others.iter().any(|n| n.is_leader()) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let window = opened.elapsed();
+    transfer.await.unwrap().unwrap();
+    window
+}
+
+fn row(name: &str, mode: Mode, s: &Summary, plain: Option<&Summary>) {
+    let ratio = plain.map_or(String::new(), |p| {
+        format!(
+            "{:.2} / {:.2}",
+            ms(s.p50) / ms(p.p50),
+            ms(s.p99) / ms(p.p99)
+        )
+    });
+    println!(
+        "| {name} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {ratio} |",
+        mode.label(),
+        s.n,
+        ms(s.min),
+        ms(s.p50),
+        ms(s.p90),
+        ms(s.p99),
+        ms(s.max),
+    );
+}
 
 #[tokio::main]
 async fn main() {
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(30);
-    let mut bench = Bench::three_nodes().await;
+    let rounds: usize = env_or("ROUNDS", 30);
+    let mut benches = Vec::new();
+    for mode in Mode::from_env() {
+        benches.push(Bench::three_nodes(mode).await);
+    }
 
-    let mut failover = Vec::new();
+    let mut failover = vec![Vec::new(); benches.len()];
+    let mut connections = vec![0; benches.len()];
     for round in 0..rounds {
-        let leader = bench.wait_leader().await;
-        // Let the cluster settle: everybody knows the leader.
-        let write = |n: &RaftNode, k: String| {
-            let n = n.clone();
-            async move {
-                n.write(
-                    Operation::Put {
-                        key: k,
-                        value: b"x".to_vec(),
-                        expected_revision: None,
-                    },
-                    None,
-                )
-                .await
-            }
-        };
-        write(&bench.members[&leader].node, format!("warm{round}"))
-            .await
-            .unwrap();
-        let started = Instant::now();
-        bench.kill(leader).await;
-        loop {
-            let candidate = bench.members.values().find(|m| m.node.is_leader());
-            if let Some(m) = candidate {
-                if write(&m.node, format!("after{round}")).await.is_ok() {
-                    break;
-                }
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "no fail-over");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        failover.push(started.elapsed());
-        bench.start(leader).await;
-        // Wait until the restarted node follows the leader again.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while bench.members[&leader].node.leadership().leader.is_none() {
-            assert!(Instant::now() < deadline, "restarted node did not rejoin");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        for (b, bench) in benches.iter_mut().enumerate() {
+            let before = bench.stats.connections();
+            failover[b].push(crash_round(bench, round).await);
+            connections[b] += bench.stats.connections() - before;
         }
     }
-    report(
-        "crash fail-over (leader killed -> write accepted)",
-        failover,
-    );
-
-    let mut handover = Vec::new();
+    let mut handover = vec![Vec::new(); benches.len()];
     for _ in 0..rounds {
-        let leader = bench.wait_leader().await;
-        let old = bench.members[&leader].node.clone();
-        let others: Vec<RaftNode> = bench
-            .members
-            .iter()
-            .filter(|(i, _)| **i != leader)
-            .map(|(_, m)| m.node.clone())
-            .collect();
-        let mut rx = old.subscribe();
-        let transfer = tokio::spawn(async move { old.transfer_leadership(None).await });
-        // The window opens when the old leader stops claiming.
-        let _ = rx.wait_for(|l| !l.is_leader()).await;
-        let opened = Instant::now();
-        loop {
-            if others.iter().any(|n| n.is_leader()) {
-                break;
-            }
-            tokio::task::yield_now().await;
+        for (b, bench) in benches.iter().enumerate() {
+            handover[b].push(handover_round(bench).await);
         }
-        handover.push(opened.elapsed());
-        transfer.await.unwrap().unwrap();
     }
-    report("graceful hand-over leaderless window", handover);
 
-    bench.stop_all().await;
+    let mut crash = Vec::new();
+    let mut hand = Vec::new();
+    for (b, bench) in benches.iter().enumerate() {
+        let label = bench.mode.label();
+        crash.push(report(
+            &format!("{label}: crash fail-over (leader killed -> write accepted)"),
+            failover[b].clone(),
+        ));
+        hand.push(report(
+            &format!("{label}: graceful hand-over leaderless window"),
+            handover[b].clone(),
+        ));
+        println!(
+            "{label}: {} connections accepted in the crash rounds ({:.1} per round), \
+             {} in all; {}",
+            connections[b],
+            connections[b] as f64 / rounds as f64,
+            bench.stats.connections(),
+            bench.stats.tls_summary(),
+        );
+    }
+
+    println!();
+    println!("| measurement | transport | rounds | min | p50 | p90 | p99 | max | TLS / plain (p50 / p99) |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (b, bench) in benches.iter().enumerate() {
+        let plain = (b > 0 && benches[0].mode == Mode::Plain).then(|| &crash[0]);
+        row(
+            "crash fail-over → write accepted",
+            bench.mode,
+            &crash[b],
+            plain,
+        );
+    }
+    for (b, bench) in benches.iter().enumerate() {
+        let plain = (b > 0 && benches[0].mode == Mode::Plain).then(|| &hand[0]);
+        row("hand-over leaderless window", bench.mode, &hand[b], plain);
+    }
+
+    for bench in &mut benches {
+        bench.stop_all().await;
+    }
 }
