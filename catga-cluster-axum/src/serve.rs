@@ -64,17 +64,33 @@ const TARGET: &str = "catga_cluster::axum::serve";
 
 /// What each request of a connection carries: `ConnectInfo<SocketAddr>`,
 /// and `tls::PeerCertificates` when a TLS client presented a certificate.
-fn connection_extensions<L>(incoming: &IncomingStream<'_, L>) -> http::Extensions
-where
-    L: Listener<Addr = SocketAddr>,
-{
-    let mut extensions = http::Extensions::new();
-    extensions.insert(ConnectInfo(*incoming.remote_addr()));
+/// Looked up once per connection, inserted into each request.
+#[derive(Clone)]
+struct Peer {
+    addr: SocketAddr,
     #[cfg(feature = "tls")]
-    if let Some(peer) = crate::tls::PeerCertificates::of_io(incoming.io()) {
-        extensions.insert(peer);
+    certificates: Option<crate::tls::PeerCertificates>,
+}
+
+impl Peer {
+    fn of<L>(incoming: &IncomingStream<'_, L>) -> Self
+    where
+        L: Listener<Addr = SocketAddr>,
+    {
+        Peer {
+            addr: *incoming.remote_addr(),
+            #[cfg(feature = "tls")]
+            certificates: crate::tls::PeerCertificates::of_io(incoming.io()),
+        }
     }
-    extensions
+
+    fn insert_into(&self, extensions: &mut http::Extensions) {
+        extensions.insert(ConnectInfo(self.addr));
+        #[cfg(feature = "tls")]
+        if let Some(certificates) = &self.certificates {
+            extensions.insert(certificates.clone());
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down
@@ -167,12 +183,12 @@ where
     // Every request learns its peer: the address (for the loopback rule)
     // and, over TLS, the client's certificates (for the member rule).
     let make_service = tower::service_fn(move |incoming: IncomingStream<'_, L>| {
-        let extensions = connection_extensions(&incoming);
+        let peer = Peer::of(&incoming);
         let app = app.clone();
         std::future::ready(Ok::<_, std::convert::Infallible>(
             tower::ServiceBuilder::new()
                 .map_request(move |mut request: Request<axum::body::Body>| {
-                    request.extensions_mut().extend(extensions.clone());
+                    peer.insert_into(request.extensions_mut());
                     request
                 })
                 .service(app),
