@@ -120,7 +120,7 @@ impl ClusterRoutes {
                         .timeout(Some(settings.timeout)),
                 )
             });
-        let auth = ClusterAuthLayer::new(None).allow_host(endpoint_host(&view.node().endpoint));
+        let auth = ClusterAuthLayer::new(None).allow_host(view.node().endpoint.host());
         let routes = ClusterRoutes {
             view,
             metrics,
@@ -151,7 +151,7 @@ impl ClusterRoutes {
             .health_probe(node.clone());
         // The configured members' hosts, and members added at run time.
         for member in &node.config().members {
-            routes.auth = routes.auth.allow_host(endpoint_host(&member.endpoint));
+            routes.auth = routes.auth.allow_host(member.endpoint.host());
         }
         let members = node.clone();
         routes.auth = routes.auth.allow_hosts_where(move |host| {
@@ -159,7 +159,7 @@ impl ClusterRoutes {
                 .status()
                 .members
                 .iter()
-                .any(|m| endpoint_host(&m.node.endpoint).eq_ignore_ascii_case(host))
+                .any(|m| m.node.endpoint.host().eq_ignore_ascii_case(host))
         });
         let election_max = node.config().election_timeout_max;
         routes.forward.hold = (election_max * 2).max(Duration::from_millis(600));
@@ -497,15 +497,4 @@ impl ClusterRoutes {
         table.sort_by(|a, b| a.doc.path.cmp(&b.doc.path));
         table
     }
-}
-
-/// The host of an endpoint, without brackets or port.
-fn endpoint_host(endpoint: &catga_cluster_core::Endpoint) -> String {
-    endpoint
-        .to_uri()
-        .host()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase()
 }
