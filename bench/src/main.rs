@@ -765,6 +765,19 @@ async fn forwarding(
             None,
             &[],
         );
+        // The CPU the hop adds per request, over all processes involved
+        // (the 3 members, and nginx's master and worker): steadier than
+        // the latency difference, which is a fraction of the fsync.
+        table.add(
+            s,
+            format!("{label}: CPU per request added, follower hop vs nginx hop"),
+            "ms",
+            Better::Lower,
+            follower.server_cpu_ms_per_op - direct.server_cpu_ms_per_op,
+            "nginx",
+            Some(proxy.server_cpu_ms_per_op - direct.server_cpu_ms_per_op),
+            &[],
+        );
         details.loads.push(json!({
             "load": "forwarding", "clients": clients,
             "leader": direct, "follower": follower, "nginx": proxy,
