@@ -214,3 +214,134 @@ async fn the_shutdown_hook_runs_whatever_the_router_answers() {
         "readiness turned 503 before the server stopped"
     );
 }
+
+/// What one keep-alive client saw while the server drained.
+#[derive(Debug, Default)]
+struct ClientTally {
+    answered: u64,
+    /// Requests sent (or being sent) that got no answer: failures.
+    failed: Vec<String>,
+    /// A connect failed (refused): nothing was sent.
+    refused: bool,
+    /// Answers that asked to close the connection.
+    told_to_close: u64,
+}
+
+/// A client that keeps one keep-alive connection busy, opens a new one
+/// when the server closed it after an answer, and stops at the first
+/// refused connect (where a real client would try another node).
+async fn keep_alive_client(
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> ClientTally {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+
+    let mut tally = ClientTally::default();
+    while !*stop.borrow() {
+        let stream = match TcpStream::connect(addr).await {
+            Ok(stream) => stream,
+            // The connect failed: nothing was sent.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                tally.refused = true;
+                return tally;
+            }
+            Err(e) => panic!("connect: {e}"),
+        };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        while !*stop.borrow() {
+            if sender.ready().await.is_err() {
+                // Closed by the server after an answer: open another.
+                break;
+            }
+            let request = http::Request::get("/health/live")
+                .header(http::header::HOST, addr.to_string())
+                .body(Empty::new())
+                .unwrap();
+            match sender.send_request(request).await {
+                Ok(response) => {
+                    let close = response
+                        .headers()
+                        .get(http::header::CONNECTION)
+                        .is_some_and(|v| v == "close");
+                    match response.into_body().collect().await {
+                        Ok(_) => tally.answered += 1,
+                        Err(e) => tally.failed.push(format!("body: {e}")),
+                    }
+                    if close {
+                        tally.told_to_close += 1;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tally.failed.push(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    tally
+}
+
+/// A drain under keep-alive load fails no request: during the drain every
+/// answer says `Connection: close`, the listener keeps accepting for the
+/// drain delay, then refuses connects (nothing sent), and no connection is
+/// closed under a request that was already on its way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_under_keep_alive_load_fails_no_request() {
+    for round in 0..5 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (app, hook) = app();
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            serve(listener, app, hook, async {
+                let _ = server_stopped.await;
+            })
+            .drain_delay(Duration::from_millis(100))
+            .into_future(),
+        );
+        let (stop_clients, clients_stop) = tokio::sync::watch::channel(false);
+        let clients: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(keep_alive_client(addr, clients_stop.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stop_server.send(()).unwrap();
+        tokio::time::timeout(DEADLINE, server)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
+        stop_clients.send(true).unwrap();
+        let refused = TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        let mut answered = 0;
+        let mut told_to_close = 0;
+        for client in clients {
+            let tally = tokio::time::timeout(DEADLINE, client)
+                .await
+                .expect("the client ends")
+                .unwrap();
+            assert!(
+                tally.failed.is_empty(),
+                "round {round}: requests failed during the drain: {:?}",
+                tally.failed
+            );
+            answered += tally.answered;
+            told_to_close += tally.told_to_close;
+        }
+        assert!(
+            answered > 0 && told_to_close > 0,
+            "round {round}: {answered} answered, {told_to_close} told to close"
+        );
+    }
+}
