@@ -20,6 +20,9 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// How long a fail-over may take before the round counts as failed.
 const GIVE_UP: Duration = Duration::from_secs(15);
 
+/// How long a transfer round waits after the cluster settled.
+const TRANSFER_AFTER_ELECTION: Duration = Duration::from_millis(500);
+
 /// How the leader is taken away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fault {
@@ -68,7 +71,13 @@ pub(crate) async fn fail_over(cluster: &mut Cluster, fault: Fault) -> Result<Dur
 /// is acknowledged.
 pub(crate) async fn transfer(cluster: &Cluster) -> Result<Duration, String> {
     let leader = cluster.settle(SETTLE).await?;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A leader elected less than its lease ago (300 ms at the seed
+    // timings; the previous round's transfer elected it) has to wait that
+    // lease out before a successor can win its vote (openraft 0.9 grants no
+    // vote while its own vote is younger than the lease, and has no
+    // TimeoutNow). Transfers are measured on a leader that has led for a
+    // while, as in a rolling restart; both systems get the same pause.
+    tokio::time::sleep(TRANSFER_AFTER_ELECTION).await;
     let target = (leader + 1) % cluster.members().len();
     let t0 = Instant::now();
     cluster.transfer(leader, target).await?;
