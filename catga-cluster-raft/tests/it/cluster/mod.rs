@@ -470,3 +470,60 @@ async fn a_single_node_cluster_leads_alone() {
     let health = cluster.node(0).health();
     assert!(health.running && health.lease_valid);
 }
+
+/// Hand-overs under a steady write load step the term by exactly one each:
+/// the successor wins the first election it stands in, never a fallback
+/// to timers or a second try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_overs_under_load_step_the_term_once() {
+    let cluster = Cluster::start(3, true).await;
+    cluster.wait_for_leader().await;
+    let nodes: Vec<RaftNode> = cluster.nodes.values().cloned().collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (nodes, stop) = (nodes.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = 0u64;
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let Some(leader) = nodes.iter().find(|n| n.is_leader()) else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    };
+                    match leader.write(put(&format!("w{w}-{seq}"), "v"), None).await {
+                        Ok(_) => acknowledged += 1,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    for round in 0..10 {
+        let leader = cluster.wait_for_leader().await;
+        let term = cluster.node(leader).health().term;
+        let new = cluster
+            .node(leader)
+            .transfer_leadership(None)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: hand-over failed: {e}"));
+        assert_ne!(new.get(), leader, "round {round}");
+        let agreed = cluster.wait_for_leader().await;
+        assert_eq!(agreed, new.get(), "round {round}");
+        let new_term = cluster.node(agreed).health().term;
+        assert_eq!(
+            new_term,
+            term + 1,
+            "round {round}: the hand-over from {leader} to {agreed} took {} terms",
+            new_term - term
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = 0;
+    for writer in writers {
+        acknowledged += writer.await.unwrap();
+    }
+    assert!(acknowledged > 0, "the writers wrote during the hand-overs");
+}
