@@ -64,6 +64,10 @@ pub(super) fn snapshot_from(
 /// Publishes a new snapshot; a change of the lease deadline alone is stored
 /// without waking subscribers.
 pub(super) fn publish(inner: &Inner, mut next: Leadership) {
+    // A stopped node publishes only that it stopped (`publish_stopped`).
+    if inner.is_stopped() {
+        return;
+    }
     inner.leadership.send_if_modified(|current| {
         next.epoch = current.epoch;
         if next == *current {
@@ -93,6 +97,7 @@ pub(super) fn publish(inner: &Inner, mut next: Leadership) {
             inner.claim.store(current);
             return false;
         }
+        super::failover::observe(inner, current, &next);
         next.epoch += 1;
         tracing::debug!(
             target: TARGET,
