@@ -15,6 +15,13 @@
 //!    [`Serve::drain_timeout`];
 //! 4. stops Raft, and returns.
 //!
+//! Before the listener closes (in step 3, or when the future of `serve` is
+//! dropped, say by an aborted task, while the process runs on) it runs
+//! [`ShutdownHook::listener_closing`]: a Raft node stops claiming
+//! leadership first, so that its followers never read the closed listener
+//! as the death of its process (see `catga_cluster_raft`'s crash
+//! fail-over).
+//!
 //! What to drain, hand over and stop is the [`ShutdownHook`] of the cluster
 //! routes mounted in `app`
 //! ([`ClusterRoutes::shutdown_hook`](crate::ClusterRoutes::shutdown_hook)), a required
@@ -156,6 +163,15 @@ where
     }
 }
 
+/// Runs [`ShutdownHook::listener_closing`] when dropped.
+struct ListenerClosing(ShutdownHook);
+
+impl Drop for ListenerClosing {
+    fn drop(&mut self) {
+        self.0.listener_closing();
+    }
+}
+
 async fn run<L, F>(serve: Serve<L, F>) -> io::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
@@ -178,6 +194,8 @@ where
         tracing::info!(target: TARGET, "shutting down: draining");
         signal_hook.begin_drain();
         signal_hook.hand_over().await;
+        // axum drops the listener once this future ends.
+        signal_hook.listener_closing();
         let _ = drain_tx.send(());
     };
     // Every request learns its peer: the address (for the loopback rule)
@@ -198,6 +216,9 @@ where
         .with_graceful_shutdown(signal)
         .into_future();
     tokio::pin!(server);
+    // Declared after `server`, so dropped before it (and its listener) when
+    // this future is dropped midway.
+    let _closing = ListenerClosing(hook.clone());
     let drain_deadline = async move {
         if drain_rx.await.is_ok() {
             tokio::time::sleep(drain_timeout).await;
