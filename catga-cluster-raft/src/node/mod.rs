@@ -248,6 +248,9 @@ pub(crate) struct Inner {
     fast_failover: bool,
     /// Which path elected this node, and the fast path's state.
     failover: Mutex<failover::FailoverState>,
+    /// A moment before the metrics value the watcher saw last was reported
+    /// (see `publish.rs`).
+    metrics_reported_after: Mutex<Instant>,
     shutdown: CancellationToken,
     watcher: Mutex<Option<JoinHandle<()>>>,
     #[cfg(feature = "test-util")]

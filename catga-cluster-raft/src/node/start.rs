@@ -160,6 +160,8 @@ impl RaftNodeBuilder {
             #[cfg(feature = "test-util")]
             Transport::Memory(net) => NetworkFactory::memory(net.factory(local.id), contacts),
         };
+        // Before openraft reports any metrics (see `publish.rs`).
+        let started = tokio::time::Instant::now();
         let raft = Raft::new(
             local.id,
             Arc::new(raft_config),
@@ -205,6 +207,7 @@ impl RaftNodeBuilder {
             elected_for: Mutex::new(None),
             fast_failover,
             failover: Mutex::new(failover::FailoverState::default()),
+            metrics_reported_after: Mutex::new(started),
             shutdown: CancellationToken::new(),
             watcher: Mutex::new(None),
             #[cfg(feature = "test-util")]
@@ -221,7 +224,7 @@ impl RaftNodeBuilder {
             net.register(inner.info.id, node.rpc_handler());
         }
         bootstrap(&inner).await?;
-        let watcher = tokio::spawn(publish::watch_metrics(inner.clone()));
+        let watcher = tokio::spawn(publish::watch_metrics(inner.clone(), started));
         *inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
         if inner.options.staggered_elections {
             tokio::spawn(failover::timer::stagger_elections(Arc::downgrade(&inner)));
