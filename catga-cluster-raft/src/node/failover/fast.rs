@@ -50,6 +50,9 @@ use crate::network::liveness::{Probe, WatchEvent};
 use crate::network::wire::{GoneAnswer, GoneRequest, WatchFrame};
 use crate::transport::{LeaderStream, NetworkFactory};
 
+/// How often the survivors that have not confirmed a death are asked.
+const GATHER_ROUNDS: usize = 3;
+
 /// The shortest and longest pause before a watch is opened again.
 const RETRY_MIN: Duration = Duration::from_millis(25);
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -57,8 +60,9 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// The fast path's timings, from the cluster's.
 #[derive(Debug, Clone, Copy)]
 pub(in crate::node) struct Timings {
-    /// How long a probe waits for each address: the heartbeat interval,
-    /// within 10 to 500 ms.
+    /// How long a probe waits for each address, and how long an endpoint
+    /// that still accepts is probed again: the heartbeat interval, within
+    /// 10 to 500 ms.
     pub(in crate::node) probe: Duration,
     /// The deadline of a `gone` RPC: twice the heartbeat interval, within
     /// 20 ms to 1 s (the receiver may probe before it answers).
@@ -280,6 +284,27 @@ fn set_watching(weak: &Weak<Inner>, leader: Option<NodeId>) {
     }
 }
 
+/// Probes the leader's endpoint until it refuses, for up to
+/// [`Timings::probe`] while it accepts: a process that dies releases its
+/// sockets one after the other (the listener may go a moment after the
+/// connections), so an accepted connection right after a broken watch is
+/// tried again a few times, 1 ms, 2 ms, 4 ms … apart. A single refusal is
+/// the evidence; a timeout or an unreachable host ends the probing.
+async fn probe_settled(network: &NetworkFactory, target: &Target, timings: &Timings) -> Probe {
+    let until = Instant::now() + timings.probe;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let probe = network
+            .probe(target.leader, &target.addr, timings.probe)
+            .await;
+        if probe != Probe::Accepted || Instant::now() + pause > until {
+            return probe;
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
+
 /// A watch broke at `at`: probes the leader's endpoint and, if it refuses,
 /// confirms the death. Returns whether it did.
 async fn confirm(
@@ -290,9 +315,7 @@ async fn confirm(
     at: Instant,
     timings: &Timings,
 ) -> bool {
-    let probe = network
-        .probe(target.leader, &target.addr, timings.probe)
-        .await;
+    let probe = probe_settled(network, target, timings).await;
     let Some(inner) = weak.upgrade() else {
         return false;
     };
@@ -439,10 +462,7 @@ impl RaftNode {
         }
         let heard_at = Instant::now();
         let timings = Timings::of(&inner.config);
-        let probe = inner
-            .network
-            .probe(target.leader, &target.addr, timings.probe)
-            .await;
+        let probe = probe_settled(&inner.network, &target, &timings).await;
         if probe != Probe::Refused {
             tracing::info!(
                 target: TARGET,
@@ -491,36 +511,59 @@ async fn gather_and_stand(node: RaftNode, death: Death) {
         leader: death.leader,
         term: death.term,
     };
-    let mut asks = JoinSet::new();
-    for id in voters
+    let mut pending: Vec<(NodeId, String)> = voters
         .iter()
         .copied()
         .filter(|id| *id != me && *id != death.leader)
-    {
-        let addr = membership
-            .get_node(&id)
-            .map(|n| n.addr.clone())
-            .unwrap_or_default();
-        let network = inner.network.clone();
-        let request = request.clone();
-        asks.spawn(async move {
-            let answer = network
-                .call::<_, GoneAnswer>(id, &addr, RaftRpc::Gone, &request, timings.gather)
-                .await;
-            (id, answer)
-        });
-    }
+        .map(|id| {
+            let addr = membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            (id, addr)
+        })
+        .collect();
     let mut survivors = vec![(me, node.last_log())];
-    while let Some(joined) = asks.join_next().await {
-        match joined {
-            Ok((id, Ok(answer))) if answer.confirmed => survivors.push((id, answer.last_log)),
-            Ok((id, Ok(_))) => {
-                tracing::debug!(target: TARGET, peer = %id, "the peer does not confirm the leader's death")
+    // A peer that has not confirmed yet (its own probe still met the dying
+    // listener, or its answer was late) is asked again, a few times.
+    for round in 0..GATHER_ROUNDS {
+        if survivors.len() >= quorum || pending.is_empty() {
+            break;
+        }
+        if round > 0 {
+            tokio::select! {
+                () = inner.shutdown.cancelled() => return,
+                () = tokio::time::sleep(timings.stagger) => {}
             }
-            Ok((id, Err(e))) => {
-                tracing::debug!(target: TARGET, peer = %id, error = %e, "no answer from the peer about the leader's death")
+            if !still_standing(&node, me).await {
+                return;
             }
-            Err(_) => {}
+        }
+        let mut asks = JoinSet::new();
+        for (id, addr) in pending.clone() {
+            let network = inner.network.clone();
+            let request = request.clone();
+            asks.spawn(async move {
+                let answer = network
+                    .call::<_, GoneAnswer>(id, &addr, RaftRpc::Gone, &request, timings.gather)
+                    .await;
+                (id, answer)
+            });
+        }
+        while let Some(joined) = asks.join_next().await {
+            match joined {
+                Ok((id, Ok(answer))) if answer.confirmed => {
+                    survivors.push((id, answer.last_log));
+                    pending.retain(|(p, _)| *p != id);
+                }
+                Ok((id, Ok(_))) => {
+                    tracing::debug!(target: TARGET, peer = %id, "the peer does not confirm the leader's death")
+                }
+                Ok((id, Err(e))) => {
+                    tracing::debug!(target: TARGET, peer = %id, error = %e, "no answer from the peer about the leader's death")
+                }
+                Err(_) => {}
+            }
         }
     }
     if survivors.len() < quorum {
@@ -543,12 +586,7 @@ async fn gather_and_stand(node: RaftNode, death: Death) {
             () = tokio::time::sleep(wait) => {}
         }
     }
-    let m = node.metrics();
-    if m.state == ServerState::Leader
-        || m.current_leader.is_some()
-        || inner.stepping_down()
-        || inner.is_stopped()
-    {
+    if !still_standing(&node, me).await {
         return;
     }
     tracing::debug!(
@@ -558,4 +596,24 @@ async fn gather_and_stand(node: RaftNode, death: Death) {
         "standing for election in rank among the survivors"
     );
     let _ = node.stand(FailoverPath::Fast, Some(death.broke_at)).await;
+}
+
+/// Whether this node should still stand: it is a candidate with its own
+/// vote. Once it granted its vote to another candidate (whose log is at
+/// least as long, or it would not have), or follows a leader, it leaves
+/// the election to them.
+async fn still_standing(node: &RaftNode, me: NodeId) -> bool {
+    if node.inner.stepping_down() || node.inner.is_stopped() {
+        return false;
+    }
+    node.inner
+        .raft
+        .with_raft_state(move |st| {
+            let vote = st.vote_ref();
+            st.server_state == ServerState::Candidate
+                && !vote.is_committed()
+                && vote.leader_id().voted_for() == Some(me)
+        })
+        .await
+        .unwrap_or(false)
 }

@@ -18,11 +18,13 @@
 //!
 //! This file keeps what a node needs to say which path elected it: every
 //! election this node starts is recorded with its path and the term it
-//! will hold ([`RaftNode::stand`]); when the published leadership shows
-//! this node leading a new term after another leader, the stand for that
-//! term names the path (none: openraft's own timer, the timer path), the
-//! fail-over is counted by path ([`RaftNode::failover_counts`]) and logged
-//! once, with how long it took.
+//! stands for ([`RaftNode::stand`]), and forgotten once a leader of that
+//! term or a later one is known. When the published leadership shows this
+//! node leading a new term after another leader, its latest remaining
+//! stand names the path (openraft's candidate timer may have retried that
+//! election in a later term; with no stand at all, openraft's own timer
+//! elected it: the timer path); the fail-over is counted by path
+//! ([`RaftNode::failover_counts`]) and logged once, with how long it took.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -157,11 +159,14 @@ pub(super) fn observe(inner: &Inner, current: &Leadership, next: &Leadership) {
     if leads(next) && !(leads(current) && current.term == next.term) {
         let previous = st.known_leader.filter(|known| *known != (me, next.term));
         if let Some((previous, _)) = previous {
+            // This node's election since the previous leader: the latest
+            // stand up to this term (openraft's own timer may have retried
+            // it, without the lease).
             let stand = st
                 .stands
                 .iter()
                 .rev()
-                .find(|s| s.term == next.term)
+                .find(|s| s.term <= next.term)
                 .copied();
             let (path, since) = match stand {
                 Some(stand) => (stand.path, stand.since),
@@ -190,9 +195,12 @@ pub(super) fn observe(inner: &Inner, current: &Leadership, next: &Leadership) {
         }
         st.known_leader = Some((me, next.term));
         st.confirmed = None;
+        st.stands.clear();
     } else if let Some(LeaderInfo { id, .. }) = &next.leader {
         st.known_leader = Some((*id, next.term));
         st.lost_at = None;
+        // Elections for this term or before are over.
+        st.stands.retain(|s| s.term > next.term);
         if st.confirmed.is_some_and(|d| d.leader != *id) {
             st.confirmed = None;
         }
