@@ -375,6 +375,9 @@ impl Bench {
         let listener = TcpListener::bind(self.addrs[&i]).await.unwrap();
         let tls = self.tls.get(&i).map(|(_, material)| material.clone());
         let mut options = NodeOptions::default();
+        if std::env::var("FAST_FAILOVER").is_ok_and(|v| v == "off") {
+            options = options.fast_failover(false);
+        }
         if let Some(tls) = &tls {
             options = options.tls(tls.client_config());
         }

@@ -25,8 +25,9 @@
 //!    survivors rank themselves by log (longest first), then by id (highest
 //!    first: openraft breaks ties in a term by id the same way), and the
 //!    first stands again, one term above every released vote, so the
-//!    others grant it. The next in rank stands a few milliseconds later if
-//!    no leader has appeared by then, and so on: no split-vote storm.
+//!    others grant it. The next in rank stands a few milliseconds later
+//!    only if no leader has appeared by then and its vote does not go to
+//!    a survivor ranked ahead of it, and so on: no split-vote storm.
 //!
 //! Without a quorum of confirmations nothing more happens here: the
 //! released followers are candidates whose own timers (one election
@@ -535,7 +536,7 @@ async fn gather_and_stand(node: RaftNode, death: Death) {
                 () = inner.shutdown.cancelled() => return,
                 () = tokio::time::sleep(timings.stagger) => {}
             }
-            if !still_standing(&node, me).await {
+            if !still_standing(&node, Vec::new()).await {
                 return;
             }
         }
@@ -586,7 +587,8 @@ async fn gather_and_stand(node: RaftNode, death: Death) {
             () = tokio::time::sleep(wait) => {}
         }
     }
-    if !still_standing(&node, me).await {
+    let ahead = survivors[..rank].iter().map(|(id, _)| *id).collect();
+    if !still_standing(&node, ahead).await {
         return;
     }
     tracing::debug!(
@@ -598,11 +600,13 @@ async fn gather_and_stand(node: RaftNode, death: Death) {
     let _ = node.stand(FailoverPath::Fast, Some(death.broke_at)).await;
 }
 
-/// Whether this node should still stand: it is a candidate with its own
-/// vote. Once it granted its vote to another candidate (whose log is at
-/// least as long, or it would not have), or follows a leader, it leaves
-/// the election to them.
-async fn still_standing(node: &RaftNode, me: NodeId) -> bool {
+/// Whether this node should still stand: no leader has been established
+/// (its vote is not committed, it does not lead), and its vote does not
+/// go to a survivor ranked `ahead` of it, which is then about to win. A
+/// vote for anyone else does not hold it back: openraft's candidates take
+/// up a higher vote they merely hear of in a refusal, without granting it,
+/// and a survivor whose log is shorter could never win with it.
+async fn still_standing(node: &RaftNode, ahead: Vec<NodeId>) -> bool {
     if node.inner.stepping_down() || node.inner.is_stopped() {
         return false;
     }
@@ -610,9 +614,11 @@ async fn still_standing(node: &RaftNode, me: NodeId) -> bool {
         .raft
         .with_raft_state(move |st| {
             let vote = st.vote_ref();
-            st.server_state == ServerState::Candidate
-                && !vote.is_committed()
-                && vote.leader_id().voted_for() == Some(me)
+            let for_ahead = vote
+                .leader_id()
+                .voted_for()
+                .is_some_and(|id| ahead.contains(&id));
+            st.server_state != ServerState::Leader && !vote.is_committed() && !for_ahead
         })
         .await
         .unwrap_or(false)
