@@ -160,6 +160,36 @@ pub(crate) struct StatusDto {
     pub(crate) last_log_index: u64,
     /// the last applied log index
     pub(crate) last_applied: u64,
+    /// how this node replaces a lost leader (null without a Raft node)
+    pub(crate) failover: Option<FailoverDto>,
+}
+
+/// How a Raft node replaces a lost leader.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Failover", deny_unknown_fields)]
+pub(crate) struct FailoverDto {
+    /// whether the crash fast path runs on this node
+    pub(crate) fast_path: bool,
+    /// the leader whose process this node watches now (its leader watch is
+    /// open), or null
+    pub(crate) watching: Option<u64>,
+    /// the last fail-over that elected this node, or null
+    pub(crate) last: Option<LastFailoverDto>,
+}
+
+/// A fail-over that elected this node.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "LastFailover", deny_unknown_fields)]
+pub(crate) struct LastFailoverDto {
+    /// what elected this node
+    #[schemars(extend("enum" = ["fast", "timer", "handover"]))]
+    pub(crate) path: &'static str,
+    /// the term this node leads since
+    pub(crate) term: u64,
+    /// the leader this node knew before, if any
+    pub(crate) previous_leader: Option<u64>,
+    /// how long it took, in milliseconds on this node's clock
+    pub(crate) took_ms: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -442,6 +472,16 @@ mod tests {
             members: vec![member.clone()],
             last_log_index: 1,
             last_applied: 1,
+            failover: Some(FailoverDto {
+                fast_path: true,
+                watching: None,
+                last: Some(LastFailoverDto {
+                    path: "fast",
+                    term: 2,
+                    previous_leader: Some(1),
+                    took_ms: 4,
+                }),
+            }),
         });
         check_response(MembersDto {
             members: vec![member],

@@ -21,6 +21,8 @@
 //! | `catga_cluster_raft_last_log_index` | gauge | the last Raft log index (with a backend that reports it, such as the Raft routes) |
 //! | `catga_cluster_raft_last_applied_index` | gauge | the last applied Raft log index (likewise) |
 //! | `catga_cluster_raft_apply_lag` | gauge | log entries this node has not applied yet |
+//! | `catga_cluster_failovers_total{path}` | counter | fail-overs that elected this node, by the path that elected it: `fast` (the previous leader's process died and the survivors elected at once), `timer` (the election timers, after a whole leader lease without word from the leader), `handover` (the previous leader handed over) |
+//! | `catga_cluster_failover_seconds_total{path}` | counter (unit `seconds`) | how long those fail-overs took in all, by path (`fast`, `timer`, `handover`), on this node's clock: from the moment the previous leader's watch broke, from its last word, or from the hand-over request, until this node led; divided by the count above, the mean |
 //!
 //! Every family is present from the first scrape: labelled families carry
 //! all their label values (counters at 0), so a rate or an alert never sees
@@ -53,7 +55,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use axum::response::Response;
 use catga_cluster_core::protocol::SERVED_BY_HEADER;
-use catga_cluster_core::{NodeId, Role};
+use catga_cluster_core::{FailoverPath, NodeId, Role};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -426,6 +428,33 @@ impl Collector for LeadershipCollector {
             "Log entries this node has not applied yet.",
             facts.apply_lag,
         )?;
+        let counts = &facts.failovers;
+        let mut family = encoder.encode_descriptor(
+            "catga_cluster_failovers",
+            "Fail-overs that elected this node, by the path that elected it: fast, timer or handover.",
+            None,
+            MetricType::Counter,
+        )?;
+        for path in FailoverPath::ALL {
+            family
+                .encode_family(&[("path", path.as_str())])?
+                .encode_counter::<Vec<(String, String)>, _, u64>(&counts.count(path), None)?;
+        }
+        let seconds = Unit::Seconds;
+        let mut family = encoder.encode_descriptor(
+            "catga_cluster_failover",
+            "How long the fail-overs that elected this node took in all, by path, on this node's clock.",
+            Some(&seconds),
+            MetricType::Counter,
+        )?;
+        for path in FailoverPath::ALL {
+            family
+                .encode_family(&[("path", path.as_str())])?
+                .encode_counter::<Vec<(String, String)>, _, u64>(
+                    &counts.total(path).as_secs_f64(),
+                    None,
+                )?;
+        }
         Ok(())
     }
 }

@@ -478,7 +478,7 @@ impl From<catga_cluster_raft::network::RpcRejection> for Problem {
             }
             // Well formed, but at odds with the receiver's own view: the
             // sender is not the leader it follows, another term, ...
-            RpcRejection::ElectRefused(_) => Problem::new(
+            RpcRejection::ElectRefused(_) | RpcRejection::NotLeading => Problem::new(
                 StatusCode::CONFLICT,
                 slug::RPC_REFUSED,
                 "Raft RPC refused",

@@ -23,6 +23,13 @@
 //!    where needed;
 //! 5. stops Raft, and returns.
 //!
+//! Before the listener closes (in step 4, or when the future of `serve` is
+//! dropped, say by an aborted task, while the process runs on) it runs
+//! [`ShutdownHook::listener_closing`]: a Raft node stops claiming
+//! leadership first, so that its followers never read the closed listener
+//! as the death of its process (see `catga_cluster_raft`'s crash
+//! fail-over).
+//!
 //! What to drain, hand over and stop is the [`ShutdownHook`] of the cluster
 //! routes mounted in `app`
 //! ([`ClusterRoutes::shutdown_hook`](crate::ClusterRoutes::shutdown_hook)), a required
@@ -185,6 +192,15 @@ where
     }
 }
 
+/// Runs [`ShutdownHook::listener_closing`] when dropped.
+struct ListenerClosing(ShutdownHook);
+
+impl Drop for ListenerClosing {
+    fn drop(&mut self) {
+        self.0.listener_closing();
+    }
+}
+
 async fn run<L, F>(serve: Serve<L, F>) -> io::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
@@ -218,6 +234,9 @@ where
             signal_hook.hand_over().await;
             tokio::time::sleep(drain_delay).await;
             tracing::debug!(target: TARGET, "closing the listener");
+            // A Raft node stops claiming leadership before its listener
+            // closes, so followers never read that as its death.
+            signal_hook.listener_closing();
             let _ = stop_accepting.send(true);
             // Each open connection closes after its next answer: wait for
             // them (a connection accepted a moment ago has its request on
@@ -264,6 +283,9 @@ where
         .with_graceful_shutdown(signal)
         .into_future();
     tokio::pin!(server);
+    // Declared after `server`, so dropped before it (and its listener) when
+    // this future is dropped midway.
+    let _closing = ListenerClosing(hook.clone());
     let drain_deadline = async move {
         if drain_rx.await.is_ok() {
             tokio::time::sleep(drain_timeout).await;

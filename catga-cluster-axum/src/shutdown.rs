@@ -127,6 +127,21 @@ impl ShutdownHook {
         }
     }
 
+    /// Tells the backend that the listener closes while the process runs
+    /// on: a Raft node stops claiming leadership and standing, and ends
+    /// its leader watches properly, so that no follower reads the closed
+    /// listener as the death of the process (see `catga_cluster_raft`'s
+    /// crash fail-over). [`serve`](crate::serve()) calls it before the
+    /// listener closes, and when its future is dropped; call it yourself
+    /// before you close a listener that serves these routes any other way.
+    /// Synchronous and idempotent.
+    pub fn listener_closing(&self) {
+        #[cfg(feature = "raft")]
+        if let Some(node) = &self.raft {
+            node.listener_closing();
+        }
+    }
+
     /// Stops the backend (Raft), after the connections are drained.
     pub async fn stop(&self) {
         #[cfg(feature = "raft")]

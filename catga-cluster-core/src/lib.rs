@@ -31,6 +31,7 @@
 
 pub mod coordinator;
 pub mod error;
+pub mod failover;
 pub mod forward;
 pub mod leadership;
 pub mod lock;
@@ -56,6 +57,7 @@ pub mod testing;
 
 pub use coordinator::{ClusterCoordinator, LeaderExecution, LeaderFence};
 pub use error::{BoxError, ClusterError, MembershipError, NotLeader, NotLeaderReason};
+pub use failover::{Failover, FailoverCounts, FailoverPath};
 pub use forward::ForwardRequest;
 pub use leadership::{LeaderInfo, Leadership, Role};
 pub use lock::{DistributedLock, FencingToken, LockError, LockGuard};

@@ -272,6 +272,31 @@ impl Endpoint {
             .map_or(authority, |(host, _)| host)
     }
 
+    /// The port: the one in the URL, or the scheme's default (80 for
+    /// `http`, 443 for `https`).
+    ///
+    /// ```
+    /// use catga_cluster_core::Endpoint;
+    ///
+    /// assert_eq!(Endpoint::parse("http://node0:5000")?.port(), 5000);
+    /// assert_eq!(Endpoint::parse("https://[::1]:5443")?.port(), 5443);
+    /// assert_eq!(Endpoint::parse("http://node0")?.port(), 80);
+    /// assert_eq!(Endpoint::parse("https://node0")?.port(), 443);
+    /// # Ok::<(), catga_cluster_core::EndpointError>(())
+    /// ```
+    pub fn port(&self) -> u16 {
+        let authority = self.authority();
+        let after_host = match authority.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map_or("", |(_, after)| after),
+            None => authority.split_once(':').map_or("", |(_, port)| port),
+        };
+        let explicit = after_host.strip_prefix(':').unwrap_or(after_host);
+        explicit.parse().unwrap_or(match self.scheme() {
+            "https" => 443,
+            _ => 80,
+        })
+    }
+
     /// Whether the host is a loopback address or `localhost`: `127.0.0.0/8`,
     /// `::1`, an IPv4-mapped loopback address (`::ffff:127.0.0.1`) or the
     /// name `localhost`. Other names (`*.localhost` included) are not,

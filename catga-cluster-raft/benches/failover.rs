@@ -3,14 +3,17 @@
 //!
 //! Run with `cargo bench -p catga-cluster-raft --features tls --bench failover`
 //! (`ROUNDS=50` to change the number of rounds per mode; `MODES=tls` to run
-//! one mode only).
+//! one mode only; `FAST_FAILOVER=off` to measure the timers alone, without
+//! the crash fast path).
 //!
 //! Two clusters run side by side, one with `http://` endpoints and one with
 //! `https://` endpoints and mutual TLS; they take turns, round by round, so
 //! that drift on the machine affects both.
 //!
-//! * crash fail-over: the leader is stopped abruptly (Raft and its HTTP
-//!   server gone at once); measured until a survivor accepts a write;
+//! * crash fail-over: the leader is stopped abruptly (its HTTP server's
+//!   connections and listener closed, then its Raft), as a process death
+//!   closes its sockets; measured until a survivor accepts a write, and the
+//!   path that elected the survivor counted;
 //! * graceful hand-over: measured from the moment the old leader stops
 //!   claiming leadership until the new leader's `is_leader()` holds (the
 //!   leaderless window).
@@ -20,7 +23,7 @@ mod support;
 
 use std::time::Duration;
 
-use catga_cluster_core::ClusterCoordinator;
+use catga_cluster_core::{ClusterCoordinator, FailoverPath, NodeId};
 use catga_cluster_raft::{Operation, RaftNode};
 use support::{env_or, ms, report, Bench, Mode, Summary};
 use tokio::time::Instant;
@@ -39,25 +42,36 @@ async fn write(node: &RaftNode, key: String) -> Result<(), catga_cluster_core::C
 }
 
 /// Kills the leader, measures until a survivor accepts a write, then
-/// restarts the killed node and waits until it follows again.
-async fn crash_round(bench: &mut Bench, round: usize) -> Duration {
+/// restarts the killed node and waits until it follows again. Returns the
+/// time and the path that elected the survivor.
+async fn crash_round(bench: &mut Bench, round: usize) -> (Duration, Option<FailoverPath>) {
     let leader = bench.wait_leader().await;
-    // Let the cluster settle: everybody knows the leader.
+    // Let the cluster settle: everybody knows the leader and, with the fast
+    // path, watches its process.
     write(&bench.members[&leader].node, format!("warm{round}"))
         .await
         .unwrap();
+    let watched = Instant::now() + Duration::from_secs(10);
+    while bench.members.iter().any(|(i, m)| {
+        *i != leader
+            && m.node.failover_status().fast_path
+            && m.node.failover_status().watching != Some(NodeId::new(leader))
+    }) {
+        assert!(Instant::now() < watched, "the followers never watched");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let started = Instant::now();
     bench.kill(leader).await;
-    loop {
+    let path = loop {
         let candidate = bench.members.values().find(|m| m.node.is_leader());
         if let Some(m) = candidate {
             if write(&m.node, format!("after{round}")).await.is_ok() {
-                break;
+                break m.node.failover_status().last.map(|f| f.path);
             }
         }
         assert!(started.elapsed() < Duration::from_secs(10), "no fail-over");
         tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    };
     let elapsed = started.elapsed();
     bench.start(leader).await;
     // Wait until the restarted node follows the leader again.
@@ -66,7 +80,7 @@ async fn crash_round(bench: &mut Bench, round: usize) -> Duration {
         assert!(Instant::now() < deadline, "restarted node did not rejoin");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    elapsed
+    (elapsed, path)
 }
 
 /// Hands leadership over and measures the leaderless window.
@@ -117,6 +131,11 @@ fn row(name: &str, mode: Mode, s: &Summary, plain: Option<&Summary>) {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let rounds: usize = env_or("ROUNDS", 30);
     let mut benches = Vec::new();
     for mode in Mode::from_env() {
@@ -124,11 +143,14 @@ async fn main() {
     }
 
     let mut failover = vec![Vec::new(); benches.len()];
+    let mut paths = vec![Vec::new(); benches.len()];
     let mut connections = vec![0; benches.len()];
     for round in 0..rounds {
         for (b, bench) in benches.iter_mut().enumerate() {
             let before = bench.stats.connections();
-            failover[b].push(crash_round(bench, round).await);
+            let (elapsed, path) = crash_round(bench, round).await;
+            failover[b].push(elapsed);
+            paths[b].push(path);
             connections[b] += bench.stats.connections() - before;
         }
     }
@@ -147,6 +169,13 @@ async fn main() {
             &format!("{label}: crash fail-over (leader killed -> write accepted)"),
             failover[b].clone(),
         ));
+        let by = |p: FailoverPath| paths[b].iter().filter(|q| **q == Some(p)).count();
+        println!(
+            "{label}: the survivor was elected by the fast path {} times, the timers {} times, unknown {} times",
+            by(FailoverPath::Fast),
+            by(FailoverPath::Timer),
+            paths[b].iter().filter(|q| q.is_none()).count(),
+        );
         hand.push(report(
             &format!("{label}: graceful hand-over leaderless window"),
             handover[b].clone(),

@@ -4,8 +4,9 @@
 //! with a lease-safe `is_leader()`, replicates a small key-value store and
 //! fenced locks through the log, stores its state durably (fsync before
 //! acknowledging, checksummed records) or in memory, talks to its peers over
-//! HTTP with one pooled client, and hands leadership over gracefully when it
-//! stops.
+//! HTTP with one pooled client, hands leadership over gracefully when it
+//! stops, and replaces a leader whose process died within milliseconds
+//! (see [Crash fail-over](node#crash-fail-over)).
 //!
 //! ```no_run
 //! use catga_cluster_raft::prelude::*;

@@ -19,7 +19,8 @@ use serde::Serialize;
 
 use crate::network::contacts::PeerContacts;
 use crate::network::failure::Failure;
-use crate::network::http_client::{peer_backoff, HttpNetwork, HttpNetworkFactory};
+use crate::network::http_client::{peer_backoff, HttpNetwork, HttpNetworkFactory, HttpWatch};
+use crate::network::liveness::{Probe, WatchEvent};
 use crate::types::TypeConfig;
 
 /// The target of the transport's own log lines.
@@ -91,6 +92,50 @@ impl NetworkFactory {
         ttl: Duration,
     ) -> Result<Resp, Failure> {
         self.peer(target, addr).call(rpc, request, ttl).await
+    }
+
+    /// Opens the leader watch on `target` at `addr`; the answer's head
+    /// within `ttl`.
+    pub(crate) async fn watch(
+        &self,
+        target: NodeId,
+        addr: &str,
+        ttl: Duration,
+    ) -> Result<LeaderStream, Failure> {
+        match self.peer(target, addr).client {
+            PeerClient::Http(p) => p.watch(ttl).await.map(|w| LeaderStream::Http(Box::new(w))),
+            #[cfg(feature = "test-util")]
+            PeerClient::Memory(p) => p.watch().map(LeaderStream::Memory),
+        }
+    }
+
+    /// Connects afresh to `target` at `addr`, each address within
+    /// `timeout` (see [`crate::network::liveness`]).
+    pub(crate) async fn probe(&self, target: NodeId, addr: &str, timeout: Duration) -> Probe {
+        match self.peer(target, addr).client {
+            PeerClient::Http(p) => p.probe(timeout).await,
+            #[cfg(feature = "test-util")]
+            PeerClient::Memory(p) => p.probe(),
+        }
+    }
+}
+
+/// The leader watch on one peer, whichever network carries it.
+#[derive(Debug)]
+pub(crate) enum LeaderStream {
+    Http(Box<HttpWatch>),
+    #[cfg(feature = "test-util")]
+    Memory(crate::network::memory::MemoryWatch),
+}
+
+impl LeaderStream {
+    /// The next frame, or how the watch ended.
+    pub(crate) async fn next(&mut self) -> WatchEvent {
+        match self {
+            LeaderStream::Http(w) => w.next().await,
+            #[cfg(feature = "test-util")]
+            LeaderStream::Memory(w) => w.next().await,
+        }
     }
 }
 

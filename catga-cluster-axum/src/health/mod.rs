@@ -51,7 +51,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use catga_cluster_core::{ClusterCoordinator, LeaderInfo, Leadership, NodeId, NodeInfo, Role};
+use catga_cluster_core::{
+    ClusterCoordinator, FailoverCounts, LeaderInfo, Leadership, NodeId, NodeInfo, Role,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -222,6 +224,9 @@ pub struct ProbeFacts {
     /// Whether this node is in touch with a quorum of voters (`true`
     /// unless the backend knows otherwise).
     pub quorum_reachable: bool,
+    /// The fail-overs that elected this node, by path (none when the
+    /// backend does not report them).
+    pub failovers: FailoverCounts,
 }
 
 impl Default for ProbeFacts {
@@ -234,6 +239,7 @@ impl Default for ProbeFacts {
             last_applied: None,
             unreachable_voters: Vec::new(),
             quorum_reachable: true,
+            failovers: FailoverCounts::default(),
         }
     }
 }
@@ -281,6 +287,12 @@ impl ProbeFacts {
         self.quorum_reachable = reachable;
         self
     }
+
+    /// Sets [`failovers`](Self::failovers).
+    pub fn failovers(mut self, failovers: FailoverCounts) -> Self {
+        self.failovers = failovers;
+        self
+    }
 }
 
 /// A source of [`ProbeFacts`]: the consensus backend.
@@ -311,6 +323,7 @@ impl HealthProbe for catga_cluster_raft::RaftNode {
             last_applied: Some(status.last_applied),
             unreachable_voters: health.unreachable_voters,
             quorum_reachable: health.quorum_reachable,
+            failovers: self.failover_counts(),
         }
     }
 }

@@ -422,6 +422,7 @@ fn units_are_declared_and_end_the_name() {
     assert_eq!(
         units,
         BTreeMap::from([
+            ("catga_cluster_failover_seconds", "seconds"),
             ("catga_cluster_leaderless_seconds", "seconds"),
             ("outbox_oldest_pending_age_seconds", "seconds"),
         ])
@@ -447,6 +448,10 @@ fn labelled_families_carry_every_label_value_from_the_start() {
         "catga_cluster_forwards_total{outcome=\"failed\"} 0",
         "catga_cluster_forwards_total{outcome=\"timeout\"} 0",
         "catga_cluster_forwards_total{outcome=\"no_leader\"} 0",
+        "catga_cluster_failovers_total{path=\"fast\"} 0",
+        "catga_cluster_failovers_total{path=\"timer\"} 0",
+        "catga_cluster_failovers_total{path=\"handover\"} 0",
+        "catga_cluster_failover_seconds_total{path=\"fast\"} 0.0",
         "catga_cluster_role{role=\"follower\"} 1",
         "catga_cluster_role{role=\"leader\"} 0",
         "catga_cluster_health_status{status=\"unhealthy\"} 1",

@@ -98,6 +98,7 @@ pub(super) async fn cluster_status(State(state): State<AppState>) -> Response {
         members: Vec::new(),
         last_log_index: facts.last_log_index.unwrap_or(0),
         last_applied: facts.last_applied.unwrap_or(0),
+        failover: None,
     };
     #[cfg(feature = "raft")]
     if let Some(node) = &state.raft {
@@ -105,6 +106,7 @@ pub(super) async fn cluster_status(State(state): State<AppState>) -> Response {
         dto.members = super::raft::members(&status);
         dto.last_log_index = status.last_log_index;
         dto.last_applied = status.last_applied;
+        dto.failover = Some(super::raft::failover(&status.failover));
     }
     json(StatusCode::OK, &dto)
 }

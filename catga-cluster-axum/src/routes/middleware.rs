@@ -67,9 +67,11 @@ pub(super) async fn require_json_if_present(request: Request, next: Next) -> Res
     }
 }
 
-/// The routes only peers call: Raft RPC and forwarded commands.
+/// The routes only peers call: Raft RPC, the leader watch and forwarded
+/// commands.
 pub(super) fn is_peer_route(path: &str) -> bool {
     path.starts_with(FORWARD_PATH_PREFIX)
+        || path == catga_cluster_core::protocol::RAFT_WATCH_PATH
         || catga_cluster_core::protocol::RaftRpc::ALL
             .iter()
             .any(|rpc| catga_cluster_core::protocol::raft_rpc_path(*rpc) == path)

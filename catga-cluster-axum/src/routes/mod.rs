@@ -13,7 +13,8 @@
 //! | `GET /health/live`, `/health/ready`, `/health/leader` | open | any coordinator |
 //! | `GET /cluster/status`, `/cluster/openapi.json`, `/metrics` | open | any coordinator |
 //! | `POST /cluster/forward/{command}` | protected | any coordinator (forwarded to the leader) |
-//! | `POST /cluster/raft/{append,vote,snapshot,elect,propose,read}` | protected | `RaftNode` |
+//! | `POST /cluster/raft/{append,vote,snapshot,elect,propose,read,gone}` | protected (peers) | `RaftNode` |
+//! | `GET /cluster/raft/watch` (the leader watch) | protected (peers) | `RaftNode` |
 //! | `POST /cluster/members`, `DELETE /cluster/members/{id}` | protected | `RaftNode` (forwarded to the leader) |
 //! | `POST /cluster/leadership/transfer` | protected | `RaftNode` (forwarded to the leader) |
 //! | `POST /cluster/locks/{name}/{acquire,renew,release}` | protected | `RaftNode` (any node) |

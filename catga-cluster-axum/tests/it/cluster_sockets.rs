@@ -632,3 +632,83 @@ async fn adding_a_member_nobody_serves_is_504_and_changes_no_voter() {
     assert_eq!(body["reason"], "voter-unreachable", "{body}");
     cluster.stop_all().await;
 }
+
+/// Waits (bounded, polling) until `condition` holds: for state that no
+/// leadership or metrics change announces (the leader watches).
+async fn poll_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The leader's server future is dropped (its task aborted) while the
+/// process, and its Raft node, run on: the node stops claiming leadership
+/// before the listener closes and ends its leader watches properly, so
+/// the followers, whose fresh connections are now refused, never take the
+/// crash fast path; the election timers elect a successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_listener_closes_while_it_runs_is_not_taken_for_dead() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start().await;
+    let leader_id = cluster.leader().await.id;
+    let followers: Vec<RaftNode> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.id != leader_id)
+        .map(|n| n.raft.clone())
+        .collect();
+    // The followers watch the leader over HTTP, through the router.
+    poll_until("the followers watching the leader", || {
+        followers
+            .iter()
+            .all(|f| f.failover_status().watching == Some(leader_id))
+    })
+    .await;
+
+    let old = cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.id == leader_id)
+        .unwrap();
+    let server = old.server.take().unwrap();
+    server.abort();
+    let _ = server.await;
+    let raft = old.raft.clone();
+    assert!(!raft.is_leader(), "no claim once the listener closed");
+    assert!(raft.health().running, "the node itself runs on");
+
+    let mut view = followers[0].subscribe();
+    tokio::time::timeout(
+        DEADLINE,
+        view.wait_for(|l| l.leader_id().is_some_and(|id| id != leader_id)),
+    )
+    .await
+    .expect("a new leader within the deadline")
+    .unwrap();
+    let new = followers
+        .iter()
+        .find(|f| f.leadership().leader_id() == Some(f.node().id))
+        .or_else(|| followers.iter().find(|f| f.is_leader()));
+    let new = new.expect("the new leader is one of the followers");
+    wait_on_metrics(new, "the fail-over record", |n| {
+        n.failover_status().last.is_some()
+    })
+    .await;
+    let last = new.failover_status().last.unwrap();
+    assert_eq!(last.path, catga_cluster_core::FailoverPath::Timer);
+    assert_eq!(last.previous_leader, Some(leader_id));
+    for node in followers.iter().chain([&raft]) {
+        assert_eq!(
+            node.failover_counts()
+                .count(catga_cluster_core::FailoverPath::Fast),
+            0
+        );
+    }
+    assert!(!raft.is_leader());
+    cluster.stop_all().await;
+}

@@ -47,6 +47,13 @@ pub struct ClusterConfig {
     /// See [`ClusterConfig::validate`] and
     /// [`ClusterConfig::insecure_transport_warning`].
     pub allow_insecure_transport: bool,
+    /// Whether a leader whose process died is replaced at once (the crash
+    /// fast path of `catga-cluster-raft`): followers that see the leader's
+    /// connection end abruptly and a fresh connection to its endpoint
+    /// refused elect a successor without waiting for the leader lease.
+    /// `Cluster.FastFailover`, default `true`; with `false` only the
+    /// election timers replace a leader.
+    pub fast_failover: bool,
 }
 
 impl ClusterConfig {
@@ -73,6 +80,7 @@ impl ClusterConfig {
             cluster_name: Self::DEFAULT_CLUSTER_NAME.to_owned(),
             tls: None,
             allow_insecure_transport: false,
+            fast_failover: true,
         }
     }
 

@@ -18,10 +18,11 @@ pub(super) enum Field {
     ClusterName,
     Tls,
     AllowInsecureTransport,
+    FastFailover,
 }
 
 impl Field {
-    pub(super) const ALL: [Field; 11] = [
+    pub(super) const ALL: [Field; 12] = [
         Field::LocalNodeEndpoint,
         Field::LocalNodeId,
         Field::Members,
@@ -33,6 +34,7 @@ impl Field {
         Field::ClusterName,
         Field::Tls,
         Field::AllowInsecureTransport,
+        Field::FastFailover,
     ];
 
     /// The .NET spelling, used in messages.
@@ -49,6 +51,7 @@ impl Field {
             Field::ClusterName => "ClusterName",
             Field::Tls => "Tls",
             Field::AllowInsecureTransport => "AllowInsecureTransport",
+            Field::FastFailover => "FastFailover",
         }
     }
 
@@ -66,6 +69,7 @@ impl Field {
             Field::ClusterName => "cluster_name",
             Field::Tls => "tls",
             Field::AllowInsecureTransport => "allow_insecure_transport",
+            Field::FastFailover => "fast_failover",
         }
     }
 

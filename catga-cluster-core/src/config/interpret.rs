@@ -70,6 +70,7 @@ pub(super) fn interpret(figment: &Figment) -> Result<ClusterConfig, ConfigError>
         allow_insecure_transport: settings
             .allow_insecure_transport
             .is_some_and(|allow| allow.0),
+        fast_failover: settings.fast_failover.is_none_or(|fast| fast.0),
     };
     config.validate()?;
     Ok(config)

@@ -43,6 +43,7 @@
 //! | `Tls.RequireClientCertificate` | nodes present their certificate to peers, and protected routes demand a member's certificate | `true` |
 //! | `Tls.ReloadInterval` | how often the three files are checked for changes | 10 s |
 //! | `AllowInsecureTransport` | accept plain `http://` to other machines although a `Secret` is set | `false` |
+//! | `FastFailover` | replace a leader whose process died at once, instead of after the leader lease (see `catga-cluster-raft`'s crash fail-over) | `true` |
 //!
 //! # TLS and secure by default
 //!
@@ -101,8 +102,8 @@
 //! the key match case-insensitively) override file values:
 //!
 //! * `Cluster__LocalNodeEndpoint`, `Cluster__ElectionTimeout`,
-//!   `Cluster__Secret`, `Cluster__AllowInsecureTransport`, … set one key
-//!   each;
+//!   `Cluster__Secret`, `Cluster__AllowInsecureTransport`,
+//!   `Cluster__FastFailover`, … set one key each;
 //! * `Cluster__Tls__CertificatePath`, `Cluster__Tls__KeyPath`,
 //!   `Cluster__Tls__CaCertificatePath`,
 //!   `Cluster__Tls__RequireClientCertificate` and

@@ -39,6 +39,7 @@ pub(super) struct Settings {
     pub(super) cluster_name: Option<String>,
     pub(super) tls: Option<Tls>,
     pub(super) allow_insecure_transport: Option<Flag>,
+    pub(super) fast_failover: Option<Flag>,
 }
 
 /// The `Tls` object. Only an object: serde's derived struct would also take

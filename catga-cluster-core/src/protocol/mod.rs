@@ -55,17 +55,21 @@ pub enum RaftRpc {
     Propose,
     /// A linearizable read forwarded by a follower to the leader.
     Read,
+    /// A follower that saw its leader's process die asks another voter
+    /// whether it confirms the death (crash fail-over).
+    Gone,
 }
 
 impl RaftRpc {
     /// Every RPC, for routers that mount them all.
-    pub const ALL: [RaftRpc; 6] = [
+    pub const ALL: [RaftRpc; 7] = [
         RaftRpc::Append,
         RaftRpc::Vote,
         RaftRpc::Snapshot,
         RaftRpc::Elect,
         RaftRpc::Propose,
         RaftRpc::Read,
+        RaftRpc::Gone,
     ];
 }
 
@@ -78,8 +82,15 @@ pub const fn raft_rpc_path(rpc: RaftRpc) -> &'static str {
         RaftRpc::Elect => "/cluster/raft/elect",
         RaftRpc::Propose => "/cluster/raft/propose",
         RaftRpc::Read => "/cluster/raft/read",
+        RaftRpc::Gone => "/cluster/raft/gone",
     }
 }
+
+/// The leader watch: a follower's long-lived `GET` to its leader, whose
+/// abrupt end tells the follower within milliseconds that the leader's
+/// process may be gone (crash fail-over). Protected like the Raft RPCs; the
+/// target node travels in [`TARGET_NODE_HEADER`].
+pub const RAFT_WATCH_PATH: &str = "/cluster/raft/watch";
 
 /// The credentials of an `Authorization: Bearer <token>` value, parsed by
 /// one rule on every protected route and RPC (RFC 9110 §11.4, which

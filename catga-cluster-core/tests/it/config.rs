@@ -1210,3 +1210,35 @@ fn hand_built_tls_settings_are_validated() {
     config.tls = Some(TlsConfig::new("a.pem", "a.key", "ca.pem"));
     config.validate().unwrap();
 }
+
+#[test]
+fn fast_failover_is_on_unless_turned_off() {
+    let config = json(&format!(r#"{{ "Cluster": {{ {LOCAL} }} }}"#))
+        .build()
+        .unwrap();
+    assert!(config.fast_failover);
+    assert!(ClusterConfig::single_node(derived("http://localhost:5000")).fast_failover);
+    let sources = [
+        env(&[
+            ("Cluster__LocalNodeEndpoint", "http://localhost:5000"),
+            ("Cluster__FastFailover", "False"),
+        ]),
+        json(&format!(
+            r#"{{ "Cluster": {{ {LOCAL}, "FastFailover": false }} }}"#
+        )),
+        ClusterConfig::loader().toml_str(
+            "[cluster]\nlocal_node_endpoint = \"http://localhost:5000\"\nfast_failover = false",
+        ),
+    ];
+    for loader in sources {
+        assert!(!loader.build().unwrap().fast_failover);
+    }
+    expect_error(
+        env(&[
+            ("Cluster__LocalNodeEndpoint", "http://localhost:5000"),
+            ("Cluster__FastFailover", "sometimes"),
+        ]),
+        "Cluster.FastFailover",
+        &["`sometimes`", "expected true or false"],
+    );
+}

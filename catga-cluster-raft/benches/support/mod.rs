@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use catga_cluster_core::config::{ClusterConfig, TlsConfig};
-use catga_cluster_core::protocol::{raft_rpc_path, RaftRpc};
+use catga_cluster_core::protocol::{raft_rpc_path, RaftRpc, RAFT_WATCH_PATH};
 use catga_cluster_core::tls::ClusterTls;
 use catga_cluster_core::{ClusterCoordinator, Endpoint, NodeId, NodeInfo};
 use catga_cluster_raft::{NodeOptions, RaftNode, RaftRpcHandler, Storage};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -176,7 +177,16 @@ impl Stats {
     }
 }
 
-/// Serves one connection until it ends or `stop`.
+type Body = BoxBody<Bytes, Infallible>;
+
+fn answer(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+/// Serves one connection until it ends or `stop`: the Raft RPCs and the
+/// leader watch.
 async fn serve_connection<I>(io: I, handler: RaftRpcHandler, stop: CancellationToken)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -184,6 +194,13 @@ where
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
         async move {
+            if req.uri().path() == RAFT_WATCH_PATH {
+                let response = match handler.watch(req.headers()) {
+                    Ok(watch) => Response::new(watch.boxed()),
+                    Err(e) => answer(e.status(), Bytes::from(e.to_string())),
+                };
+                return Ok::<_, Infallible>(response);
+            }
             let rpc = RaftRpc::ALL
                 .into_iter()
                 .find(|r| raft_rpc_path(*r) == req.uri().path());
@@ -195,18 +212,10 @@ where
                 .unwrap_or_default();
             let response = match rpc {
                 Some(rpc) => match handler.handle(rpc, &parts.headers, &bytes).await {
-                    Ok(answer) => Response::new(Full::new(answer)),
-                    Err(e) => {
-                        let mut r = Response::new(Full::new(Bytes::from(e.to_string())));
-                        *r.status_mut() = e.status();
-                        r
-                    }
+                    Ok(body) => answer(StatusCode::OK, body),
+                    Err(e) => answer(e.status(), Bytes::from(e.to_string())),
                 },
-                None => {
-                    let mut r = Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = StatusCode::NOT_FOUND;
-                    r
-                }
+                None => answer(StatusCode::NOT_FOUND, Bytes::new()),
             };
             Ok::<_, Infallible>(response)
         }
@@ -366,6 +375,9 @@ impl Bench {
         let listener = TcpListener::bind(self.addrs[&i]).await.unwrap();
         let tls = self.tls.get(&i).map(|(_, material)| material.clone());
         let mut options = NodeOptions::default();
+        if std::env::var("FAST_FAILOVER").is_ok_and(|v| v == "off") {
+            options = options.fast_failover(false);
+        }
         if let Some(tls) = &tls {
             options = options.tls(tls.client_config());
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use catga_cluster_core::config::ClusterSecret;
 use catga_cluster_core::connector::{self, Connector};
-use catga_cluster_core::protocol::{raft_rpc_path, RaftRpc, TARGET_NODE_HEADER};
+use catga_cluster_core::protocol::{raft_rpc_path, RaftRpc, RAFT_WATCH_PATH, TARGET_NODE_HEADER};
 use catga_cluster_core::{Endpoint, NodeId};
 use http::header::{AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER};
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -30,7 +30,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::network::failure::Failure;
-use crate::network::wire::{decode, encode, CONTENT_TYPE};
+use crate::network::liveness::{probe_endpoint, Probe, WatchEvent};
+use crate::network::wire::{decode, encode, FrameReader, CONTENT_TYPE};
 
 /// The largest RPC answer accepted, in bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -133,6 +134,74 @@ impl HttpNetwork {
         self.local
     }
 
+    fn endpoint(&self) -> Result<&Endpoint, Failure> {
+        self.endpoint
+            .as_ref()
+            .map_err(|reason| Failure::Unreachable {
+                target: self.target,
+                reason: reason.clone(),
+            })
+    }
+
+    /// Opens the leader watch on this peer: the answer's head within `ttl`,
+    /// then a body that lasts as long as the peer leads.
+    pub(crate) async fn watch(&self, ttl: Duration) -> Result<HttpWatch, Failure> {
+        let target = self.target;
+        let endpoint = self.endpoint()?;
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{endpoint}{RAFT_WATCH_PATH}"))
+            .header(TARGET_NODE_HEADER, target.get());
+        if let Some(auth) = &self.authorization {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Failure::Network {
+                target,
+                reason: e.to_string(),
+            })?;
+        let opened = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| connect_failure(target, &e))?;
+            let status = response.status();
+            if status == StatusCode::OK {
+                return Ok(response.into_body());
+            }
+            let bytes = Limited::new(response.into_body(), 4096)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Err(Failure::Network {
+                target,
+                reason: format!(
+                    "answered {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ),
+            })
+        };
+        let body = tokio::time::timeout(ttl, opened)
+            .await
+            .unwrap_or(Err(Failure::Timeout { target, after: ttl }))?;
+        Ok(HttpWatch {
+            body,
+            reader: FrameReader::default(),
+        })
+    }
+
+    /// Connects to this peer's endpoint (see
+    /// [`liveness`](crate::network::liveness)).
+    pub(crate) async fn probe(&self, timeout: Duration) -> Probe {
+        match &self.endpoint {
+            Ok(endpoint) => probe_endpoint(endpoint, timeout).await,
+            Err(reason) => Probe::Unknown(reason.clone()),
+        }
+    }
+
     /// Sends one RPC and decodes the answer, within `ttl`.
     pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -141,13 +210,7 @@ impl HttpNetwork {
         ttl: Duration,
     ) -> Result<Resp, Failure> {
         let target = self.target;
-        let endpoint = self
-            .endpoint
-            .as_ref()
-            .map_err(|reason| Failure::Unreachable {
-                target,
-                reason: reason.clone(),
-            })?;
+        let endpoint = self.endpoint()?;
         let body = encode(request).map_err(|e| Failure::Network {
             target,
             reason: format!("cannot encode the request: {e}"),
@@ -169,21 +232,11 @@ impl HttpNetwork {
             })?;
 
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    // The source says why: refused, TLS handshake, timeout.
-                    let reason = match std::error::Error::source(&e) {
-                        Some(source) => format!("{e}: {source}"),
-                        None => e.to_string(),
-                    };
-                    Failure::Unreachable { target, reason }
-                } else {
-                    Failure::Network {
-                        target,
-                        reason: e.to_string(),
-                    }
-                }
-            })?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| connect_failure(target, &e))?;
             let status = response.status();
             let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
@@ -211,6 +264,62 @@ impl HttpNetwork {
         tokio::time::timeout(ttl, exchange)
             .await
             .unwrap_or(Err(Failure::Timeout { target, after: ttl }))
+    }
+}
+
+/// What a failed request to `target` says: unreachable when the
+/// connection could not be made, a network failure otherwise.
+fn connect_failure(target: NodeId, e: &hyper_util::client::legacy::Error) -> Failure {
+    if e.is_connect() {
+        // The source says why: refused, TLS handshake, timeout.
+        let reason = match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        };
+        Failure::Unreachable { target, reason }
+    } else {
+        Failure::Network {
+            target,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The leader watch on one peer, over HTTP.
+pub(crate) struct HttpWatch {
+    body: hyper::body::Incoming,
+    reader: FrameReader,
+}
+
+impl std::fmt::Debug for HttpWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpWatch").finish_non_exhaustive()
+    }
+}
+
+impl HttpWatch {
+    /// The next frame, or how the body ended.
+    pub(crate) async fn next(&mut self) -> WatchEvent {
+        loop {
+            match self.reader.next_frame() {
+                Some(Ok(frame)) => return WatchEvent::Frame(frame),
+                Some(Err(e)) => {
+                    // Garbage from a process that runs: not a death.
+                    tracing::warn!(target: "catga_cluster::raft::network", error = %e, "a leader watch frame does not decode; closing the watch");
+                    return WatchEvent::Ended;
+                }
+                None => {}
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.reader.push(&data);
+                    }
+                }
+                Some(Err(e)) => return WatchEvent::Broken(e.to_string()),
+                None => return WatchEvent::Ended,
+            }
+        }
     }
 }
 

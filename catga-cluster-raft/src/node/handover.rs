@@ -171,6 +171,42 @@ impl RaftNode {
         outcome
     }
 
+    /// Tells the node that the listener serving its routes closes while
+    /// the process runs on: call it *before* the listener closes, whenever
+    /// it closes (catga-cluster-axum's `serve` does, on shutdown and when
+    /// its future is dropped).
+    ///
+    /// The crash fast path reads a refused connection to a leader's
+    /// endpoint as the death of its process (see the
+    /// [crash fail-over](crate::node#crash-fail-over)); a leader whose
+    /// listener closes while it runs must therefore stop claiming
+    /// leadership first. This does that at once: the node retires for good
+    /// (it stops claiming leadership and campaigning, as
+    /// [`retire`](RaftNode::retire) leaves it), its leader watches end
+    /// properly (so followers do not take the fast path), and a leader
+    /// stops sending heartbeats, so that the followers' leases lapse and
+    /// their timers elect a successor: it cannot hand over, since the
+    /// successor's vote request could not reach it. Idempotent; cheap and
+    /// synchronous, so it can run in a `Drop`.
+    pub fn listener_closing(&self) {
+        let newly = !self.inner.retiring.swap(true, Ordering::SeqCst);
+        let raft = &self.inner.raft;
+        raft.runtime_config().elect(false);
+        let m = self.metrics();
+        if m.state == ServerState::Leader {
+            raft.runtime_config().heartbeat(false);
+        }
+        publish::republish(&self.inner, &m);
+        if newly {
+            tracing::info!(
+                target: TARGET,
+                node_id = %self.inner.info.id,
+                leading = m.state == ServerState::Leader,
+                "the listener closes while the node runs: no longer claiming leadership nor standing"
+            );
+        }
+    }
+
     /// Prepares the node to stop: it stops campaigning and claiming
     /// leadership for good, and a leader hands leadership over (bounded) to
     /// the most up-to-date voter. The node keeps serving Raft RPCs and

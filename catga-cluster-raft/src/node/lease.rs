@@ -39,6 +39,11 @@ impl LeaseWord {
         self.word.store(word, Ordering::Release);
     }
 
+    /// Withdraws the claim, until the next [`store`](Self::store).
+    pub(super) fn withdraw(&self) {
+        self.word.store(0, Ordering::Release);
+    }
+
     /// Whether the stored claim holds now.
     pub(super) fn is_leader(&self) -> bool {
         match self.word.load(Ordering::Acquire) {

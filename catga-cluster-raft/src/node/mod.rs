@@ -18,7 +18,132 @@
 //! heartbeat interval by default, absorbs scheduling and publication delays).
 //! A watcher task follows openraft's metrics and re-publishes the snapshot
 //! the moment the lease lapses, so subscribers see the change within one
-//! tick.
+//! tick. The one exception to the followers' promise is a leader whose
+//! process is gone (see [Crash fail-over](#crash-fail-over)): a dead process
+//! claims nothing.
+//!
+//! # Replacing a lost leader
+//!
+//! Three paths elect a successor, and the node they elect records which
+//! ([`FailoverStatus`], [`RaftNode::failover_counts`], the `path` label of
+//! catga-cluster-axum's `catga_cluster_failovers_total`) and logs one line
+//! (`fail-over: this node leads after the fast path`, with `term`,
+//! `previous_leader` and `took_ms`):
+//!
+//! * **fast**: the leader's process died (a crash, an OOM kill, `SIGKILL`,
+//!   a stopped container): the survivors elect within milliseconds (see
+//!   [Crash fail-over](#crash-fail-over));
+//! * **timer**: anything else that silences a leader (a paused, slow or
+//!   partitioned leader, a crash the fast path could not confirm): a
+//!   follower that has heard nothing for a whole lease stands; the
+//!   survivors stand one heartbeat apart, by id
+//!   ([`NodeOptions::staggered_elections`]), else on openraft's own
+//!   randomised timer;
+//! * **handover**: the leader hands leadership over
+//!   ([`RaftNode::transfer_leadership`], [`RaftNode::retire`], a graceful
+//!   shutdown).
+//!
+//! A fail-over is counted on the node it elects, when that node knew
+//! another leader before (the first election of a cluster is none). Its
+//! duration runs on that node's clock: from the moment the old leader's
+//! watch broke (fast), from the old leader's last message (timer), from
+//! the hand-over request (handover), until the node leads.
+//!
+//! | setting | timer path | fast path | hand-over |
+//! |---|---|---|---|
+//! | `HeartbeatInterval` (50 ms) | every heartbeat renews the followers' lease; staggered survivors stand one heartbeat apart | the probe waits a heartbeat for each address (10 ms to 500 ms); a `gone` RPC two (20 ms to 1 s); survivors of consecutive ranks stand a fifth of one apart (at least 2 ms); a follower releases a lease only with at least one heartbeat of it left | — |
+//! | `ElectionTimeoutMax` (300 ms) | the lease: how long a follower that heard from a leader waits before it stands (staggered), or before openraft's timer adds a random `ElectionTimeout`..`ElectionTimeoutMax` | none on the detection; a survivor left a candidate without a leader stands again after an election timeout (no lease) | the leader first waits until its own vote is a lease old; the whole hand-over is bounded by four of them |
+//! | `ElectionTimeout` (150 ms) | the lower bound of openraft's random timer | as above | — |
+//! | `FastFailover` (`true`) | — | turns the fast path on or off ([`NodeOptions::fast_failover`] overrides it) | — |
+//!
+//! # Crash fail-over
+//!
+//! Most leader losses are process deaths, and the kernel closes a dead
+//! process's sockets at once. The fast path uses that signal
+//! (`failover/fast.rs` has the steps):
+//!
+//! 1. Every voter that follows a leader holds a **leader watch** open on
+//!    it: one long-lived `GET` on
+//!    [`RAFT_WATCH_PATH`](catga_cluster_core::protocol::RAFT_WATCH_PATH),
+//!    protected like the Raft RPCs (secret, member certificate with mutual
+//!    TLS), over the same client. The leader ends it properly whenever it
+//!    stops leading or claiming leadership while its process runs; it
+//!    never ends it with an error.
+//! 2. When the watch ends **abruptly** (the connection closed or reset
+//!    mid-body), the follower **probes**: a fresh TCP connection to every
+//!    address of the leader's advertised endpoint. Only if every address
+//!    **refuses** is the death confirmed; an accepted connection (a live
+//!    listener, a restarted process on the same port), a timeout, an
+//!    unreachable host or a name that does not resolve leave the leader to
+//!    the timers.
+//! 3. A follower that confirmed the death itself, still follows that
+//!    leader in that term and still holds its lease with at least a
+//!    heartbeat left **releases** the lease: openraft 0.9 has no API to
+//!    drop a follower's lease, but a voter whose vote is uncommitted grants
+//!    a higher vote without the lease check, and starting an election
+//!    (`trigger().elect()`) makes its vote uncommitted.
+//! 4. It asks every other voter, with the `gone` RPC, whether it confirms
+//!    the death; each answers yes only after its own probe is refused (and
+//!    then releases too), with how far its log reaches. With a quorum of
+//!    voters confirmed, the survivors rank themselves by log (longest
+//!    first), then by id (highest first, as openraft breaks ties within a
+//!    term), and the first **stands** again, a term above every released
+//!    vote: the others grant it at once. The next in rank stands a few
+//!    milliseconds later only if no leader has appeared by then.
+//!
+//! Measured in one process over loopback HTTP, the survivors lead a few
+//! milliseconds after the kill, instead of after the 300 ms lease.
+//!
+//! ## The assumption, and its limits
+//!
+//! A refused connection to the leader's advertised endpoint, right after
+//! its watch ended abruptly, means no process of ours listens there any
+//! more. That holds when:
+//!
+//! * endpoints reach the node's process itself, not a proxy or load
+//!   balancer that accepts or refuses on its behalf (a Kubernetes Service
+//!   with no ready endpoint refuses; use the pod's address or a headless
+//!   Service);
+//! * nothing between the nodes answers a connection with a refusal while
+//!   the process runs: a firewall rule that **rejects** (TCP reset, ICMP
+//!   port unreachable) instead of dropping reads as a death. Drop, or turn
+//!   the fast path off (`Cluster.FastFailover = false`);
+//! * the process closes its listener only after telling the node
+//!   ([`RaftNode::listener_closing`]; catga-cluster-axum's `serve` does).
+//!
+//! Where the fast path cannot confirm a death the timers replace the
+//! leader as before: a machine that died with the process (no socket is
+//! closed; connections time out), a container whose network goes with it
+//! (the host becomes unreachable rather than refusing), a leader restarted
+//! on the same port before the probe, a name that no longer resolves.
+//!
+//! ## Why it is safe
+//!
+//! * **A dead process holds no lease.** Nobody can ask it
+//!   `is_leader()`, it runs no leader-only work, and it starts no side
+//!   effect after its death. What it started before carries its fence
+//!   (the term of a [`LeaderFence`], a lock's fencing token), and the new
+//!   leader's fences are greater (a later term, later log indexes), so
+//!   resources that compare fences refuse the old ones, exactly as after a
+//!   fail-over on the timer path.
+//! * **A live leader never meets the fast path.** Its listener accepts,
+//!   so no probe is refused. When it stops leading or claiming it first
+//!   withdraws its claim (the same publication turns `is_leader()` false)
+//!   and then ends its watches properly, which no follower acts on. A
+//!   leader whose listener closes while it runs withdraws its claim and
+//!   ends its watches before the listener closes
+//!   ([`RaftNode::listener_closing`]), then stops its heartbeats so that
+//!   the timers elect a successor. A paused (`SIGSTOP`) leader's sockets
+//!   stay open and its kernel still completes connections; a partitioned
+//!   leader's watches stall and probes time out.
+//! * **Each follower releases on its own evidence**, never on a peer's
+//!   word: the `gone` RPC only makes the receiver probe. A successor
+//!   elected within the old leader's lease needs the votes of a quorum, so
+//!   a quorum of voters must each have seen the old process gone.
+//! * **Raft's own safety is untouched**: the fast path only starts
+//!   elections, which openraft's vote and log checks govern as always. A
+//!   follower releases only with a heartbeat of the old lease left, so it
+//!   cannot have voted for a timer-path candidate just before.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,7 +169,7 @@ use crate::types::{Command, CommandResponse, Operation, Raft};
 
 // The node itself is here; each other concern is a file of its own, which
 // extends `RaftNode` with an `impl` block where it adds methods.
-mod failover; // the fast failure detector
+mod failover; // replacing a lost leader: the crash fast path, the timers
 mod handover; // transfer_leadership, retire
 mod lease; // the lease word behind `is_leader()`
 mod options; // NodeOptions, Transport, Storage
@@ -52,6 +177,7 @@ mod publish; // the metrics watcher that publishes the leadership snapshot
 mod start; // the builder, bootstrap, shutdown
 mod status; // health and status
 
+pub use failover::FailoverStatus;
 use lease::LeaseWord;
 pub use options::{NodeOptions, Storage, Transport};
 pub use start::{RaftNodeBuilder, StartError};
@@ -118,6 +244,13 @@ pub(crate) struct Inner {
     /// The last elect request this node stood for, kept for the RPC server
     /// (see `network/server/elect.rs`).
     elected_for: Mutex<Option<ElectRequest>>,
+    /// Whether the crash fast path runs (see `failover/fast.rs`).
+    fast_failover: bool,
+    /// Which path elected this node, and the fast path's state.
+    failover: Mutex<failover::FailoverState>,
+    /// A moment before the metrics value the watcher saw last was reported
+    /// (see `publish.rs`).
+    metrics_reported_after: Mutex<Instant>,
     shutdown: CancellationToken,
     watcher: Mutex<Option<JoinHandle<()>>>,
     #[cfg(feature = "test-util")]
@@ -128,6 +261,11 @@ impl Inner {
     /// Handing leadership over, or retiring: not claiming leadership.
     pub(crate) fn stepping_down(&self) -> bool {
         self.transferring.load(Ordering::SeqCst) || self.retiring.load(Ordering::SeqCst)
+    }
+
+    /// Whether the node was stopped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 
     /// The flag a membership change holds while it runs.

@@ -89,10 +89,20 @@ pub struct NodeOptions {
     /// Turn it off for a node that joins a running cluster: it then waits
     /// until the leader adds it.
     pub bootstrap: bool,
-    /// Whether followers run the fast failure detector (see
-    /// `detect_leader_failure` in the source: survivors stand one after the
-    /// other once the leader lease has lapsed, instead of splitting votes).
-    pub fast_failover: bool,
+    /// Whether the crash fast path runs: followers watch their leader's
+    /// process and, when it dies, elect a successor at once instead of
+    /// after the leader lease (see the
+    /// [crash fail-over](crate::node#crash-fail-over)). `None` (the
+    /// default): as the configuration says (`Cluster.FastFailover`,
+    /// [`ClusterConfig::fast_failover`](catga_cluster_core::config::ClusterConfig::fast_failover),
+    /// on unless turned off).
+    pub fast_failover: Option<bool>,
+    /// Whether the timer path is staggered: a follower that has heard
+    /// nothing from its leader for a whole lease stands after a further
+    /// delay of its rank among the other voters (by id) times one
+    /// heartbeat, so that the survivors stand one after the other instead
+    /// of splitting the vote on openraft's own timer (default on).
+    pub staggered_elections: bool,
     /// The TLS configuration of the Raft RPC client (`tls` feature): with
     /// one, peers whose endpoints are `https://` are reached over TLS,
     /// `http://` peers stay plain. Without one (the default), only
@@ -117,7 +127,8 @@ impl Default for NodeOptions {
             catch_up_timeout: Duration::from_secs(10),
             reachability_window: None,
             bootstrap: true,
-            fast_failover: true,
+            fast_failover: None,
+            staggered_elections: true,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -173,9 +184,16 @@ impl NodeOptions {
         self
     }
 
-    /// Sets [`fast_failover`](NodeOptions::fast_failover).
+    /// Sets [`fast_failover`](NodeOptions::fast_failover), over what the
+    /// configuration says.
     pub fn fast_failover(mut self, enabled: bool) -> Self {
-        self.fast_failover = enabled;
+        self.fast_failover = Some(enabled);
+        self
+    }
+
+    /// Sets [`staggered_elections`](NodeOptions::staggered_elections).
+    pub fn staggered_elections(mut self, enabled: bool) -> Self {
+        self.staggered_elections = enabled;
         self
     }
 

@@ -2,6 +2,19 @@
 //! the lease, published on the node's `watch` channel and in the lease word,
 //! by a watcher task that wakes on every metrics change and when the lease
 //! lapses.
+//!
+//! # When a metrics value was reported
+//!
+//! openraft reports the age of the leader's last quorum acknowledgement
+//! (`millis_since_quorum_ack`) as it was when it reported, without saying
+//! when that was. Reading the value late (the process was paused, say, by
+//! `SIGSTOP`, or starved of CPU) and counting the age from the moment of
+//! reading would place the acknowledgement later than it was, and extend
+//! the lease past what the followers grant. So the watcher counts it from
+//! the last moment the value is known to have been reported after: a value
+//! newer than the one seen at the previous look at the channel was reported
+//! after that look. A value already seen is never re-dated: after a pause
+//! the lease is found lapsed, not renewed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -22,12 +35,14 @@ pub(super) fn prune_recent(recent: &mut VecDeque<Instant>) {
     }
 }
 
-/// Computes the leadership snapshot from openraft's metrics.
+/// Computes the leadership snapshot from openraft's metrics, reported no
+/// earlier than `reported_after`.
 pub(super) fn snapshot_from(
     inner: &Inner,
     m: &RaftMetrics<NodeId, BasicNode>,
-    now: Instant,
+    reported_after: Instant,
 ) -> Leadership {
+    let now = Instant::now();
     let role = match m.state {
         ServerState::Leader => Role::Leader,
         ServerState::Follower => Role::Follower,
@@ -45,7 +60,10 @@ pub(super) fn snapshot_from(
     });
     let (lease_valid, lease_deadline) = match (m.state, m.millis_since_quorum_ack) {
         (ServerState::Leader, Some(age)) if m.running_state.is_ok() => {
-            let deadline = now.checked_sub(Duration::from_millis(age)).unwrap_or(now) + inner.lease;
+            let acked = reported_after
+                .checked_sub(Duration::from_millis(age))
+                .unwrap_or(reported_after);
+            let deadline = acked + inner.lease;
             (deadline > now, Some(deadline))
         }
         _ => (false, None),
@@ -64,6 +82,10 @@ pub(super) fn snapshot_from(
 /// Publishes a new snapshot; a change of the lease deadline alone is stored
 /// without waking subscribers.
 pub(super) fn publish(inner: &Inner, mut next: Leadership) {
+    // A stopped node publishes only that it stopped (`publish_stopped`).
+    if inner.is_stopped() {
+        return;
+    }
     inner.leadership.send_if_modified(|current| {
         next.epoch = current.epoch;
         if next == *current {
@@ -93,6 +115,7 @@ pub(super) fn publish(inner: &Inner, mut next: Leadership) {
             inner.claim.store(current);
             return false;
         }
+        super::failover::observe(inner, current, &next);
         next.epoch += 1;
         tracing::debug!(
             target: TARGET,
@@ -109,19 +132,41 @@ pub(super) fn publish(inner: &Inner, mut next: Leadership) {
     });
 }
 
-/// Publishes the snapshot of `m`, now.
+/// Publishes the snapshot of `m`, now. `m` was reported no earlier than
+/// the value the watcher saw last (it is that one, or a newer one).
 pub(super) fn republish(inner: &Inner, m: &RaftMetrics<NodeId, BasicNode>) {
-    publish(inner, snapshot_from(inner, m, Instant::now()));
+    let reported_after = *inner
+        .metrics_reported_after
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    publish(inner, snapshot_from(inner, m, reported_after));
 }
 
 /// Follows openraft's metrics and publishes every change, and the lapse
-/// of the lease the moment it happens, until the node stops.
-pub(super) async fn watch_metrics(inner: Arc<Inner>) {
+/// of the lease the moment it happens, until the node stops. `started`:
+/// a moment before openraft reported anything.
+pub(super) async fn watch_metrics(inner: Arc<Inner>, started: Instant) {
     let mut metrics = inner.raft.metrics();
+    // The last look at the channel, and the moment after which the value
+    // seen then was reported (see the module docs). The watcher looks at
+    // least twice a heartbeat, so that a new value is dated closely.
+    let look_every = (inner.config.heartbeat_interval / 2).max(Duration::from_millis(1));
+    let mut looked = started;
+    let mut reported_after = started;
+    let mut changed = false;
     loop {
+        let now = Instant::now();
+        if changed || metrics.has_changed().unwrap_or(false) {
+            reported_after = looked;
+            *inner
+                .metrics_reported_after
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = reported_after;
+        }
+        looked = now;
         let snapshot = {
             let m = metrics.borrow_and_update();
-            snapshot_from(&inner, &m, Instant::now())
+            snapshot_from(&inner, &m, reported_after)
         };
         let deadline = snapshot.lease_deadline.filter(|_| snapshot.lease_valid);
         publish(&inner, snapshot);
@@ -131,10 +176,17 @@ pub(super) async fn watch_metrics(inner: Arc<Inner>) {
                 None => std::future::pending().await,
             }
         };
+        changed = false;
         tokio::select! {
             () = inner.shutdown.cancelled() => break,
-            changed = metrics.changed() => if changed.is_err() { break },
+            next = metrics.changed() => {
+                if next.is_err() {
+                    break;
+                }
+                changed = true;
+            }
             () = lapse => {}
+            () = tokio::time::sleep(look_every) => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Starting and stopping a node: [`RaftNodeBuilder`] opens storage, starts
 //! openraft, bootstraps the configured members on empty storage and spawns
-//! the node's tasks (the metrics watcher and the failure detector);
+//! the node's tasks (the metrics watcher, the leader watch of the crash
+//! fast path and the staggered election timer);
 //! [`RaftNode::shutdown`] and [`RaftNode::stop_now`] end them.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -159,6 +160,8 @@ impl RaftNodeBuilder {
             #[cfg(feature = "test-util")]
             Transport::Memory(net) => NetworkFactory::memory(net.factory(local.id), contacts),
         };
+        // Before openraft reports any metrics (see `publish.rs`).
+        let started = tokio::time::Instant::now();
         let raft = Raft::new(
             local.id,
             Arc::new(raft_config),
@@ -181,6 +184,7 @@ impl RaftNodeBuilder {
             .reachability_window
             .unwrap_or_else(|| quorum::default_window(config.election_timeout_max));
         let (leadership, _) = watch::channel(Leadership::default());
+        let fast_failover = self.options.fast_failover.unwrap_or(config.fast_failover);
         let inner = Arc::new(Inner {
             raft,
             info: local,
@@ -201,6 +205,9 @@ impl RaftNodeBuilder {
             reachability_window,
             membership_change: Arc::new(AtomicBool::new(false)),
             elected_for: Mutex::new(None),
+            fast_failover,
+            failover: Mutex::new(failover::FailoverState::default()),
+            metrics_reported_after: Mutex::new(started),
             shutdown: CancellationToken::new(),
             watcher: Mutex::new(None),
             #[cfg(feature = "test-util")]
@@ -217,10 +224,13 @@ impl RaftNodeBuilder {
             net.register(inner.info.id, node.rpc_handler());
         }
         bootstrap(&inner).await?;
-        let watcher = tokio::spawn(publish::watch_metrics(inner.clone()));
+        let watcher = tokio::spawn(publish::watch_metrics(inner.clone(), started));
         *inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
-        if inner.options.fast_failover {
-            tokio::spawn(failover::detect_leader_failure(Arc::downgrade(&inner)));
+        if inner.options.staggered_elections {
+            tokio::spawn(failover::timer::stagger_elections(Arc::downgrade(&inner)));
+        }
+        if inner.fast_failover {
+            tokio::spawn(failover::fast::watch_leader(Arc::downgrade(&inner)));
         }
         Ok(RaftNode { inner })
     }
@@ -291,6 +301,9 @@ impl RaftNode {
         if self.inner.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
+        // No claim from here on: nothing is published any more, and
+        // `is_leader()` is false before anything else goes.
+        self.inner.claim.withdraw();
         #[cfg(feature = "test-util")]
         if let Some(net) = &self.inner.memory {
             net.unregister(self.inner.info.id);

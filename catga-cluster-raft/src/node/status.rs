@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use catga_cluster_core::{Endpoint, LeaderInfo, Leadership, NodeId, NodeInfo, Role};
 use openraft::ServerState;
 
-use super::{publish, RaftNode};
+use super::{publish, FailoverStatus, RaftNode};
 
 /// A health snapshot of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,9 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     /// The last applied log index.
     pub last_applied: u64,
+    /// The fail-over view: whether the crash fast path runs, the leader
+    /// this node watches, the last fail-over that elected this node.
+    pub failover: FailoverStatus,
 }
 
 impl RaftNode {
@@ -137,6 +140,7 @@ impl RaftNode {
             members,
             last_log_index: m.last_log_index.unwrap_or(0),
             last_applied: m.last_applied.map_or(0, |l| l.index),
+            failover: self.failover_status(),
         }
     }
 }

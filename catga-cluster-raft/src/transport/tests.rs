@@ -33,6 +33,10 @@ impl Serve for Granting {
             encode(&answer).map_err(|e| e.to_string())
         })
     }
+
+    fn watch(&self) -> Result<crate::network::wire::LeaderWatch, String> {
+        Err("this peer leads nothing".into())
+    }
 }
 
 async fn vote(peer: &mut Peer) -> bool {

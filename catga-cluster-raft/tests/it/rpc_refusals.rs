@@ -1,6 +1,8 @@
 //! Raft RPCs refuse garbage and forged requests: random bodies and forged
 //! elect requests posted to a follower move neither the term nor the
-//! leader, and a genuine hand-over still works.
+//! leader, and a genuine hand-over still works; a forged report that the
+//! leader's process died is checked by the receiver's own probe, and moves
+//! nothing while the leader lives.
 
 use std::time::Duration;
 
@@ -173,6 +175,50 @@ async fn garbage_and_forged_elect_requests_move_neither_term_nor_leader() {
     assert_eq!(cluster.wait_for_leader().await, follower);
     assert!(vote(&node).await.leader_id().term > term);
     cluster.stop_all().await;
+}
+
+/// A `gone` body as the wire carries it: the sender, the leader, the term.
+fn gone(from: u64, leader: u64, term: u64) -> Vec<u8> {
+    postcard::to_stdvec(&(from, leader, term)).unwrap()
+}
+
+#[tokio::test]
+async fn a_forged_leader_death_moves_nothing_while_the_leader_lives() {
+    let cluster = Cluster::start_configured(3, false, NodeOptions::default(), slow_elections).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let other = (0..3).find(|i| *i != leader && *i != follower).unwrap();
+    let node = cluster.node(follower).clone();
+    let before = vote(&node).await;
+    let term = before.leader_id().term;
+    let handler = node.rpc_handler();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(TARGET_NODE_HEADER, follower.into());
+
+    // (confirmed, last log): the answer's encoding starts with the flag.
+    for body in [
+        gone(other, leader, term),
+        gone(other, leader, term + 1),
+        gone(other, other, term),
+        gone(follower, leader, term),
+    ] {
+        let answer = handler
+            .handle(RaftRpc::Gone, &headers, &body)
+            .await
+            .unwrap();
+        assert_eq!(answer[0], 0, "not confirmed: {body:?}");
+    }
+    let mut longer = gone(other, leader, term);
+    longer.push(0);
+    assert_eq!(
+        handler
+            .handle(RaftRpc::Gone, &headers, &longer)
+            .await
+            .unwrap_err(),
+        RpcRejection::BadBody(BodyError::TrailingBytes { extra: 1 })
+    );
+    assert_eq!(vote(&node).await, before);
+    assert_eq!(cluster.wait_for_leader().await, leader);
 }
 
 #[tokio::test]

@@ -192,7 +192,12 @@ impl RunningNode {
         })
     }
 
-    /// Stops like a crash: Raft and the server go away at once.
+    /// Stops abruptly, without a hand-over: the server goes, then Raft.
+    /// The process runs on, so this is not a process death to the other
+    /// nodes: the server tells the node its listener closes (it stops
+    /// claiming leadership and heartbeats), and the followers elect a
+    /// successor by the timers, not by the crash fast path, which needs the
+    /// process itself to die.
     pub async fn kill(self) {
         self.server.abort();
         self.node.stop_now().await;

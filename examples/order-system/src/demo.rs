@@ -172,7 +172,10 @@ pub async fn run() -> Result<(), DemoError> {
 
     step(
         3,
-        &format!("Killing leader node {leader} abruptly (no hand-over)"),
+        &format!(
+            "Stopping leader node {leader} abruptly (no hand-over; its process lives on, \
+             so the timers elect, not the crash fast path of a process that dies)"
+        ),
     );
     let killed_at = Instant::now();
     if let Some(n) = nodes[leader].take() {
@@ -198,8 +201,15 @@ pub async fn run() -> Result<(), DemoError> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    let path = fail_over
+        .0
+        .as_deref()
+        .and_then(|id| id.parse::<usize>().ok())
+        .and_then(|id| nodes.get(id)?.as_ref())
+        .and_then(|n| n.node.failover_status().last)
+        .map_or("?", |f| f.path.as_str());
     println!(
-        "    node {} leads now; a write was accepted again {} after the crash",
+        "    node {} leads now (elected by the {path} path); a write was accepted again {} after the stop",
         fail_over.0.as_deref().unwrap_or("?"),
         ms(fail_over.1)
     );

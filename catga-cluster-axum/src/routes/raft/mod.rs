@@ -10,7 +10,7 @@ use catga_cluster_raft::node::NodeStatus;
 use catga_cluster_raft::{CommandResponse, RaftNode};
 
 use super::state::AppState;
-use crate::api::MemberDto;
+use crate::api::{FailoverDto, LastFailoverDto, MemberDto};
 use crate::metrics::ForwardOutcome;
 use crate::problem::Problem;
 
@@ -35,6 +35,22 @@ pub(in crate::routes) fn members(status: &NodeStatus) -> Vec<MemberDto> {
             voter: m.voter,
         })
         .collect()
+}
+
+/// The fail-over view of a status, for answers.
+pub(in crate::routes) fn failover(
+    status: &catga_cluster_raft::node::FailoverStatus,
+) -> FailoverDto {
+    FailoverDto {
+        fast_path: status.fast_path,
+        watching: status.watching.map(|id| id.get()),
+        last: status.last.as_ref().map(|f| LastFailoverDto {
+            path: f.path.as_str(),
+            term: f.term,
+            previous_leader: f.previous_leader.map(|id| id.get()),
+            took_ms: ms(f.took),
+        }),
+    }
 }
 
 /// The Raft node; the raft routes exist only when there is one.

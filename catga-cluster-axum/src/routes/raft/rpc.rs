@@ -1,5 +1,6 @@
 //! Raft RPC: the transport-agnostic handler of `catga-cluster-raft` on
-//! `POST /cluster/raft/{rpc}`.
+//! `POST /cluster/raft/{rpc}`, and the leader watch on
+//! `GET /cluster/raft/watch`.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -32,4 +33,19 @@ pub(super) async fn raft_rpc(
         }
         .await,
     )
+}
+
+/// The leader watch: a `200` whose body lasts as long as this node leads
+/// (see `catga_cluster_raft::network::LeaderWatch`).
+pub(super) async fn raft_watch(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    finish((|| {
+        let node = node(&state)?;
+        let watch = node.rpc_handler().watch(&headers)?;
+        let mut response = Response::new(Body::new(watch));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(catga_cluster_raft::network::CONTENT_TYPE),
+        );
+        Ok(response)
+    })())
 }

@@ -7,14 +7,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::routing::{delete, get, post, put, MethodRouter};
 use catga_cluster_core::protocol::{
-    raft_rpc_path, RaftRpc, FORWARDED_HEADER, REVISION_HEADER, TARGET_NODE_HEADER,
+    raft_rpc_path, RaftRpc, FORWARDED_HEADER, RAFT_WATCH_PATH, REVISION_HEADER, TARGET_NODE_HEADER,
 };
 use http::{HeaderMap, Method};
 
 use super::kv::{kv_delete, kv_get, kv_put};
 use super::locks::{acquire_lock, release_lock, renew_lock};
 use super::membership::{add_member, remove_member, transfer_leadership};
-use super::rpc::raft_rpc;
+use super::rpc::{raft_rpc, raft_watch};
 use crate::api::{
     AcquireRequest, AddMemberRequest, KvDeletedDto, KvWrittenDto, LockGrantDto, MembersDto,
     ReleaseRequest, ReleasedDto, RenewRequest, TransferDto, TransferRequest,
@@ -72,6 +72,36 @@ pub(in crate::routes) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Rout
             handler: post(move |s: State<AppState>, h: HeaderMap, b: Body| raft_rpc(s, rpc, h, b)),
         });
     }
+    table.push(Route {
+        doc: RouteDoc {
+            method: Method::GET,
+            path: RAFT_WATCH_PATH.into(),
+            operation_id: "raft_watch".into(),
+            summary: "The leader watch: a follower's long-lived request to its leader, answered with a binary stream that lasts as long as the node leads; its abrupt end tells the follower the leader's process may be gone",
+            tag: "raft",
+            protected: true,
+            forwarded: false,
+            body: BodyDoc::None,
+            request_headers: &[(TARGET_NODE_HEADER, "the node id the watch is addressed to")],
+            responses: vec![
+                resp(
+                    200,
+                    "a stream of watch frames (binary) until this node stops leading",
+                    ContentDoc::Octets,
+                ),
+                resp(400, "missing target", ContentDoc::Problem),
+                resp(421, "addressed to another node", ContentDoc::Problem),
+                resp(
+                    409,
+                    "rpc-refused: this node does not lead, or no longer claims leadership",
+                    ContentDoc::Problem,
+                ),
+            ],
+        },
+        limit: l.json_body,
+        timeout: l.raft_timeout,
+        handler: get(raft_watch),
+    });
     table.push(Route {
         doc: RouteDoc {
             method: Method::POST,

@@ -18,13 +18,15 @@ use http::{HeaderMap, StatusCode};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use crate::network::wire::{
-    decode_canonical, encode, AppendResult, BodyError, ElectRequest, ElectResult, ProposeRequest,
-    ProposeResult, ReadRequest, ReadResult, SnapshotResult, VoteResult, WireError,
+    decode_canonical, encode, AppendResult, BodyError, ElectRequest, ElectResult, GoneAnswer,
+    GoneRequest, ProposeRequest, ProposeResult, ReadRequest, ReadResult, SnapshotResult,
+    VoteResult, WireError,
 };
 use crate::node::RaftNode;
 use crate::types::TypeConfig;
 
 pub(crate) mod elect;
+mod watch;
 
 use elect::{check_elect, ElectRefusal, ElectVerdict, ElectView};
 
@@ -52,6 +54,10 @@ pub enum RpcRejection {
     /// An elect RPC this node refused: nothing was started.
     #[error("election refused: {0}")]
     ElectRefused(ElectRefusal),
+    /// A leader watch asked of a node that does not lead, or no longer
+    /// claims leadership.
+    #[error("this node does not lead; watch the leader it names")]
+    NotLeading,
     /// An RPC this node does not serve.
     #[error("this node does not serve this RPC")]
     UnknownRpc,
@@ -67,7 +73,7 @@ impl RpcRejection {
             RpcRejection::Unauthorized => StatusCode::UNAUTHORIZED,
             RpcRejection::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             RpcRejection::MissingTarget | RpcRejection::BadBody(_) => StatusCode::BAD_REQUEST,
-            RpcRejection::ElectRefused(_) => StatusCode::CONFLICT,
+            RpcRejection::ElectRefused(_) | RpcRejection::NotLeading => StatusCode::CONFLICT,
             RpcRejection::UnknownRpc => StatusCode::NOT_FOUND,
             RpcRejection::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -191,7 +197,10 @@ impl RaftRpcHandler {
                             term = req.term,
                             "asked to take over leadership; starting an election"
                         );
-                        raft.trigger().elect().await.map_err(|e| e.to_string())
+                        self.node
+                            .stand(catga_cluster_core::FailoverPath::Handover, None)
+                            .await
+                            .map_err(|e| e.to_string())
                     }
                     ElectVerdict::Repeated => {
                         tracing::debug!(
@@ -203,6 +212,11 @@ impl RaftRpcHandler {
                         Ok(())
                     }
                 };
+                encode(&answer)
+            }
+            RaftRpc::Gone => {
+                let req: GoneRequest = decode_body(body)?;
+                let answer: GoneAnswer = self.node.answer_gone(req).await;
                 encode(&answer)
             }
             RaftRpc::Propose => {
@@ -277,5 +291,9 @@ impl crate::network::memory::Serve for RaftRpcHandler {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>> + Send + 'a>>
     {
         Box::pin(async move { self.dispatch(rpc, body).await.map_err(|e| e.to_string()) })
+    }
+
+    fn watch(&self) -> Result<crate::network::wire::LeaderWatch, String> {
+        self.open_watch().map_err(|e| e.to_string())
     }
 }

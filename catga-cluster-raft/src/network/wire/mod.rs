@@ -9,21 +9,26 @@
 //! `append`, `vote` and `snapshot` carry openraft's own messages; their
 //! answers are the encoded `Result` of the Raft call ([`AppendResult`],
 //! [`VoteResult`], [`SnapshotResult`]). `elect` carries an [`ElectRequest`],
-//! `propose` a [`ProposeRequest`] and `read` a [`ReadRequest`]; the leader's
-//! failures cross the wire as a [`WireError`].
+//! `propose` a [`ProposeRequest`], `read` a [`ReadRequest`] and `gone` a
+//! [`GoneRequest`]; the leader's failures cross the wire as a [`WireError`].
+//! The leader watch streams [`WatchFrame`]s (see [`watch`]).
 
 use std::time::Duration;
 
 use catga_cluster_core::{ClusterError, NodeId, NotLeader};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesResponse, InstallSnapshotResponse, VoteResponse};
+use openraft::LogId;
 
 use crate::types::{CommandResponse, KvValue, LockState, Operation};
 
 mod codec;
+pub(crate) mod watch;
 
 pub use codec::BodyError;
 pub(crate) use codec::{decode, decode_canonical, encode};
+pub use watch::LeaderWatch;
+pub(crate) use watch::{FrameReader, WatchEnd, WatchFrame};
 
 /// The content type of Raft RPC bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.catga.raft+postcard";
@@ -43,6 +48,25 @@ pub(crate) type ElectResult = Result<(), String>;
 pub(crate) struct ElectRequest {
     pub(crate) from: NodeId,
     pub(crate) term: u64,
+}
+
+/// The body of a gone RPC: `from` saw the process of `leader`, the leader
+/// it followed in `term`, die (its watch broke and its endpoint refused a
+/// connection), and asks whether the receiver confirms it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GoneRequest {
+    pub(crate) from: NodeId,
+    pub(crate) leader: NodeId,
+    pub(crate) term: u64,
+}
+
+/// The answer to a gone RPC: whether the receiver confirmed the death on
+/// its own (and so no longer holds the dead leader's lease), and how far
+/// its log reaches, by which the survivors rank themselves.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GoneAnswer {
+    pub(crate) confirmed: bool,
+    pub(crate) last_log: Option<LogId<NodeId>>,
 }
 
 /// A command a follower forwards to the leader.

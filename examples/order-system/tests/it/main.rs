@@ -3,6 +3,8 @@
 
 mod e2e;
 mod edge;
+mod failover;
+mod processes;
 mod tls;
 
 /// One cluster at a time: on a small machine, two clusters' elections and

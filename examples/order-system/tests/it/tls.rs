@@ -454,13 +454,56 @@ async fn three_processes_over_mutual_tls() {
     assert_eq!(failures.load(Ordering::SeqCst), 0, "{}", cluster.logs());
     assert!(written.load(Ordering::SeqCst) > 0);
 
-    // Fail-over over TLS: the leader dies, a survivor takes over.
+    // Fail-over over TLS: the followers watch the leader's process (the
+    // leader watch is a peer route: it needs their member certificates),
+    // the leader dies, and a survivor takes over through the fast path.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut watching = Vec::new();
+        for i in (0..3).filter(|i| *i != leader) {
+            let status = send(
+                &cluster.client,
+                "GET",
+                &cluster.url(i, "/cluster/status"),
+                &[],
+                "",
+            )
+            .await
+            .ok();
+            watching.push(status.and_then(|a| a.body["failover"]["watching"].as_u64()));
+        }
+        if watching.iter().all(|w| *w == Some(leader)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the followers do not watch the leader: {watching:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut old = cluster.children.remove(&leader).unwrap();
     old.kill().unwrap();
     old.wait().unwrap();
     let (new_leader, new_term) = cluster.wait_leader_other_than(Some(leader)).await;
     assert_ne!(new_leader, leader);
     assert!(new_term > term);
+    let status = send(
+        &cluster.client,
+        "GET",
+        &cluster.url(new_leader, "/cluster/status"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status.body["failover"]["last"]["path"],
+        "fast",
+        "{}\n{}",
+        status.body,
+        cluster.logs()
+    );
     let survivor = (0..3).find(|i| *i != leader && *i != new_leader).unwrap();
     let created = cluster.order(survivor, "after-failover").await.unwrap();
     assert_eq!(created.status, 201, "{}", created.body);

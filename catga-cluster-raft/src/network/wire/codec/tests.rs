@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{decode, decode_canonical, encode, BodyError};
-use crate::network::wire::{ElectRequest, ProposeRequest, ReadRequest};
+use crate::network::wire::{ElectRequest, GoneRequest, ProposeRequest, ReadRequest};
 use crate::types::{Command, Entry, Operation, TypeConfig};
 
 type Append = AppendEntriesRequest<TypeConfig>;
@@ -314,6 +314,14 @@ fn elect_request() -> impl Strategy<Value = ElectRequest> {
     (node_id(), number()).prop_map(|(from, term)| ElectRequest { from, term })
 }
 
+fn gone_request() -> impl Strategy<Value = GoneRequest> {
+    (node_id(), node_id(), number()).prop_map(|(from, leader, term)| GoneRequest {
+        from,
+        leader,
+        term,
+    })
+}
+
 fn propose() -> impl Strategy<Value = ProposeRequest> {
     (proptest::option::of(text()), operation())
         .prop_map(|(request_id, op)| ProposeRequest { request_id, op })
@@ -464,3 +472,4 @@ rpc_decoder_properties!(snapshot_rpc, Snapshot, snapshot());
 rpc_decoder_properties!(elect_rpc, ElectRequest, elect_request());
 rpc_decoder_properties!(propose_rpc, ProposeRequest, propose());
 rpc_decoder_properties!(read_rpc, ReadRequest, read());
+rpc_decoder_properties!(gone_rpc, GoneRequest, gone_request());

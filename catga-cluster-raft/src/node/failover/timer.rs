@@ -1,16 +1,16 @@
-//! The fast failure detector: followers stand for election one after the
+//! The timer path, staggered: followers stand for election one after the
 //! other once the leader lease has lapsed, instead of splitting the vote.
 
 use std::sync::Weak;
 use std::time::Duration;
 
-use catga_cluster_core::NodeId;
+use catga_cluster_core::{FailoverPath, NodeId};
 use openraft::ServerState;
 use tokio::time::Instant;
 
-use super::{Inner, TARGET};
+use super::super::{Inner, RaftNode, TARGET};
 
-/// The fast failure detector.
+/// Staggered elections on the timer path.
 ///
 /// openraft's own timer starts an election `election_timeout_max` plus a
 /// random `[min, max)` after the last message from the leader, on a tick of
@@ -21,7 +21,7 @@ use super::{Inner, TARGET};
 /// a further delay of its rank among the other voters (by id) times one
 /// heartbeat interval. Safety is unchanged: voters still refuse to vote while
 /// they hear from a live leader.
-pub(super) async fn detect_leader_failure(weak: Weak<Inner>) {
+pub(in crate::node) async fn stagger_elections(weak: Weak<Inner>) {
     let Some(inner) = weak.upgrade() else { return };
     let heartbeat = inner.config.heartbeat_interval;
     let lease = inner.config.election_timeout_max;
@@ -72,7 +72,8 @@ pub(super) async fn detect_leader_failure(weak: Weak<Inner>) {
             rank,
             "no word from the leader for a whole lease; starting an election"
         );
-        if inner.raft.trigger().elect().await.is_err() {
+        let node = RaftNode { inner };
+        if node.stand(FailoverPath::Timer, Some(heard)).await.is_err() {
             return;
         }
     }
