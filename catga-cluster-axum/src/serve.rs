@@ -241,7 +241,7 @@ where
             // Each open connection closes after its next answer: wait for
             // them (a connection accepted a moment ago has its request on
             // the way), then close the idle rest.
-            let linger = drain_delay / 2;
+            let linger = drain_delay;
             if tokio::time::timeout(linger, connections.all_closed())
                 .await
                 .is_err()
