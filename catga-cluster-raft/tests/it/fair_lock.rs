@@ -1,8 +1,8 @@
 //! The fair lock across a 3-node cluster in one process: waiters on
 //! different nodes are granted the lock in the order they queued, a waiter
-//! whose call is dropped leaves the queue, one that vanished without leaving
-//! holds it up for one lease at most, and two calls of one owner exclude
-//! each other.
+//! whose call is dropped or whose wait runs out leaves the queue, one that
+//! vanished without leaving holds it up for one lease at most, and two
+//! calls of one owner exclude each other.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,6 +111,28 @@ async fn a_waiter_whose_call_is_dropped_leaves_the_queue() {
     let (state, _) = cluster.node(leader).state_machine().lock("job");
     assert_eq!(state.unwrap().owner, "next");
     guard.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_waiter_whose_wait_runs_out_leaves_the_queue() {
+    let cluster = Cluster::start(3, false).await;
+    let leader = cluster.wait_for_leader().await;
+    let holder = RaftLock::new(cluster.node(leader).clone())
+        .try_acquire("job", LONG, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let impatient = RaftLock::with_owner(cluster.node((leader + 1) % 3).clone(), "impatient")
+        .unwrap()
+        .try_acquire("job", LONG, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(impatient.is_none(), "the lock stayed held");
+    wait_for_queue(&cluster, "job", &[]).await;
+    // The release leaves the lock free: nobody is granted it unasked.
+    holder.release().await.unwrap();
+    let leader_sm = cluster.node(leader).state_machine();
+    assert!(leader_sm.lock("job").0.is_none());
 }
 
 #[tokio::test]
