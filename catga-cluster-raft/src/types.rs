@@ -86,7 +86,8 @@ pub enum Operation {
         /// Compare-and-set: the revision the key must have.
         expected_revision: Option<u64>,
     },
-    /// Takes a lock for `owner` if it is free or its lease lapsed.
+    /// Takes a lock for `owner` if it is free (or its lease lapsed) and no
+    /// waiter is queued for it; never queues the caller.
     LockAcquire {
         /// The lock's name.
         name: String,
@@ -106,7 +107,8 @@ pub enum Operation {
         /// The new lease, in milliseconds from the command's time.
         ttl_ms: u64,
     },
-    /// Releases a held lock.
+    /// Releases a held lock, handing it to the first waiter in its queue
+    /// (in the same entry: the waiter's token is this entry's index).
     LockRelease {
         /// The lock's name.
         name: String,
@@ -114,6 +116,34 @@ pub enum Operation {
         owner: String,
         /// The holder's fencing token.
         token: u64,
+    },
+    /// Takes a lock for `owner` if it is free, or queues the caller behind
+    /// the waiters already there for up to `wait_ms` (by the leader's
+    /// clock). A waiter already in the queue keeps its place: proposing this
+    /// again is how a waiter makes a lapsed lease end.
+    LockWait {
+        /// The lock's name.
+        name: String,
+        /// Who asks.
+        owner: String,
+        /// The caller's waiter id, unique among its owner's calls: two
+        /// calls of one owner are two waiters.
+        waiter: u64,
+        /// The lease, in milliseconds from the grant.
+        ttl_ms: u64,
+        /// How long the waiter stays in the queue, in milliseconds from this
+        /// command's time; 0: never queued.
+        wait_ms: u64,
+    },
+    /// Takes a waiter out of a lock's queue. A waiter that was granted the
+    /// lock already keeps it: the answer says so.
+    LockCancel {
+        /// The lock's name.
+        name: String,
+        /// The waiter's owner.
+        owner: String,
+        /// The waiter id of [`Operation::LockWait`].
+        waiter: u64,
     },
 }
 
@@ -180,6 +210,24 @@ pub enum CommandResponse {
     Rejected {
         /// Why.
         reason: String,
+    },
+    /// The caller waits in the lock's queue.
+    LockQueued {
+        /// How many waiters are ahead of the caller.
+        ahead: u64,
+        /// When the holder's lease ends, in leader milliseconds since the
+        /// Unix epoch.
+        expires_at_ms: u64,
+        /// How much of the holder's lease was left when the command applied.
+        remaining_ms: u64,
+        /// The log index of the entry that answered: a node that has applied
+        /// it shows the caller in the queue (or holding the lock).
+        index: u64,
+    },
+    /// The waiter left the queue (or was not in it) without the lock.
+    LockCancelled {
+        /// How much of the holder's lease was left (0: the lock is free).
+        remaining_ms: u64,
     },
 }
 

@@ -1,8 +1,8 @@
 //! A three-node cluster over real sockets on `127.0.0.1:0`, each node
 //! served with `catga_cluster_axum::serve`: forwarding to the leader, the
-//! hop limit, typed commands, a graceful shutdown of the leader during
-//! a stream of writes, and membership changes that must not brick the
-//! cluster.
+//! hop limit, typed commands, lock waiters served in arrival order, a
+//! graceful shutdown of the leader during a stream of writes, and
+//! membership changes that must not brick the cluster.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -381,6 +381,111 @@ async fn a_forged_hop_header_gets_508() {
             "application/problem+json"
         );
     }
+    cluster.stop_all().await;
+}
+
+/// Waits until `node` shows `expected` queued for lock `name`.
+async fn wait_for_queue(node: &RaftNode, name: &str, expected: &[&str]) {
+    let mut applied = node.state_machine().subscribe();
+    tokio::time::timeout(DEADLINE, async {
+        while node.state_machine().lock_queue(name) != expected {
+            applied.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("queue {expected:?} in time"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_waiters_over_http_are_granted_in_arrival_order_and_a_dropped_one_leaves() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start().await;
+    let http = Http::new();
+    let leader = cluster.leader().await;
+    let json = [("content-type", "application/json")];
+    let acquire = |owner: &str, wait_ms: u64| {
+        format!("{{\"owner\":\"{owner}\",\"ttl_ms\":30000,\"wait_ms\":{wait_ms}}}")
+    };
+    let path = "/cluster/locks/job/acquire";
+    let held = http
+        .call(
+            Method::POST,
+            leader.addr,
+            path,
+            &json,
+            &acquire("holder", 0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.status, 200, "{:?}", held.body);
+    let held: serde_json::Value = serde_json::from_slice(&held.body).unwrap();
+    let first = held["token"].as_u64().unwrap();
+    let busy = http
+        .call(Method::POST, leader.addr, path, &json, &acquire("eager", 0))
+        .await
+        .unwrap();
+    assert_eq!(busy.status, 409);
+
+    // Four waiters through the three nodes, each queued before the next
+    // one asks. Each releases as soon as it holds the lock, so the order of
+    // the records is the order of the grants.
+    let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    let mut queued: Vec<String> = Vec::new();
+    for i in 0..4 {
+        let owner = format!("w{i}");
+        let addr = cluster.nodes[i % 3].addr;
+        let (http, granted, body) = (http.clone(), granted.clone(), acquire(&owner, 15_000));
+        waiters.push(tokio::spawn(async move {
+            let json = [("content-type", "application/json")];
+            let reply = http
+                .call(Method::POST, addr, path, &json, &body)
+                .await
+                .unwrap();
+            assert_eq!(reply.status, 200, "{owner}: {:?}", reply.body);
+            let grant: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            let token = grant["token"].as_u64().unwrap();
+            granted.lock().unwrap().push((owner.clone(), token));
+            let release = format!("{{\"owner\":\"{owner}\",\"token\":{token}}}");
+            let path = "/cluster/locks/job/release";
+            let released = http
+                .call(Method::POST, addr, path, &json, &release)
+                .await
+                .unwrap();
+            assert_eq!(released.status, 200, "{owner}: {:?}", released.body);
+        }));
+        queued.push(format!("w{i}"));
+        let expected: Vec<&str> = queued.iter().map(String::as_str).collect();
+        wait_for_queue(&leader.raft, "job", &expected).await;
+    }
+    // The client of w1 goes away: its request is dropped, and the node that
+    // served it takes it out of the queue.
+    waiters.remove(1).abort();
+    wait_for_queue(&leader.raft, "job", &["w0", "w2", "w3"]).await;
+
+    let release = format!("{{\"owner\":\"holder\",\"token\":{first}}}");
+    let released = http
+        .call(
+            Method::POST,
+            leader.addr,
+            "/cluster/locks/job/release",
+            &json,
+            &release,
+        )
+        .await
+        .unwrap();
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    let granted = granted.lock().unwrap().clone();
+    let order: Vec<&str> = granted.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(order, ["w0", "w2", "w3"]);
+    let tokens: Vec<u64> = granted.iter().map(|(_, t)| *t).collect();
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]) && tokens[0] > first,
+        "{first} then {tokens:?}"
+    );
     cluster.stop_all().await;
 }
 

@@ -4,10 +4,9 @@
 
 use openraft::EntryPayload;
 
-use super::{limits, Data, DedupEntry, StateMachineConfig, StateMachineStore};
-use crate::types::{
-    Command, CommandResponse, Entry, KvValue, LockState, Operation, StoredMembership,
-};
+use super::locks::Outcome;
+use super::{limits, Data, DedupEntry, Lock, StateMachineConfig, StateMachineStore};
+use crate::types::{Command, CommandResponse, Entry, KvValue, Operation, StoredMembership};
 
 impl StateMachineStore {
     /// Applies one log entry to `data` and answers it.
@@ -42,14 +41,14 @@ impl StateMachineStore {
 }
 
 /// Moves the state machine's clock to a command's time, rebasing every lease
-/// when a new term starts (see the module documentation).
+/// and every waiter's deadline when a new term starts (see the module
+/// documentation).
 pub(super) fn advance_clock(data: &mut Data, term: u64, time_ms: u64) {
     if term > data.clock_term {
         if data.clock_term != 0 {
             let old_now = data.clock_ms;
             for lock in data.locks.values_mut() {
-                let remaining = lock.expires_at_ms.saturating_sub(old_now);
-                lock.expires_at_ms = time_ms.saturating_add(remaining);
+                lock.rebase(old_now, time_ms);
             }
         }
         data.clock_term = term;
@@ -83,6 +82,10 @@ fn validate(cmd: &Command) -> Result<(), String> {
         }
         Ok(())
     }
+    fn check_lock(name: &str, owner: &str) -> Result<(), String> {
+        check_len("lock name", name, MAX_LOCK_NAME_LEN)?;
+        check_len("owner", owner, MAX_OWNER_LEN)
+    }
     if let Some(id) = &cmd.request_id {
         check_len("request id", id, MAX_REQUEST_ID_LEN)?;
     }
@@ -110,13 +113,27 @@ fn validate(cmd: &Command) -> Result<(), String> {
             ttl_ms,
             ..
         } => {
-            check_len("lock name", name, MAX_LOCK_NAME_LEN)?;
-            check_len("owner", owner, MAX_OWNER_LEN)?;
+            check_lock(name, owner)?;
             check_ttl(*ttl_ms)
         }
-        Operation::LockRelease { name, owner, .. } => {
-            check_len("lock name", name, MAX_LOCK_NAME_LEN)?;
-            check_len("owner", owner, MAX_OWNER_LEN)
+        Operation::LockWait {
+            name,
+            owner,
+            ttl_ms,
+            wait_ms,
+            ..
+        } => {
+            check_lock(name, owner)?;
+            check_ttl(*ttl_ms)?;
+            if *wait_ms > MAX_WAIT_MS {
+                return Err(format!(
+                    "the wait must be at most {MAX_WAIT_MS} ms, not {wait_ms}"
+                ));
+            }
+            Ok(())
+        }
+        Operation::LockRelease { name, owner, .. } | Operation::LockCancel { name, owner, .. } => {
+            check_lock(name, owner)
         }
     }
 }
@@ -168,58 +185,54 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
             name,
             owner,
             ttl_ms,
-        } => {
-            if let Some(held) = data.locks.get(name) {
-                if held.expires_at_ms > now {
-                    return CommandResponse::LockHeld {
-                        expires_at_ms: held.expires_at_ms,
-                        remaining_ms: held.expires_at_ms - now,
-                    };
-                }
-            }
-            let expires_at_ms = now.saturating_add(*ttl_ms);
-            data.locks.insert(
-                name.clone(),
-                LockState {
-                    owner: owner.clone(),
-                    token: index,
-                    expires_at_ms,
-                },
-            );
-            *lock_changed = true;
-            CommandResponse::LockGranted {
-                token: index,
-                expires_at_ms,
-            }
-        }
+        } => on_lock(data, name, lock_changed, |l| {
+            l.acquire(index, now, owner, *ttl_ms)
+        }),
+        Operation::LockWait {
+            name,
+            owner,
+            waiter,
+            ttl_ms,
+            wait_ms,
+        } => on_lock(data, name, lock_changed, |l| {
+            l.wait(index, now, owner, *waiter, *ttl_ms, *wait_ms)
+        }),
+        Operation::LockCancel {
+            name,
+            owner,
+            waiter,
+        } => on_lock(data, name, lock_changed, |l| {
+            l.cancel(index, now, owner, *waiter)
+        }),
         Operation::LockRenew {
             name,
             owner,
             token,
             ttl_ms,
-        } => match data.locks.get_mut(name) {
-            Some(held)
-                if held.token == *token && held.owner == *owner && held.expires_at_ms > now =>
-            {
-                held.expires_at_ms = now.saturating_add(*ttl_ms);
-                CommandResponse::LockGranted {
-                    token: *token,
-                    expires_at_ms: held.expires_at_ms,
-                }
-            }
-            _ => CommandResponse::LockLost,
-        },
-        Operation::LockRelease { name, owner, token } => match data.locks.get(name) {
-            Some(held)
-                if held.token == *token && held.owner == *owner && held.expires_at_ms > now =>
-            {
-                data.locks.remove(name);
-                *lock_changed = true;
-                CommandResponse::LockReleased
-            }
-            _ => CommandResponse::LockLost,
-        },
+        } => on_lock(data, name, lock_changed, |l| {
+            l.renew(index, now, owner, *token, *ttl_ms)
+        }),
+        Operation::LockRelease { name, owner, token } => on_lock(data, name, lock_changed, |l| {
+            l.release(index, now, owner, *token)
+        }),
     }
+}
+
+/// Runs `op` on lock `name`, and drops the lock from the table once it has
+/// neither a holder nor waiters.
+fn on_lock(
+    data: &mut Data,
+    name: &str,
+    lock_changed: &mut bool,
+    op: impl FnOnce(&mut Lock) -> Outcome,
+) -> CommandResponse {
+    let lock = data.locks.entry(name.to_owned()).or_default();
+    let (response, changed) = op(lock);
+    if lock.is_empty() {
+        data.locks.remove(name);
+    }
+    *lock_changed |= changed;
+    response
 }
 
 fn remember(data: &mut Data, id: &str, response: &CommandResponse, config: &StateMachineConfig) {

@@ -3,7 +3,7 @@
 //!
 //! # Time and leases
 //!
-//! Lock leases are decided only from the leader's timestamp carried in each
+//! Lock leases and waiters' deadlines are decided only from the leader's timestamp carried in each
 //! command
 //! ([`Command::leader_time_ms`](crate::types::Command::leader_time_ms)),
 //! never from the clock of the node applying the entry, so every node
@@ -22,6 +22,29 @@
 //! A lock's fencing token is the log index of the entry that granted it, and
 //! a key's revision is the log index of the entry that last wrote it: both
 //! grow strictly.
+//!
+//! # Fair locks
+//!
+//! Each lock has a holder and a queue of waiters, in the order their
+//! [`LockWait`](crate::types::Operation::LockWait) entries were applied.
+//! A waiter is one acquire call (an owner and a waiter id), so two calls of
+//! one owner wait for each other; asking again with the same id keeps the
+//! place. Every lock operation first *settles* the lock at its entry: a
+//! lease that has lapsed by the state machine's clock ends, and a free lock
+//! goes to the first waiter whose wait (its deadline, by the same clock)
+//! has not run out; those whose wait ran out are dropped on the way. A
+//! release hands the lock over the same way, so the next waiter holds it
+//! from the releasing entry on, with that entry's index as its token. One
+//! entry grants a lock at most once, so tokens stay strictly increasing. A
+//! plain [`LockAcquire`](crate::types::Operation::LockAcquire) is granted
+//! only when nobody holds the lock and nobody waits: it never jumps the
+//! queue. [`LockCancel`](crate::types::Operation::LockCancel) takes a
+//! waiter out of the queue; a waiter granted before it keeps the lock and
+//! is told so. Waiters' deadlines are rebased at a new term like leases.
+//!
+//! Snapshots carry the queues. Their data opens with a format tag since
+//! locks have queues; a snapshot written before (untagged, holders only)
+//! still decodes, as locks with empty queues.
 //!
 //! # De-duplication
 //!
@@ -44,9 +67,12 @@ use crate::types::{CommandResponse, LogId, SnapshotMeta, StoredMembership};
 pub use crate::types::{KvValue, LockState};
 
 mod apply;
+mod locks;
 mod storage;
 
 pub use apply::validate_command;
+pub(crate) use locks::WaiterView;
+use locks::{Holder, Lock};
 
 /// Limits on what the state machine accepts.
 pub mod limits {
@@ -63,6 +89,12 @@ pub mod limits {
     pub const MAX_REQUEST_ID_LEN: usize = 128;
     /// Longest lock lease, in milliseconds (one day).
     pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+    /// Longest time a waiter stays in a lock's queue, in milliseconds (one
+    /// day).
+    pub const MAX_WAIT_MS: u64 = 24 * 60 * 60 * 1000;
+    /// Most waiters queued for one lock; an acquire that finds the queue
+    /// full is answered as if it had not waited.
+    pub const MAX_LOCK_WAITERS: usize = 4096;
 }
 
 /// Settings of the state machine.
@@ -99,10 +131,55 @@ struct Data {
     /// The term of the last command applied.
     clock_term: u64,
     kv: BTreeMap<String, KvValue>,
-    locks: BTreeMap<String, LockState>,
+    locks: BTreeMap<String, Lock>,
     dedup: HashMap<String, DedupEntry>,
     /// Request ids in the order they were recorded, for pruning.
     dedup_order: VecDeque<String>,
+}
+
+/// [`Data`] as snapshots held it before locks had queues.
+#[derive(Deserialize)]
+struct LegacyData {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    clock_ms: u64,
+    clock_term: u64,
+    kv: BTreeMap<String, KvValue>,
+    locks: BTreeMap<String, LockState>,
+    dedup: HashMap<String, DedupEntry>,
+    dedup_order: VecDeque<String>,
+}
+
+impl From<LegacyData> for Data {
+    fn from(old: LegacyData) -> Data {
+        let locks = old
+            .locks
+            .into_iter()
+            .map(|(name, state)| {
+                let holder = Holder {
+                    owner: state.owner,
+                    token: state.token,
+                    expires_at_ms: state.expires_at_ms,
+                    waiter: None,
+                };
+                let lock = Lock {
+                    holder: Some(holder),
+                    waiters: VecDeque::new(),
+                };
+                (name, lock)
+            })
+            .collect();
+        Data {
+            last_applied: old.last_applied,
+            membership: old.membership,
+            clock_ms: old.clock_ms,
+            clock_term: old.clock_term,
+            kv: old.kv,
+            locks,
+            dedup: old.dedup,
+            dedup_order: old.dedup_order,
+        }
+    }
 }
 
 /// What changed in the last batch, for waiters.
@@ -110,7 +187,8 @@ struct Data {
 pub struct Applied {
     /// The last applied log index.
     pub index: u64,
-    /// Increases whenever a lock is released, expires or changes hands.
+    /// Increases whenever a lock is granted, renewed, released, expires or
+    /// changes hands, and whenever a waiter leaves a lock's queue.
     pub lock_changes: u64,
 }
 
@@ -246,7 +324,33 @@ impl StateMachineStore {
     /// machine's clock, and that clock.
     pub fn lock(&self, name: &str) -> (Option<LockState>, u64) {
         let data = self.read();
-        (data.locks.get(name).cloned(), data.clock_ms)
+        (data.locks.get(name).and_then(Lock::state), data.clock_ms)
+    }
+
+    /// The owners queued for lock `name`, in the order they will be granted
+    /// it, as applied locally. Waiters whose wait has run out stay listed
+    /// until an entry that touches the lock drops them.
+    pub fn lock_queue(&self, name: &str) -> Vec<String> {
+        self.read().locks.get(name).map_or_else(Vec::new, |l| {
+            l.waiters.iter().map(|w| w.owner.clone()).collect()
+        })
+    }
+
+    /// Where waiter `(owner, waiter)` of lock `name` stands as applied
+    /// locally, with the state machine's clock and the last applied index.
+    pub(crate) fn lock_waiter(
+        &self,
+        name: &str,
+        owner: &str,
+        waiter: u64,
+    ) -> (WaiterView, u64, u64) {
+        let data = self.read();
+        let view = data
+            .locks
+            .get(name)
+            .map_or(WaiterView::Absent, |l| l.view(owner, waiter));
+        let index = data.last_applied.map_or(0, |l| l.index);
+        (view, data.clock_ms, index)
     }
 
     /// How many request ids the de-duplication table holds.
@@ -255,14 +359,26 @@ impl StateMachineStore {
     }
 }
 
-/// Encodes the state for a snapshot.
+/// The tag that opens snapshot data since locks have queues: the format's
+/// version, after a byte that no untagged snapshot starts with (those open
+/// with the tag of an `Option`, 0 or 1).
+const SNAPSHOT_FORMAT: [u8; 2] = [0xca, 2];
+
+/// Encodes the state for a snapshot: [`SNAPSHOT_FORMAT`], then the state.
 fn encode_data(data: &Data) -> Result<Vec<u8>, String> {
-    postcard::to_stdvec(data).map_err(|e| e.to_string())
+    let mut bytes = SNAPSHOT_FORMAT.to_vec();
+    postcard::to_io(data, &mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
-/// Decodes the state from a snapshot.
+/// Decodes the state from a snapshot, of this format or of the untagged
+/// one written before locks had queues.
 fn decode_data(bytes: &[u8]) -> Result<Data, String> {
-    postcard::from_bytes(bytes).map_err(|e| format!("snapshot data does not decode: {e}"))
+    let decoded = match bytes.strip_prefix(&SNAPSHOT_FORMAT) {
+        Some(rest) => postcard::from_bytes::<Data>(rest),
+        None => postcard::from_bytes::<LegacyData>(bytes).map(Data::from),
+    };
+    decoded.map_err(|e| format!("snapshot data does not decode: {e}"))
 }
 
 #[cfg(test)]

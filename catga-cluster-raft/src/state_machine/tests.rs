@@ -208,3 +208,163 @@ async fn snapshot_round_trip_carries_everything() {
     assert_eq!(other.dedup_len(), 1);
     assert_eq!(other.last_applied().unwrap().index, 2);
 }
+
+fn wait(name: &str, owner: &str, waiter: u64, ttl: u64, wait_ms: u64) -> Operation {
+    Operation::LockWait {
+        name: name.into(),
+        owner: owner.into(),
+        waiter,
+        ttl_ms: ttl,
+        wait_ms,
+    }
+}
+
+fn release(name: &str, owner: &str, token: u64) -> Operation {
+    Operation::LockRelease {
+        name: name.into(),
+        owner: owner.into(),
+        token,
+    }
+}
+
+#[tokio::test]
+async fn a_release_hands_the_lock_to_the_next_waiter_in_the_same_apply() {
+    let mut sm = StateMachineStore::memory();
+    let mut changes = sm.subscribe();
+    apply(&mut sm, entry(1, 1, wait("l", "a", 1, 1000, 0), 1000, None)).await;
+    for (i, owner) in ["b", "c"].into_iter().enumerate() {
+        let i = i as u64;
+        let r = apply(
+            &mut sm,
+            entry(1, 2 + i, wait("l", owner, 1, 1000, 5000), 1001, None),
+        )
+        .await;
+        assert!(
+            matches!(r, CommandResponse::LockQueued { ahead, index, .. } if ahead == i && index == 2 + i)
+        );
+    }
+    assert_eq!(sm.lock_queue("l"), ["b", "c"]);
+    let seen = changes.borrow_and_update().lock_changes;
+    let r = apply(&mut sm, entry(1, 4, release("l", "a", 1), 1010, None)).await;
+    assert_eq!(r, CommandResponse::LockReleased);
+    // The same apply made b the holder, with the release's index as token,
+    // and woke the waiters.
+    let held = sm.lock("l").0.unwrap();
+    assert_eq!(
+        (held.owner.as_str(), held.token, held.expires_at_ms),
+        ("b", 4, 2010)
+    );
+    assert_eq!(sm.lock_queue("l"), ["c"]);
+    assert!(changes.borrow_and_update().lock_changes > seen);
+    assert_eq!(
+        sm.lock_waiter("l", "b", 1).0,
+        WaiterView::Holder { token: 4 }
+    );
+    assert!(matches!(
+        sm.lock_waiter("l", "c", 1),
+        (WaiterView::Queued { ahead: 0, .. }, 1010, 4)
+    ));
+}
+
+#[tokio::test]
+async fn a_waiter_keeps_what_was_left_of_its_wait_under_a_new_leader() {
+    let mut sm = StateMachineStore::memory();
+    apply(
+        &mut sm,
+        entry(1, 1, wait("l", "a", 1, 1000, 0), 10_000, None),
+    )
+    .await;
+    apply(
+        &mut sm,
+        entry(1, 2, wait("l", "b", 1, 1000, 800), 10_000, None),
+    )
+    .await;
+    apply(&mut sm, entry(1, 3, Operation::Noop, 10_400, None)).await;
+    // A new leader whose clock is far ahead: a's lease has 600 ms left, b's
+    // wait 400 ms; a releases 100 ms into the new term: b gets the lock.
+    apply(&mut sm, entry(2, 4, Operation::Noop, 50_000, None)).await;
+    let r = apply(&mut sm, entry(2, 5, release("l", "a", 1), 50_100, None)).await;
+    assert_eq!(r, CommandResponse::LockReleased);
+    assert_eq!(sm.lock("l").0.unwrap().owner, "b");
+}
+
+#[tokio::test]
+async fn snapshot_round_trip_carries_the_queue() {
+    let mut sm = StateMachineStore::memory();
+    apply(
+        &mut sm,
+        entry(1, 1, wait("l", "a", 1, 100_000, 0), 1000, None),
+    )
+    .await;
+    apply(
+        &mut sm,
+        entry(1, 2, wait("l", "b", 7, 100_000, 60_000), 1000, None),
+    )
+    .await;
+    apply(
+        &mut sm,
+        entry(1, 3, wait("l", "c", 8, 100_000, 60_000), 1000, None),
+    )
+    .await;
+    let snap = sm.build_snapshot().await.unwrap();
+    let mut other = StateMachineStore::memory();
+    other
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(other.lock_queue("l"), ["b", "c"]);
+    assert_eq!(
+        other.lock_waiter("l", "c", 8).0,
+        sm.lock_waiter("l", "c", 8).0
+    );
+    // The restored queue goes on in order.
+    apply(&mut other, entry(1, 4, release("l", "a", 1), 1001, None)).await;
+    assert_eq!(
+        other.lock_waiter("l", "b", 7).0,
+        WaiterView::Holder { token: 4 }
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_from_before_lock_queues_still_decodes() {
+    // The layout snapshots had before locks had queues: no format tag, and
+    // each lock only its holder.
+    #[derive(serde::Serialize)]
+    struct Before {
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+        clock_ms: u64,
+        clock_term: u64,
+        kv: BTreeMap<String, KvValue>,
+        locks: BTreeMap<String, LockState>,
+        dedup: HashMap<String, DedupEntry>,
+        dedup_order: VecDeque<String>,
+    }
+    let holder = LockState {
+        owner: "a".into(),
+        token: 3,
+        expires_at_ms: 9000,
+    };
+    let kv = KvValue {
+        value: b"v".to_vec(),
+        revision: 2,
+    };
+    let before = Before {
+        last_applied: Some(LogId::new(CommittedLeaderId::new(1, 1.into()), 3)),
+        membership: StoredMembership::default(),
+        clock_ms: 1000,
+        clock_term: 1,
+        kv: [("k".to_owned(), kv.clone())].into(),
+        locks: [("l".to_owned(), holder.clone())].into(),
+        dedup: HashMap::new(),
+        dedup_order: VecDeque::new(),
+    };
+    let data = decode_data(&postcard::to_stdvec(&before).unwrap()).unwrap();
+    assert_eq!(data.kv["k"], kv);
+    assert_eq!(data.locks["l"].state(), Some(holder));
+    assert!(data.locks["l"].waiters.is_empty());
+    assert_eq!((data.clock_ms, data.clock_term), (1000, 1));
+    // And what is written now reads back.
+    let again = decode_data(&encode_data(&data).unwrap()).unwrap();
+    assert_eq!(again.locks, data.locks);
+}

@@ -2,6 +2,8 @@
 //! link instead of one per file):
 //!
 //! * `cluster`: multi-node behaviour over the in-memory network;
+//! * `fair_lock`: the lock's queue: arrival order, waiters that leave or
+//!   vanish, two calls of one owner;
 //! * `log_store`: the log store and the snapshot store;
 //! * `replicated_state`: the replicated lock and key-value store;
 //! * `rpc_refusals`: Raft RPCs refuse garbage and forged requests;
@@ -11,6 +13,8 @@
 
 #[cfg(feature = "test-util")]
 mod cluster;
+#[cfg(feature = "test-util")]
+mod fair_lock;
 mod log_store;
 #[cfg(feature = "test-util")]
 mod replicated_state;

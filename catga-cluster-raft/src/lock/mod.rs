@@ -7,15 +7,29 @@
 //! grows strictly across all holders of a lock. Leases are decided from the
 //! leader's timestamps (see [`crate::state_machine`]).
 //!
-//! Waiting is event-driven: a waiter sleeps until its node applies a lock
-//! change (a release, an expiry-driven grant) or until the holder's lease
-//! would run out, whichever comes first, bounded by its `wait`.
+//! The lock is fair: callers that find it held wait in a queue that is part
+//! of the replicated state, and are granted it in the order they were
+//! queued, whichever node they called. A release hands the lock to the
+//! first waiter in the same log entry, and the waiter learns of it from its
+//! own node's state machine, with no request of its own; a waiter whose
+//! `wait` runs out leaves the queue, and one whose call is dropped leaves it
+//! in the background. While the holder's lease runs, waiters sleep; when it
+//! would have lapsed, the first waiter proposes again, which ends the lease
+//! and grants the lock to the head of the queue. See
+//! [`RaftNode::acquire_lock`] and the
+//! [state machine](crate::state_machine#fair-locks) for the rules.
 //!
-//! The holder measures its lease from the moment it *sent* the request, so
-//! [`LockGuard::is_valid`] turns false no later than the cluster's view of the
-//! lease ends (assuming clocks that advance at about the same rate). Still,
-//! pass the fencing token to the resource you protect: a process paused
-//! longer than its lease cannot tell on its own.
+//! The holder measures its lease from the moment it *sent* the request
+//! that queued it (or took the lock), so [`LockGuard::is_valid`] turns false
+//! no later than the cluster's view of the lease ends (assuming clocks that
+//! advance at about the same rate); when a wait used up more than half of
+//! the lease that way, [`DistributedLock::try_acquire`] renews it once
+//! before it returns. Still, pass the fencing token to the resource you
+//! protect: a process paused longer than its lease cannot tell on its own.
+//!
+//! A waiter whose process dies keeps its place until its `wait` runs out;
+//! if it reaches the head of the queue before that, the lock is granted to
+//! it and stays unused for one lease, as with a holder that dies.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -50,6 +64,10 @@ use tokio::time::Instant;
 use crate::node::RaftNode;
 use crate::state_machine::limits;
 use crate::types::{CommandResponse, Operation};
+
+mod acquire;
+
+pub use acquire::Acquisition;
 
 const TARGET: &str = "catga_cluster::raft::lock";
 
@@ -153,117 +171,40 @@ impl DistributedLock for RaftLock {
             .await
             .map_err(lock_error)?
         {
-            Acquisition::Granted { token, sent, .. } => {
+            Acquisition::Granted {
+                token,
+                sent,
+                waited,
+            } => {
                 tracing::debug!(target: TARGET, name, token, owner = %self.owner, "lock granted");
-                Ok(Some(RaftLockGuard {
+                let guard = RaftLockGuard {
                     node: self.node.clone(),
                     name: name.to_owned(),
                     owner: self.owner.clone(),
                     token,
                     valid_until: Mutex::new(sent + ttl),
                     done: AtomicBool::new(false),
-                }))
+                };
+                // A waiter's lease is measured from before it queued, so a
+                // long wait eats into it: renew once when less than half is
+                // left, so the guard does not report a lease it still has
+                // as nearly over.
+                if waited && guard.valid_until() < Instant::now() + ttl / 2 {
+                    match guard.renew(ttl).await {
+                        Ok(()) => {}
+                        Err(LockError::Lost { .. }) => {
+                            // The lease lapsed before the grant was seen.
+                            guard.done.store(true, Ordering::SeqCst);
+                            return Ok(None);
+                        }
+                        Err(error) => {
+                            tracing::debug!(target: TARGET, name, token, %error, "renewal after the wait failed");
+                        }
+                    }
+                }
+                Ok(Some(guard))
             }
             Acquisition::Held { .. } => Ok(None),
-        }
-    }
-}
-
-/// The outcome of [`RaftNode::acquire_lock`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Acquisition {
-    /// The lock was granted.
-    Granted {
-        /// The fencing token (the log index of the grant).
-        token: u64,
-        /// When the granting request was sent: the holder's lease runs from
-        /// here, conservatively.
-        sent: Instant,
-        /// Whether the caller had to wait for it.
-        waited: bool,
-    },
-    /// Someone else still held the lock when the wait ran out.
-    Held {
-        /// How much of the holder's lease was left.
-        remaining: Duration,
-        /// Whether the caller waited at all.
-        waited: bool,
-    },
-}
-
-impl RaftNode {
-    /// Takes lock `name` for `owner` with a lease of `ttl_ms`, waiting up to
-    /// `wait` while someone else holds it, from any node.
-    ///
-    /// Waiting is event-driven: the caller sleeps until this node applies a
-    /// lock change or until the holder's lease would run out, whichever
-    /// comes first; `on_wait` runs once, when the waiting starts.
-    /// [`RaftLock`] is the typed front; HTTP routes that hold a lock across
-    /// requests use this directly.
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// use catga_cluster_raft::Acquisition;
-    ///
-    /// # async fn run(node: catga_cluster_raft::RaftNode) -> Result<(), catga_cluster_core::ClusterError> {
-    /// let wait = Duration::from_secs(2);
-    /// match node.acquire_lock("reports", "worker-7", 30_000, wait, || {}).await? {
-    ///     Acquisition::Granted { token, .. } => println!("holding it, fencing token {token}"),
-    ///     Acquisition::Held { remaining, .. } => println!("busy for another {remaining:?}"),
-    ///     _ => {}
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn acquire_lock(
-        &self,
-        name: &str,
-        owner: &str,
-        ttl_ms: u64,
-        wait: Duration,
-        on_wait: impl FnOnce() + Send,
-    ) -> Result<Acquisition, ClusterError> {
-        let mut on_wait = Some(on_wait);
-        let deadline = Instant::now() + wait;
-        let mut changes = self.state_machine().subscribe();
-        let mut waited = false;
-        loop {
-            let seen = changes.borrow_and_update().lock_changes;
-            let sent = Instant::now();
-            let op = Operation::LockAcquire {
-                name: name.to_owned(),
-                owner: owner.to_owned(),
-                ttl_ms,
-            };
-            match self.submit(op, None).await? {
-                CommandResponse::LockGranted { token, .. } => {
-                    return Ok(Acquisition::Granted {
-                        token,
-                        sent,
-                        waited,
-                    })
-                }
-                CommandResponse::LockHeld { remaining_ms, .. } => {
-                    let now = Instant::now();
-                    let remaining = Duration::from_millis(remaining_ms);
-                    if now >= deadline {
-                        return Ok(Acquisition::Held { remaining, waited });
-                    }
-                    waited = true;
-                    if let Some(on_wait) = on_wait.take() {
-                        on_wait();
-                    }
-                    // Wake on the next lock change this node applies, or
-                    // when the holder's lease would have run out.
-                    let lapse = (now + remaining).min(deadline);
-                    let _ = tokio::time::timeout_at(
-                        lapse,
-                        changes.wait_for(|a| a.lock_changes != seen),
-                    )
-                    .await;
-                }
-                other => return Err(other.into_unexpected()),
-            }
         }
     }
 }
