@@ -86,8 +86,24 @@ impl RaftNode {
 
         let timeout = self.inner.handover_timeout;
         let outcome = async {
+            // New writes are refused from here; the ones already past that
+            // check may still be appended: wait for them, or the successor
+            // picked below would lack their entries and the leader would
+            // refuse it its vote (an election lost, a term wasted).
+            let drained = tokio::time::timeout(timeout, async {
+                while self.inner.writes_in_flight.load(Ordering::SeqCst) > 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            if drained.is_err() {
+                return Err(ClusterError::Timeout {
+                    operation: "waiting for the writes in flight",
+                    after: timeout,
+                });
+            }
             // The successor must hold every entry the leader has, or the
-            // leader will not vote for it. New writes are refused from here.
+            // leader will not vote for it.
             let mut metrics = self.inner.raft.metrics();
             let caught_up = tokio::time::timeout(timeout, async {
                 metrics

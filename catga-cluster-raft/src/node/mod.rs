@@ -146,7 +146,7 @@
 //!   cannot have voted for a timer-path candidate just before.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -226,6 +226,10 @@ pub(crate) struct Inner {
     sm: StateMachineStore,
     network: NetworkFactory,
     transferring: AtomicBool,
+    /// Writes that passed the stepping-down check and have not finished:
+    /// a hand-over waits for them, so the successor it picks holds every
+    /// entry the leader will have.
+    writes_in_flight: AtomicUsize,
     /// Set for good by `retire`: the node no longer claims leadership.
     retiring: AtomicBool,
     /// The published leadership in one word, for a lock-free `is_leader()`.
@@ -382,6 +386,9 @@ impl RaftNode {
             op,
         };
         validate_command(&command).map_err(ClusterError::InvalidRequest)?;
+        // Counted before the check: a hand-over that starts after the check
+        // waits for this write (see `handover.rs`).
+        let _in_flight = WriteInFlight::enter(&self.inner.writes_in_flight);
         if self.inner.stepping_down() {
             return Err(NotLeader::new(NotLeaderReason::Transferring).into());
         }
@@ -398,6 +405,22 @@ impl RaftNode {
                 after: deadline,
             }),
         }
+    }
+}
+
+/// One write between the stepping-down check and its outcome.
+struct WriteInFlight<'a>(&'a AtomicUsize);
+
+impl<'a> WriteInFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        WriteInFlight(count)
+    }
+}
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -5,7 +5,7 @@
 //! [`RaftNode::shutdown`] and [`RaftNode::stop_now`] end them.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -193,6 +193,7 @@ impl RaftNodeBuilder {
             sm,
             network,
             transferring: AtomicBool::new(false),
+            writes_in_flight: AtomicUsize::new(0),
             retiring: AtomicBool::new(false),
             claim: LeaseWord::new(),
             stopped: AtomicBool::new(false),
