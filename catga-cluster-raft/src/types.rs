@@ -115,6 +115,15 @@ pub enum Operation {
         /// The holder's fencing token.
         token: u64,
     },
+    /// Several commands in one log entry, applied in order as if each had
+    /// an entry of its own, except that they share the entry's index: the
+    /// revision of every key they write and the token of every lock they
+    /// grant. The node's proposal batcher builds these (group commit, see
+    /// [`BatchOptions`](crate::BatchOptions)) from commands that touch
+    /// distinct keys and distinct locks, so revisions and tokens still grow
+    /// strictly per key and per lock. Callers cannot submit one, and a
+    /// batch inside a batch is rejected.
+    Batch(Vec<Command>),
 }
 
 /// A value of the key-value store.
@@ -181,6 +190,8 @@ pub enum CommandResponse {
         /// Why.
         reason: String,
     },
+    /// The answers to the commands of an [`Operation::Batch`], in order.
+    Batch(Vec<CommandResponse>),
 }
 
 impl CommandResponse {

@@ -48,12 +48,14 @@ mod failover; // the fast failure detector
 mod handover; // transfer_leadership, retire
 mod lease; // the lease word behind `is_leader()`
 mod options; // NodeOptions, Transport, Storage
+mod proposer; // group commit: the batcher behind `write`
 mod publish; // the metrics watcher that publishes the leadership snapshot
 mod start; // the builder, bootstrap, shutdown
 mod status; // health and status
 
 use lease::LeaseWord;
 pub use options::{NodeOptions, Storage, Transport};
+pub use proposer::BatchOptions;
 pub use start::{RaftNodeBuilder, StartError};
 pub use status::{MemberStatus, NodeStatus, RaftHealth};
 
@@ -98,6 +100,8 @@ pub(crate) struct Inner {
     config: ClusterConfig,
     leadership: watch::Sender<Leadership>,
     sm: StateMachineStore,
+    /// Every write goes through it (group commit).
+    proposer: proposer::Proposer,
     network: NetworkFactory,
     transferring: AtomicBool,
     /// Set for good by `retire`: the node no longer claims leadership.
@@ -248,13 +252,15 @@ impl RaftNode {
             return Err(NotLeader::new(NotLeaderReason::Transferring).into());
         }
         let deadline = self.inner.options.write_timeout;
-        match tokio::time::timeout(deadline, self.inner.raft.client_write(command)).await {
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+        match tokio::time::timeout(deadline, self.inner.proposer.propose(command)).await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => {
                 Err(self.not_leader_from(Some(&f)).into())
             }
-            Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Other(Box::new(e))),
-            Ok(Err(RaftError::Fatal(e))) => Err(fatal(e)),
+            Ok(Ok(Err(RaftError::APIError(e)))) => Err(ClusterError::Other(Box::new(e))),
+            Ok(Ok(Err(RaftError::Fatal(e)))) => Err(fatal(e)),
+            // The batcher is gone: the node stopped.
+            Ok(Err(_)) => Err(ClusterError::Shutdown),
             Err(_) => Err(ClusterError::UnknownOutcome {
                 operation: "the write",
                 after: deadline,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::LeaseWord;
 use super::options::{NodeOptions, Storage, Transport};
+use super::proposer::Proposer;
 use super::{failover, publish, Inner, RaftNode, TARGET};
 use crate::log_store::{LogStore, LogStoreError, StoreIdentity};
 use crate::network::contacts::PeerContacts;
@@ -181,12 +182,15 @@ impl RaftNodeBuilder {
             .reachability_window
             .unwrap_or_else(|| quorum::default_window(config.election_timeout_max));
         let (leadership, _) = watch::channel(Leadership::default());
+        let shutdown = CancellationToken::new();
+        let proposer = Proposer::start(raft.clone(), self.options.batching, shutdown.clone());
         let inner = Arc::new(Inner {
             raft,
             info: local,
             config,
             leadership,
             sm,
+            proposer,
             network,
             transferring: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
@@ -201,7 +205,7 @@ impl RaftNodeBuilder {
             reachability_window,
             membership_change: Arc::new(AtomicBool::new(false)),
             elected_for: Mutex::new(None),
-            shutdown: CancellationToken::new(),
+            shutdown,
             watcher: Mutex::new(None),
             #[cfg(feature = "test-util")]
             memory: match self.transport {

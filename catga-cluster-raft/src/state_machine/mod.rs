@@ -21,7 +21,10 @@
 //!
 //! A lock's fencing token is the log index of the entry that granted it, and
 //! a key's revision is the log index of the entry that last wrote it: both
-//! grow strictly.
+//! grow strictly, per lock and per key. The commands of one batched entry
+//! ([`Operation::Batch`](crate::types::Operation::Batch)) share its index;
+//! the node never puts two commands on the same key or the same lock into
+//! one batch.
 //!
 //! # De-duplication
 //!

@@ -208,3 +208,79 @@ async fn snapshot_round_trip_carries_everything() {
     assert_eq!(other.dedup_len(), 1);
     assert_eq!(other.last_applied().unwrap().index, 2);
 }
+
+fn cmd(op: Operation, time: u64, id: Option<&str>) -> Command {
+    Command {
+        request_id: id.map(str::to_owned),
+        leader_time_ms: time,
+        op,
+    }
+}
+
+fn put_op(key: &str, value: &str, expected_revision: Option<u64>) -> Operation {
+    Operation::Put {
+        key: key.into(),
+        value: value.into(),
+        expected_revision,
+    }
+}
+
+#[tokio::test]
+async fn a_batch_applies_its_commands_in_order_at_its_index() {
+    let mut sm = StateMachineStore::memory();
+    apply(&mut sm, entry(1, 1, put_op("a", "1", None), 1000, None)).await;
+    let batch = Operation::Batch(vec![
+        cmd(put_op("a", "2", Some(1)), 1001, Some("r1")),
+        cmd(put_op("b", "1", Some(0)), 1001, None),
+        cmd(put_op("c", "1", Some(7)), 1001, None),
+        cmd(acquire("l", "o", 100), 1002, Some("r2")),
+        cmd(Operation::Batch(vec![]), 1002, None),
+        // A retry of r1 in the same entry is answered with r1's answer.
+        cmd(put_op("a", "3", Some(1)), 1002, Some("r1")),
+    ]);
+    let r = apply(&mut sm, entry(1, 2, batch, 1003, None)).await;
+    let CommandResponse::Batch(answers) = r else {
+        panic!("a batch is answered with a batch: {r:?}")
+    };
+    assert_eq!(answers.len(), 6);
+    assert_eq!(answers[0], CommandResponse::Written { revision: 2 });
+    assert_eq!(answers[1], CommandResponse::Written { revision: 2 });
+    assert_eq!(answers[2], CommandResponse::RevisionMismatch { current: 0 });
+    assert_eq!(
+        answers[3],
+        CommandResponse::LockGranted {
+            token: 2,
+            expires_at_ms: 1102
+        }
+    );
+    assert!(
+        matches!(&answers[4], CommandResponse::Rejected { reason } if reason.contains("nested")),
+        "{:?}",
+        answers[4]
+    );
+    assert_eq!(answers[5], answers[0]);
+    assert_eq!(
+        sm.get("a").unwrap(),
+        KvValue {
+            value: b"2".to_vec(),
+            revision: 2
+        }
+    );
+    assert_eq!(sm.get("b").unwrap().revision, 2);
+    assert!(sm.get("c").is_none());
+    assert_eq!(sm.dedup_len(), 2);
+    assert_eq!(sm.last_applied().unwrap().index, 2);
+    // The next entry's writes have a higher revision.
+    let r = apply(&mut sm, entry(1, 3, put_op("a", "4", Some(2)), 1004, None)).await;
+    assert_eq!(r, CommandResponse::Written { revision: 3 });
+}
+
+#[test]
+fn a_batch_cannot_be_submitted() {
+    let c = cmd(
+        Operation::Batch(vec![cmd(Operation::Noop, 1, None)]),
+        1,
+        None,
+    );
+    assert!(validate_command(&c).is_err());
+}
