@@ -35,15 +35,15 @@
 //! arrives later than that is applied again, so the horizon must exceed the
 //! longest time a client retries.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::snapshot_store::SnapshotStore;
-use crate::types::{CommandResponse, LogId, SnapshotMeta, StoredMembership};
+use crate::types::{CommandResponse, LogId, StoredMembership};
 pub use crate::types::{KvValue, LockState};
 
 mod apply;
@@ -73,7 +73,13 @@ pub mod limits {
 pub struct StateMachineConfig {
     /// How long a request id is remembered, by the leader's clock.
     pub dedup_horizon: Duration,
-    /// The most request ids remembered.
+    /// The most request ids remembered. This bounds the table's memory:
+    /// an entry takes about 200 bytes with a generated request id (the id,
+    /// kept twice, the answer and the table's share of nodes), so the
+    /// default of 100,000 holds about 20 MiB. Every write through
+    /// [`RaftNode::submit`](crate::RaftNode::submit) carries an id, so
+    /// under load the table sits at this bound; it must still cover the
+    /// writes of the longest time a client retries.
     pub dedup_max_entries: usize,
 }
 
@@ -93,6 +99,13 @@ struct DedupEntry {
 }
 
 /// Everything the state machine holds; what a snapshot carries.
+///
+/// The key-value store and the de-duplication table, the parts that grow
+/// with the load, are persistent collections (`imbl`): cloning them is
+/// O(1) and shares their nodes, so a snapshot copies them under the read
+/// lock in no time and encodes the copy while writes go on (a write then
+/// copies only the few nodes on its path). They encode as a map and a
+/// sequence, like the standard collections they replaced.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Data {
     last_applied: Option<LogId>,
@@ -101,11 +114,11 @@ struct Data {
     clock_ms: u64,
     /// The term of the last command applied.
     clock_term: u64,
-    kv: BTreeMap<String, KvValue>,
+    kv: imbl::OrdMap<String, KvValue>,
     locks: BTreeMap<String, LockState>,
-    dedup: HashMap<String, DedupEntry>,
+    dedup: imbl::HashMap<String, DedupEntry>,
     /// Request ids in the order they were recorded, for pruning.
-    dedup_order: VecDeque<String>,
+    dedup_order: imbl::Vector<String>,
 }
 
 /// What changed in the last batch, for waiters.
@@ -119,16 +132,12 @@ pub struct Applied {
 
 struct Shared {
     data: RwLock<Data>,
+    /// The latest snapshot lives only here (on disk, in the durable
+    /// flavour): it is read back when a follower needs it, not kept in
+    /// memory beside the state it encodes.
     snapshots: SnapshotStore,
-    current: Mutex<Option<StoredSnapshot>>,
     applied: watch::Sender<Applied>,
     config: StateMachineConfig,
-}
-
-#[derive(Clone)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Arc<Vec<u8>>,
 }
 
 /// The state machine of a node. Cheap to clone: clones share the state.
@@ -166,9 +175,8 @@ impl StateMachineStore {
         config: StateMachineConfig,
     ) -> Result<Self, StateMachineError> {
         let mut data = Data::default();
-        let mut current = None;
         match snapshots.load() {
-            Ok(Some((meta, bytes))) => {
+            Ok(Some((_, bytes))) => {
                 data = decode_data(&bytes).map_err(StateMachineError::Snapshot)?;
                 tracing::info!(
                     target: "catga_cluster::raft::state_machine",
@@ -177,10 +185,6 @@ impl StateMachineStore {
                     locks = data.locks.len(),
                     "state machine restored from snapshot"
                 );
-                current = Some(StoredSnapshot {
-                    meta,
-                    data: Arc::new(bytes),
-                });
             }
             Ok(None) => {}
             Err(e) => return Err(StateMachineError::Snapshot(e.to_string())),
@@ -194,7 +198,6 @@ impl StateMachineStore {
             shared: Arc::new(Shared {
                 data: RwLock::new(data),
                 snapshots,
-                current: Mutex::new(current),
                 applied,
                 config,
             }),
@@ -238,7 +241,10 @@ impl StateMachineStore {
     pub fn list(&self, prefix: &str, limit: usize) -> Vec<(String, KvValue)> {
         self.read()
             .kv
-            .range(prefix.to_owned()..)
+            .range::<_, str>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))

@@ -284,3 +284,86 @@ fn a_batch_cannot_be_submitted() {
     );
     assert!(validate_command(&c).is_err());
 }
+
+#[tokio::test]
+async fn the_current_snapshot_is_read_back_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    let mut sm = StateMachineStore::open(store.clone(), StateMachineConfig::default()).unwrap();
+    assert!(sm.get_current_snapshot().await.unwrap().is_none());
+    for i in 1..=50u64 {
+        apply(
+            &mut sm,
+            entry(1, i, put_op(&format!("k{i}"), "v", None), i, None),
+        )
+        .await;
+    }
+    let built = sm.build_snapshot().await.unwrap();
+    // Writes after the snapshot change the state, not the snapshot.
+    apply(
+        &mut sm,
+        entry(1, 51, put_op("k1", "changed", None), 51, None),
+    )
+    .await;
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(current.meta, built.meta);
+    assert_eq!(current.snapshot.into_inner(), built.snapshot.into_inner());
+
+    let mut other = StateMachineStore::memory();
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    other
+        .install_snapshot(&current.meta, current.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(other.get("k1").unwrap().value, b"v");
+    assert_eq!(other.list("k", 100).len(), 50);
+    assert_eq!(other.last_applied().unwrap().index, 50);
+    // A restart restores the state from the stored snapshot.
+    drop(sm);
+    let reopened = StateMachineStore::open(store, StateMachineConfig::default()).unwrap();
+    assert_eq!(reopened.last_applied().unwrap().index, 50);
+    assert_eq!(reopened.list("k5", 100).len(), 2); // k5 and k50
+}
+
+#[tokio::test]
+async fn dedup_table_holds_its_bound_well_past_it() {
+    let config = StateMachineConfig {
+        dedup_horizon: Duration::from_secs(3600),
+        dedup_max_entries: 100,
+    };
+    let mut sm = StateMachineStore::open(SnapshotStore::memory(), config).unwrap();
+    // 1,000 writes with request ids, ten to an entry.
+    for e in 0..100u64 {
+        let batch = (0..10)
+            .map(|i| {
+                let n = e * 10 + i;
+                cmd(
+                    put_op(&format!("k{n}"), "v", None),
+                    1000 + e,
+                    Some(&format!("r{n}")),
+                )
+            })
+            .collect();
+        apply(
+            &mut sm,
+            entry(1, e + 1, Operation::Batch(batch), 1000 + e, None),
+        )
+        .await;
+        assert!(sm.dedup_len() <= 100, "{}", sm.dedup_len());
+    }
+    assert_eq!(sm.dedup_len(), 100);
+    // The newest ids are remembered, the oldest forgotten.
+    let again = |id: &str| entry(1, 101, put_op("k999", "again", None), 2000, Some(id));
+    assert_eq!(
+        apply(&mut sm, again("r999")).await,
+        CommandResponse::Written { revision: 100 }
+    );
+    assert_eq!(
+        apply(&mut sm, again("r0")).await,
+        CommandResponse::Written { revision: 101 }
+    );
+}
