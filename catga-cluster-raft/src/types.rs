@@ -53,6 +53,22 @@ pub struct Command {
 }
 
 impl Command {
+    /// About how many bytes the command holds (its strings and values plus
+    /// a fixed overhead): what the proposal batcher and the log's memory
+    /// cache count against their bounds.
+    pub(crate) fn approx_size(&self) -> usize {
+        let op = match &self.op {
+            Operation::Noop => 0,
+            Operation::Put { key, value, .. } => key.len() + value.len(),
+            Operation::Delete { key, .. } => key.len(),
+            Operation::LockAcquire { name, owner, .. }
+            | Operation::LockRenew { name, owner, .. }
+            | Operation::LockRelease { name, owner, .. } => name.len() + owner.len(),
+            Operation::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
+        };
+        op + self.request_id.as_ref().map_or(0, String::len) + 64
+    }
+
     /// A command without a request id.
     pub fn new(op: Operation, leader_time_ms: u64) -> Self {
         Command {

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::LogStoreError;
@@ -446,6 +446,65 @@ impl Wal {
         self.records.retain(|_, r| r.last > upto);
         let result = self.compact();
         self.note(result)
+    }
+
+    /// Reads the live entries with indexes in `lo..=hi` back from the
+    /// segments, in order.
+    pub(crate) fn read(&self, lo: u64, hi: u64) -> io::Result<Vec<Entry>> {
+        let from = self
+            .records
+            .range(..=lo)
+            .next_back()
+            .map_or(lo, |(first, _)| *first);
+        let mut out = Vec::new();
+        let mut open: Option<(u64, File)> = None;
+        let mut buf = Vec::new();
+        for r in self.records.range(from..).map(|(_, r)| r) {
+            if r.first > hi {
+                break;
+            }
+            if r.last < lo {
+                continue;
+            }
+            let file = match &mut open {
+                Some((seq, file)) if *seq == r.seq => file,
+                _ => {
+                    let seg = self.segments.get(&r.seq).ok_or_else(|| {
+                        io::Error::other(format!("log segment {} is missing", r.seq))
+                    })?;
+                    &mut open.insert((r.seq, File::open(&seg.path)?)).1
+                }
+            };
+            buf.resize(
+                usize::try_from(r.end - r.start).map_err(io::Error::other)?,
+                0,
+            );
+            file.seek(SeekFrom::Start(r.start))?;
+            file.read_exact(&mut buf)?;
+            let Parsed::Record {
+                kind: Ok(Kind::Entries),
+                payload,
+                ..
+            } = parse_record(&buf)
+            else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the entries record at offset {} of log segment {} does not read back",
+                        r.start, r.seq
+                    ),
+                ));
+            };
+            let batch: Vec<Entry> = postcard::from_bytes(payload)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let upto = hi.min(r.last);
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| e.log_id.index >= lo && e.log_id.index <= upto),
+            );
+        }
+        Ok(out)
     }
 
     /// The number of segment files.

@@ -146,19 +146,6 @@ fn conflict_key(state: &impl BuildHasher, op: &Operation) -> Option<u64> {
     Some(h.finish())
 }
 
-/// The bytes a command adds to a batch, roughly.
-fn weight(command: &Command) -> usize {
-    let op = match &command.op {
-        Operation::Put { key, value, .. } => key.len() + value.len(),
-        Operation::Delete { key, .. } => key.len(),
-        Operation::LockAcquire { name, owner, .. }
-        | Operation::LockRenew { name, owner, .. }
-        | Operation::LockRelease { name, owner, .. } => name.len() + owner.len(),
-        _ => 0,
-    };
-    op + command.request_id.as_ref().map_or(0, String::len) + 24
-}
-
 /// A batch being formed.
 #[derive(Default)]
 struct Batch {
@@ -172,7 +159,7 @@ impl Batch {
             // Its caller gave up before it was proposed: never propose it.
             return;
         }
-        self.bytes += weight(&p.command);
+        self.bytes += p.command.approx_size();
         if let Some(k) = conflict_key(hasher, &p.command.op) {
             touched.insert(k);
         }
@@ -210,8 +197,8 @@ async fn run(
             let Ok(p) = rx.try_recv() else { break };
             let conflict =
                 conflict_key(&hasher, &p.command.op).is_some_and(|k| touched.contains(&k));
-            let too_big =
-                !batch.items.is_empty() && batch.bytes + weight(&p.command) > options.max_bytes;
+            let too_big = !batch.items.is_empty()
+                && batch.bytes + p.command.approx_size() > options.max_bytes;
             if conflict || too_big {
                 carried = Some(p);
                 break;
