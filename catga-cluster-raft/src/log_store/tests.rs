@@ -3,8 +3,12 @@
 use catga_cluster_core::NodeId;
 use openraft::{CommittedLeaderId, Entry as RaftEntry};
 
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::RaftLogReader;
+
 use super::storage::{plan_append, AppendPlan};
 use super::wal::Wal;
+use super::{LogStore, LogStoreOptions, StoreIdentity};
 use crate::types::Entry;
 
 fn blank(term: u64, index: u64) -> Entry {
@@ -67,4 +71,43 @@ fn wal_rotates_and_compacts() {
     drop(wal);
     let (_wal, entries) = Wal::open(dir.path(), Some(10), 32).unwrap();
     assert!(entries.is_empty());
+}
+
+/// A failed `fdatasync` is a storage error for the append that needed it
+/// (openraft stops on it), never a success; and every later write fails
+/// too, until the node restarts and replays its log.
+#[tokio::test]
+async fn a_failed_flush_fails_the_append_and_every_write_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = StoreIdentity::new(1, "test");
+    let mut store = LogStore::open_with(dir.path(), &identity, LogStoreOptions::new()).unwrap();
+    store
+        .blocking_append([blank(1, 1), blank(1, 2)])
+        .await
+        .unwrap();
+    store
+        .disk
+        .as_ref()
+        .unwrap()
+        .lock()
+        .unwrap()
+        .wal
+        .fail_next_sync = true;
+    let err = store.blocking_append([blank(1, 3)]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("injected fdatasync failure"),
+        "{err}"
+    );
+    // The entry that was not made durable is not readable either.
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(2));
+    assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 2);
+    let later = store.blocking_append([blank(1, 3)]).await.unwrap_err();
+    assert!(later.to_string().contains("unknown state"), "{later}");
+    assert!(store.truncate(blank(1, 2).log_id).await.is_err());
+    drop(store);
+    // After a restart the log replays; what was acknowledged is there.
+    let mut store = LogStore::open_with(dir.path(), &identity, LogStoreOptions::new()).unwrap();
+    let got = store.try_get_log_entries(1..=2).await.unwrap();
+    assert_eq!(got, vec![blank(1, 1), blank(1, 2)]);
 }

@@ -91,6 +91,9 @@ pub(crate) struct Wal {
     /// Set after a failed write: the files are in an unknown state until the
     /// store is reopened (and replayed).
     failed: Option<String>,
+    /// Tests set this to make the next `fdatasync` fail.
+    #[cfg(test)]
+    pub(crate) fail_next_sync: bool,
 }
 
 impl fmt::Debug for Wal {
@@ -418,6 +421,8 @@ impl Wal {
             records: replay.records,
             segment_bytes: segment_bytes.max(SEGMENT_HEADER + 1),
             failed: None,
+            #[cfg(test)]
+            fail_next_sync: false,
         };
         // Finish a purge that a crash interrupted.
         wal.compact().map_err(|e| LogStoreError::io(dir, e))?;
@@ -648,6 +653,10 @@ impl Wal {
         let start = self.active_len();
         self.active.seek(SeekFrom::Start(start))?;
         self.active.write_all(buf)?;
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_sync) {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
         self.active.sync_data()?;
         if let Some(seg) = self.segments.get_mut(&self.active_seq) {
             seg.len = start + buf.len() as u64;
