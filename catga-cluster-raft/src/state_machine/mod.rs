@@ -264,9 +264,17 @@ impl StateMachineStore {
     }
 }
 
-/// Encodes the state for a snapshot.
+/// Encodes the state for a snapshot into one allocation of the exact size
+/// (sized by a first, counting pass): growing a buffer by doubling would
+/// leave up to the snapshot's size again of freed blocks for the allocator
+/// to keep.
 fn encode_data(data: &Data) -> Result<Vec<u8>, String> {
-    postcard::to_stdvec(data).map_err(|e| e.to_string())
+    let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
+        data,
+        postcard::ser_flavors::Size::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    postcard::to_extend(data, Vec::with_capacity(size)).map_err(|e| e.to_string())
 }
 
 /// Decodes the state from a snapshot.
