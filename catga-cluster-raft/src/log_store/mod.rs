@@ -110,7 +110,9 @@ pub struct LogStoreOptions {
     /// Older entries are read back from the write-ahead log when needed: by
     /// a follower that lags further behind, or when a restarted node
     /// re-applies its log. The whole live log is read once at start-up,
-    /// then trimmed to this. Default: 8 MiB.
+    /// then trimmed to this. Default: 4 MiB (measured with 16 puts of
+    /// 128-byte values per entry, memory holds about 1.45 times what is
+    /// counted: about 6 MiB).
     pub cache_bytes: usize,
 }
 
@@ -120,7 +122,7 @@ impl Default for LogStoreOptions {
             segment_bytes: 16 << 20,
             committed_flush_interval: 64,
             exclusive: true,
-            cache_bytes: 8 << 20,
+            cache_bytes: 4 << 20,
         }
     }
 }
