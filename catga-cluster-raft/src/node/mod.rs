@@ -253,14 +253,12 @@ impl RaftNode {
         }
         let deadline = self.inner.options.write_timeout;
         match tokio::time::timeout(deadline, self.inner.proposer.propose(command)).await {
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(self.not_leader_from(Some(&f)).into())
             }
-            Ok(Ok(Err(RaftError::APIError(e)))) => Err(ClusterError::Other(Box::new(e))),
-            Ok(Ok(Err(RaftError::Fatal(e)))) => Err(fatal(e)),
-            // The batcher is gone: the node stopped.
-            Ok(Err(_)) => Err(ClusterError::Shutdown),
+            Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Other(Box::new(e))),
+            Ok(Err(RaftError::Fatal(e))) => Err(fatal(e)),
             Err(_) => Err(ClusterError::UnknownOutcome {
                 operation: "the write",
                 after: deadline,

@@ -13,9 +13,11 @@
 //! [`BatchOptions::max_commands`] and [`BatchOptions::max_bytes`], and
 //! proposes it as a single entry ([`Operation::Batch`]) that the state
 //! machine applies command by command. Nothing waits for a batch to fill:
-//! a write that finds the pipeline free goes out at once, alone, as before;
-//! writes that arrive while [`BatchOptions::max_in_flight`] batches are
-//! being replicated queue up and leave together with the next one. So the
+//! a write that finds the queue empty and a slot free goes to openraft at
+//! once, alone, from its own task (no hop through the batcher, no task
+//! spawned); writes that arrive while [`BatchOptions::max_in_flight`]
+//! batches are being replicated queue up and leave together with the next
+//! one (one task per batch answers them). So the
 //! batch size follows the load, one client sees no added delay, and at 64
 //! clients one append, one flush, one replication message and one apply
 //! call carry many writes.
@@ -28,16 +30,18 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use catga_cluster_core::NodeId;
 use openraft::error::{ClientWriteError, Fatal, RaftError};
+use openraft::raft::ClientWriteResponse;
 use openraft::BasicNode;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::wall_clock_ms;
-use crate::types::{Command, CommandResponse, Operation, Raft};
+use crate::types::{Command, CommandResponse, Operation, Raft, TypeConfig};
 
 /// How the node groups concurrent writes into log entries (group commit;
 /// see [`NodeOptions::batching`](crate::NodeOptions::batching)).
@@ -99,35 +103,112 @@ impl BatchOptions {
 pub(crate) type Outcome =
     Result<CommandResponse, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
 
-struct Pending {
-    command: Command,
-    reply: oneshot::Sender<Outcome>,
+/// openraft's answer to one proposal, still to come.
+type Ticket =
+    oneshot::Receiver<Result<ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, BasicNode>>>;
+
+/// What the batcher hands back to a queued write.
+enum Answer {
+    /// The write's answer (it shared an entry with others).
+    Done(Outcome),
+    /// The write went alone: its caller awaits openraft's answer itself,
+    /// holding the in-flight slot, so no task is spawned for it.
+    Alone(Ticket, OwnedSemaphorePermit),
 }
 
-/// The sending side of the batcher; the task ends when this is dropped or
-/// the node shuts down.
-#[derive(Debug)]
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The batcher: the queue every write goes through, and the slots of the
+/// batches in flight. Its task ends when this is dropped or the node shuts
+/// down.
 pub(crate) struct Proposer {
+    raft: Raft,
     queue: mpsc::UnboundedSender<Pending>,
+    /// Writes queued and not yet taken by the task.
+    queued: Arc<AtomicUsize>,
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Proposer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proposer")
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .field("free_slots", &self.slots.available_permits())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Proposer {
     /// Starts the batcher task for `raft`.
     pub(crate) fn start(raft: Raft, options: BatchOptions, shutdown: CancellationToken) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, options, rx, shutdown));
-        Proposer { queue }
+        let queued = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
+        let task = Batcher {
+            raft: raft.clone(),
+            options,
+            rx,
+            queued: Arc::clone(&queued),
+            slots: Arc::clone(&slots),
+        };
+        tokio::spawn(task.run(shutdown));
+        Proposer {
+            raft,
+            queue,
+            queued,
+            slots,
+        }
     }
 
-    /// Queues `command`; the receiver answers once it is applied (or
-    /// refused). A receiver dropped before its command was proposed (the
-    /// caller's deadline passed) withdraws the command.
-    pub(crate) fn propose(&self, command: Command) -> oneshot::Receiver<Outcome> {
-        let (reply, rx) = oneshot::channel();
-        // A closed queue drops `reply`: the caller sees the node stopped.
-        let _ = self.queue.send(Pending { command, reply });
-        rx
+    /// Proposes `command` and waits until it is applied (or refused).
+    ///
+    /// With nothing queued and a slot free, the write goes to openraft from
+    /// here, alone; otherwise it queues for the next batch. Dropping the
+    /// future before the command was proposed (the caller's deadline passed)
+    /// withdraws it.
+    pub(crate) async fn propose(&self, command: Command) -> Outcome {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+                return match self.raft.client_write_ff(command).await {
+                    Ok(ticket) => settle(&self.raft, ticket, slot).await,
+                    Err(fatal) => Err(RaftError::Fatal(fatal)),
+                };
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.queue.send(Pending { command, reply }).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(RaftError::Fatal(Fatal::Stopped));
+        }
+        match answer.await {
+            Ok(Answer::Done(outcome)) => outcome,
+            Ok(Answer::Alone(ticket, slot)) => settle(&self.raft, ticket, slot).await,
+            // The batcher stopped with the node.
+            Err(_) => Err(RaftError::Fatal(Fatal::Stopped)),
+        }
     }
+}
+
+/// Waits for openraft's answer to one proposal, then frees its slot.
+async fn settle(raft: &Raft, ticket: Ticket, slot: OwnedSemaphorePermit) -> Outcome {
+    let outcome = match ticket.await {
+        Ok(Ok(response)) => Ok(response.data),
+        Ok(Err(e)) => Err(RaftError::APIError(e)),
+        Err(_) => {
+            // The core stopped before it answered: report why.
+            let fatal = match &raft.metrics().borrow().running_state {
+                Err(fatal) => fatal.clone(),
+                Ok(()) => Fatal::Stopped,
+            };
+            Err(RaftError::Fatal(fatal))
+        }
+    };
+    drop(slot);
+    outcome
 }
 
 /// What a command touches that another in the same batch must not.
@@ -167,130 +248,105 @@ impl Batch {
     }
 }
 
-async fn run(
+/// The task that forms and proposes batches.
+struct Batcher {
     raft: Raft,
     options: BatchOptions,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
-    shutdown: CancellationToken,
-) {
-    let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
-    let hasher = std::collections::hash_map::RandomState::new();
-    let mut touched: HashSet<u64> = HashSet::new();
-    let mut carried: Option<Pending> = None;
-    loop {
-        let first = match carried.take() {
-            Some(p) => p,
-            None => tokio::select! {
-                p = rx.recv() => match p { Some(p) => p, None => return },
+    rx: mpsc::UnboundedReceiver<Pending>,
+    queued: Arc<AtomicUsize>,
+    slots: Arc<Semaphore>,
+}
+
+impl Batcher {
+    fn next(&mut self, p: Pending) -> Pending {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        p
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut touched: HashSet<u64> = HashSet::new();
+        let mut carried: Option<Pending> = None;
+        loop {
+            let first = match carried.take() {
+                Some(p) => p,
+                None => tokio::select! {
+                    p = self.rx.recv() => match p { Some(p) => self.next(p), None => return },
+                    () = shutdown.cancelled() => return,
+                },
+            };
+            // Wait for a free slot; writes queue up meanwhile and join this
+            // batch.
+            let slot = tokio::select! {
+                s = Arc::clone(&self.slots).acquire_owned() => match s { Ok(s) => s, Err(_) => return },
                 () = shutdown.cancelled() => return,
-            },
-        };
-        // Wait for a free slot; writes queue up meanwhile and join this batch.
-        let slot = tokio::select! {
-            s = Arc::clone(&slots).acquire_owned() => match s { Ok(s) => s, Err(_) => return },
-            () = shutdown.cancelled() => return,
-        };
-        let mut batch = Batch::default();
-        touched.clear();
-        batch.add(first, &hasher, &mut touched);
-        while batch.items.len() < options.max_commands && batch.bytes < options.max_bytes {
-            let Ok(p) = rx.try_recv() else { break };
-            let conflict =
-                conflict_key(&hasher, &p.command.op).is_some_and(|k| touched.contains(&k));
-            let too_big = !batch.items.is_empty()
-                && batch.bytes + p.command.approx_size() > options.max_bytes;
-            if conflict || too_big {
-                carried = Some(p);
-                break;
+            };
+            let mut batch = Batch::default();
+            touched.clear();
+            batch.add(first, &hasher, &mut touched);
+            while batch.items.len() < self.options.max_commands
+                && batch.bytes < self.options.max_bytes
+            {
+                let Ok(p) = self.rx.try_recv() else { break };
+                let p = self.next(p);
+                let conflict =
+                    conflict_key(&hasher, &p.command.op).is_some_and(|k| touched.contains(&k));
+                let too_big = !batch.items.is_empty()
+                    && batch.bytes + p.command.approx_size() > self.options.max_bytes;
+                if conflict || too_big {
+                    carried = Some(p);
+                    break;
+                }
+                batch.add(p, &hasher, &mut touched);
             }
-            batch.add(p, &hasher, &mut touched);
+            if !batch.items.is_empty() {
+                propose(&self.raft, batch.items, slot).await;
+            }
         }
-        let batch = batch.items;
-        if batch.is_empty() {
-            continue;
-        }
-        propose(&raft, batch, slot).await;
     }
 }
 
-/// Hands one batch to openraft (in queue order) and answers its writes from
-/// a task of its own once the entry is applied.
+/// Hands one batch to openraft (in queue order). A write alone gets
+/// openraft's answer to await itself; a batch's writes are answered from a
+/// task of the batch once its entry is applied.
 async fn propose(raft: &Raft, mut batch: Vec<Pending>, slot: OwnedSemaphorePermit) {
-    let (command, replies) = if batch.len() == 1 {
+    if batch.len() == 1 {
         let Pending { command, reply } = batch.remove(0);
-        (command, Replies::One(reply))
-    } else {
-        let mut commands = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for Pending { command, reply } in batch {
-            commands.push(command);
-            replies.push(reply);
-        }
-        let command = Command {
-            request_id: None,
-            leader_time_ms: wall_clock_ms(),
-            op: Operation::Batch(commands),
+        let answer = match raft.client_write_ff(command).await {
+            Ok(ticket) => Answer::Alone(ticket, slot),
+            Err(fatal) => Answer::Done(Err(RaftError::Fatal(fatal))),
         };
-        (command, Replies::Many(replies))
+        // A caller that gave up meanwhile drops the answer, and the slot.
+        let _ = reply.send(answer);
+        return;
+    }
+    let mut commands = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for Pending { command, reply } in batch {
+        commands.push(command);
+        replies.push(reply);
+    }
+    let command = Command {
+        request_id: None,
+        leader_time_ms: wall_clock_ms(),
+        op: Operation::Batch(commands),
     };
-    let answer = match raft.client_write_ff(command).await {
-        Ok(answer) => answer,
+    let ticket = match raft.client_write_ff(command).await {
+        Ok(ticket) => ticket,
         Err(fatal) => {
-            replies.fail(&RaftError::Fatal(fatal));
+            fail_all(replies, &RaftError::Fatal(fatal));
             return;
         }
     };
     let raft = raft.clone();
     tokio::spawn(async move {
-        let outcome = match answer.await {
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(e)) => Err(RaftError::APIError(e)),
-            Err(_) => {
-                // The core stopped before it answered: report why.
-                let fatal = match &raft.metrics().borrow().running_state {
-                    Err(fatal) => fatal.clone(),
-                    Ok(()) => Fatal::Stopped,
-                };
-                Err(RaftError::Fatal(fatal))
-            }
-        };
-        drop(slot);
-        replies.answer(outcome);
-    });
-}
-
-enum Replies {
-    One(oneshot::Sender<Outcome>),
-    Many(Vec<oneshot::Sender<Outcome>>),
-}
-
-impl Replies {
-    fn fail(self, error: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) {
-        match self {
-            Replies::One(r) => {
-                let _ = r.send(Err(error.clone()));
-            }
-            Replies::Many(rs) => {
-                for r in rs {
-                    let _ = r.send(Err(error.clone()));
+        match settle(&raft, ticket, slot).await {
+            Ok(CommandResponse::Batch(answers)) if answers.len() == replies.len() => {
+                for (r, a) in replies.into_iter().zip(answers) {
+                    let _ = r.send(Answer::Done(Ok(a)));
                 }
             }
-        }
-    }
-
-    fn answer(self, outcome: Outcome) {
-        match (self, outcome) {
-            (Replies::One(r), outcome) => {
-                let _ = r.send(outcome);
-            }
-            (Replies::Many(rs), Ok(CommandResponse::Batch(answers)))
-                if answers.len() == rs.len() =>
-            {
-                for (r, a) in rs.into_iter().zip(answers) {
-                    let _ = r.send(Ok(a));
-                }
-            }
-            (replies @ Replies::Many(_), Ok(other)) => {
+            Ok(other) => {
                 // Cannot happen: the state machine answers a batch with one
                 // answer per command.
                 tracing::error!(
@@ -298,10 +354,19 @@ impl Replies {
                     answer = ?other,
                     "a batch was answered with something other than one answer per command"
                 );
-                replies.fail(&RaftError::Fatal(Fatal::Panicked));
+                fail_all(replies, &RaftError::Fatal(Fatal::Panicked));
             }
-            (replies @ Replies::Many(_), Err(e)) => replies.fail(&e),
+            Err(e) => fail_all(replies, &e),
         }
+    });
+}
+
+fn fail_all(
+    replies: Vec<oneshot::Sender<Answer>>,
+    error: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) {
+    for r in replies {
+        let _ = r.send(Answer::Done(Err(error.clone())));
     }
 }
 
