@@ -50,18 +50,24 @@ pub(super) struct ReadPlan {
 }
 
 impl Cache {
-    /// A cache of `entries` that holds at most `budget` bytes (beyond the
-    /// newest entry).
-    pub(super) fn new(entries: BTreeMap<u64, Entry>, purged: Option<u64>, budget: usize) -> Cache {
-        let mut cache = Cache {
+    /// An empty cache that holds at most `budget` bytes (beyond the newest
+    /// entry), of a log purged up to `purged`.
+    pub(super) fn new(purged: Option<u64>, budget: usize) -> Cache {
+        Cache {
             map: BTreeMap::new(),
             bytes: 0,
             budget,
             evicted_upto: None,
             purged,
-        };
-        cache.extend(entries.into_values());
-        cache
+        }
+    }
+
+    /// Forgets every entry (those that are not purged must be forgotten on
+    /// disk too).
+    pub(super) fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+        self.evicted_upto = None;
     }
 
     /// The number of entries in memory.
@@ -187,7 +193,7 @@ mod tests {
     #[test]
     fn holds_its_budget_and_the_newest_entry() {
         let size = entry_size(&put(1, 1000));
-        let mut cache = Cache::new(BTreeMap::new(), None, 10 * size);
+        let mut cache = Cache::new(None, 10 * size);
         cache.extend((1..=100).map(|i| put(i, 1000)));
         assert_eq!(cache.len(), 10);
         assert!(cache.bytes() <= 10 * size);
@@ -208,7 +214,7 @@ mod tests {
     #[test]
     fn truncate_and_purge_keep_the_accounting() {
         let size = entry_size(&put(1, 10));
-        let mut cache = Cache::new(BTreeMap::new(), None, 4 * size);
+        let mut cache = Cache::new(None, 4 * size);
         cache.extend((1..=10).map(|i| put(i, 10)));
         assert_eq!(cache.first_index(), Some(7));
         // Truncating inside memory: nothing to read back.

@@ -109,8 +109,8 @@ pub struct LogStoreOptions {
     /// overhead per command and per entry); the newest entry always stays.
     /// Older entries are read back from the write-ahead log when needed: by
     /// a follower that lags further behind, or when a restarted node
-    /// re-applies its log. The whole live log is read once at start-up,
-    /// then trimmed to this. Default: 4 MiB (measured with 16 puts of
+    /// re-applies its log. Opening replays the whole log but keeps no more
+    /// than this either. Default: 4 MiB (measured with 16 puts of
     /// 128-byte values per entry, memory holds about 1.45 times what is
     /// counted: about 6 MiB).
     pub cache_bytes: usize,
@@ -270,11 +270,7 @@ impl LogStore {
     /// restart).
     pub fn memory() -> LogStore {
         LogStore {
-            cache: Arc::new(RwLock::new(Cache::new(
-                Default::default(),
-                None,
-                usize::MAX,
-            ))),
+            cache: Arc::new(RwLock::new(Cache::new(None, usize::MAX))),
             vote: None,
             committed: None,
             committed_durable: None,
@@ -348,21 +344,22 @@ impl LogStore {
         let committed: Option<LogId> =
             read_value::<Option<LogId>>(dir, COMMITTED_FILE, Kind::Committed)?.flatten();
         let purged: Option<LogId> = read_value(dir, PURGED_FILE, Kind::Purged)?;
-        let (wal, entries) = Wal::open(dir, purged.map(|p| p.index), options.segment_bytes)?;
+        let (wal, cache) = Wal::open(
+            dir,
+            purged.map(|p| p.index),
+            options.segment_bytes,
+            options.cache_bytes,
+        )?;
         tracing::debug!(
             dir = %dir.display(),
-            entries = entries.len(),
+            cached_entries = cache.len(),
             ?vote,
             ?committed,
             ?purged,
             "opened the raft log"
         );
         Ok(LogStore {
-            cache: Arc::new(RwLock::new(Cache::new(
-                entries,
-                purged.map(|p| p.index),
-                options.cache_bytes,
-            ))),
+            cache: Arc::new(RwLock::new(cache)),
             vote,
             committed,
             committed_durable: committed,

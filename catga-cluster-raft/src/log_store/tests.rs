@@ -42,15 +42,15 @@ fn plan_append_rules() {
 #[test]
 fn wal_overwrites_instead_of_duplicating_and_refuses_holes() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), None, 1 << 20).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), None, 1 << 20, usize::MAX).unwrap();
     wal.append(&[blank(1, 1), blank(1, 2), blank(1, 3)])
         .unwrap();
     wal.append(&[blank(2, 2), blank(2, 3), blank(2, 4)])
         .unwrap();
     assert!(wal.append(&[blank(2, 9)]).is_err());
     drop(wal);
-    let (_wal, entries) = Wal::open(dir.path(), None, 1 << 20).unwrap();
-    let got: Vec<_> = entries.values().cloned().collect();
+    let (_wal, entries) = Wal::open(dir.path(), None, 1 << 20, usize::MAX).unwrap();
+    let got = entries.plan_read(0, u64::MAX).cached;
     assert_eq!(
         got,
         vec![blank(1, 1), blank(2, 2), blank(2, 3), blank(2, 4)]
@@ -60,8 +60,8 @@ fn wal_overwrites_instead_of_duplicating_and_refuses_holes() {
 #[test]
 fn wal_rotates_and_compacts() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, entries) = Wal::open(dir.path(), None, 32).unwrap();
-    assert!(entries.is_empty());
+    let (mut wal, entries) = Wal::open(dir.path(), None, 32, usize::MAX).unwrap();
+    assert_eq!(entries.len(), 0);
     for i in 1..=10 {
         wal.append(&[blank(1, i)]).unwrap();
     }
@@ -69,8 +69,8 @@ fn wal_rotates_and_compacts() {
     wal.purge(10).unwrap();
     assert_eq!(wal.segment_count(), 1);
     drop(wal);
-    let (_wal, entries) = Wal::open(dir.path(), Some(10), 32).unwrap();
-    assert!(entries.is_empty());
+    let (_wal, entries) = Wal::open(dir.path(), Some(10), 32, usize::MAX).unwrap();
+    assert_eq!(entries.len(), 0);
 }
 
 /// A failed `fdatasync` is a storage error for the append that needed it

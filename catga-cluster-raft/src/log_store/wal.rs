@@ -25,6 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::cache::Cache;
 use super::error::LogStoreError;
 use super::record::{encode_record, find_valid_record, parse_record, sync_dir, Kind, Parsed};
 use crate::types::Entry;
@@ -124,14 +125,25 @@ pub(crate) fn batch_bounds(entries: &[Entry]) -> Result<(u64, u64), String> {
     Ok((first.log_id.index, last.log_id.index))
 }
 
-/// The log rebuilt from the segments while opening.
+/// The log rebuilt from the segments while opening. Only the newest entries
+/// stay in memory (the cache's budget); the records say where every live
+/// entry is.
 struct Replay {
     purged: Option<u64>,
-    entries: BTreeMap<u64, Entry>,
+    cache: Cache,
     records: BTreeMap<u64, RecordLoc>,
 }
 
 impl Replay {
+    /// The last live index, from the records.
+    fn live_last(&self) -> Option<u64> {
+        self.records
+            .values()
+            .next_back()
+            .map(|r| r.last)
+            .filter(|l| self.purged.is_none_or(|p| *l > p))
+    }
+
     fn apply(
         &mut self,
         kind: Result<Kind, u8>,
@@ -145,12 +157,7 @@ impl Replay {
                 let batch: Vec<Entry> = postcard::from_bytes(payload)
                     .map_err(|e| format!("an entries record does not decode: {e}"))?;
                 let (first, last) = batch_bounds(&batch)?;
-                let live_last = self
-                    .entries
-                    .last_key_value()
-                    .map(|(i, _)| *i)
-                    .filter(|l| self.purged.is_none_or(|p| *l > p));
-                match live_last {
+                match self.live_last() {
                     Some(l) if first != l.saturating_add(1) => {
                         return Err(format!(
                             "an entries record starts at index {first} but the log ends at index {l}"
@@ -160,7 +167,7 @@ impl Replay {
                     None => {
                         // Everything before is purged (or there is nothing):
                         // only the continuation after the purge point matters.
-                        self.entries.clear();
+                        self.cache.clear();
                         self.records.clear();
                         if let Some(p) = self.purged {
                             if first > p.saturating_add(1) {
@@ -172,9 +179,7 @@ impl Replay {
                         }
                     }
                 }
-                for e in batch {
-                    self.entries.insert(e.log_id.index, e);
-                }
+                self.cache.extend(batch);
                 self.records.insert(
                     first,
                     RecordLoc {
@@ -192,7 +197,7 @@ impl Replay {
                     .try_into()
                     .map_err(|_| "a truncate record has the wrong length".to_string())?;
                 let index = u64::from_le_bytes(bytes);
-                drop(self.entries.split_off(&index));
+                self.cache.truncate(index, None);
                 drop(self.records.split_off(&index));
                 if let Some((_, r)) = self.records.iter_mut().next_back() {
                     if r.last >= index {
@@ -212,11 +217,10 @@ impl Replay {
 
     fn finish(&mut self) -> Result<(), String> {
         if let Some(p) = self.purged {
-            let keep = self.entries.split_off(&p.saturating_add(1));
-            self.entries = keep;
+            self.cache.purge(p);
             self.records.retain(|_, r| r.last > p);
-            if let Some((&first, _)) = self.entries.first_key_value() {
-                if first != p.saturating_add(1) {
+            if let Some((&first, _)) = self.records.first_key_value() {
+                if first > p.saturating_add(1) {
                     return Err(format!(
                         "the first live entry is {first} but the log is purged up to {p}: entries are missing"
                     ));
@@ -371,16 +375,18 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 impl Wal {
     /// Opens (creating if needed) the log in `dir`, replays it and returns
-    /// the live entries (those above `purged`).
+    /// the newest live entries (those above `purged`), as many as
+    /// `cache_bytes` allows, and always the last one.
     pub(crate) fn open(
         dir: &Path,
         purged: Option<u64>,
         segment_bytes: u64,
-    ) -> Result<(Wal, BTreeMap<u64, Entry>), LogStoreError> {
+        cache_bytes: usize,
+    ) -> Result<(Wal, Cache), LogStoreError> {
         let found = list_segments(dir).map_err(|e| LogStoreError::io(dir, e))?;
         let mut replay = Replay {
             purged,
-            entries: BTreeMap::new(),
+            cache: Cache::new(purged, cache_bytes),
             records: BTreeMap::new(),
         };
         let mut segments = BTreeMap::new();
@@ -426,7 +432,18 @@ impl Wal {
         };
         // Finish a purge that a crash interrupted.
         wal.compact().map_err(|e| LogStoreError::io(dir, e))?;
-        Ok((wal, replay.entries))
+        let mut cache = replay.cache;
+        // A truncation during the replay may have left the newest live entry
+        // out of memory: read it back.
+        if cache.last().is_none() {
+            if let Some(last) = wal.records.values().next_back().map(|r| r.last) {
+                let entry = wal
+                    .read(last, last)
+                    .map_err(|e| LogStoreError::io(dir, e))?;
+                cache.truncate(last.saturating_add(1), entry.into_iter().next());
+            }
+        }
+        Ok((wal, cache))
     }
 
     /// Appends one batch as one record and syncs it.
