@@ -2,6 +2,8 @@
 //! passes ([`validate_command`]), what each operation does and the
 //! de-duplication table (see the [module docs](super)).
 
+use std::sync::Arc;
+
 use openraft::EntryPayload;
 
 use super::{limits, Data, DedupEntry, StateMachineConfig, StateMachineStore};
@@ -248,14 +250,15 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
 
 fn remember(data: &mut Data, id: &str, response: &CommandResponse, config: &StateMachineConfig) {
     let now = data.clock_ms;
+    let id: Arc<str> = Arc::from(id);
     data.dedup.insert(
-        id.to_owned(),
+        Arc::clone(&id),
         DedupEntry {
             response: response.clone(),
             at_ms: now,
         },
     );
-    data.dedup_order.push_back(id.to_owned());
+    data.dedup_order.push_back(id);
     let horizon = u64::try_from(config.dedup_horizon.as_millis()).unwrap_or(u64::MAX);
     while let Some(oldest) = data.dedup_order.front() {
         let expired = data
