@@ -73,12 +73,10 @@ impl RaftNode {
                         other => other.map_err(Attempt::Failed),
                     };
                 }
-                node.forward::<ProposeRequest, CommandResponse>(
-                    RaftRpc::Propose,
-                    &request,
-                    remaining,
-                )
-                .await
+                node.inner()
+                    .forwarder()
+                    .forward(&node, request, remaining)
+                    .await
             }
         })
         .await
@@ -121,7 +119,7 @@ impl RaftNode {
     }
 
     /// Sends one request to the known leader.
-    async fn forward<Req, A>(
+    pub(crate) async fn forward<Req, A>(
         &self,
         rpc: RaftRpc,
         request: &Req,

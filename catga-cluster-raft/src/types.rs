@@ -57,16 +57,7 @@ impl Command {
     /// a fixed overhead): what the proposal batcher and the log's memory
     /// cache count against their bounds.
     pub(crate) fn approx_size(&self) -> usize {
-        let op = match &self.op {
-            Operation::Noop => 0,
-            Operation::Put { key, value, .. } => key.len() + value.len(),
-            Operation::Delete { key, .. } => key.len(),
-            Operation::LockAcquire { name, owner, .. }
-            | Operation::LockRenew { name, owner, .. }
-            | Operation::LockRelease { name, owner, .. } => name.len() + owner.len(),
-            Operation::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
-        };
-        op + self.request_id.as_ref().map_or(0, String::len) + 64
+        self.op.approx_size() + self.request_id.as_ref().map_or(0, String::len) + 64
     }
 
     /// A command without a request id.
@@ -131,15 +122,36 @@ pub enum Operation {
         /// The holder's fencing token.
         token: u64,
     },
-    /// Several commands in one log entry, applied in order as if each had
-    /// an entry of its own, except that they share the entry's index: the
-    /// revision of every key they write and the token of every lock they
-    /// grant. The node's proposal batcher builds these (group commit, see
+    /// Several commands at once.
+    ///
+    /// In a log entry: applied in order as if each had an entry of its own,
+    /// except that they share the entry's index (the revision of every key
+    /// they write and the token of every lock they grant). The node's
+    /// proposal batcher builds these (group commit, see
     /// [`BatchOptions`](crate::BatchOptions)) from commands that touch
     /// distinct keys and distinct locks, so revisions and tokens still grow
-    /// strictly per key and per lock. Callers cannot submit one, and a
-    /// batch inside a batch is rejected.
+    /// strictly per key and per lock; a batch inside a batch is rejected.
+    ///
+    /// Given to [`RaftNode::write`](crate::RaftNode::write) (what a follower
+    /// forwards when it has several writes for the leader): each command is
+    /// written on its own, concurrently, and regrouped by the batcher.
     Batch(Vec<Command>),
+}
+
+impl Operation {
+    /// About how many bytes the operation holds (see
+    /// [`Command::approx_size`]).
+    pub(crate) fn approx_size(&self) -> usize {
+        match self {
+            Operation::Noop => 0,
+            Operation::Put { key, value, .. } => key.len() + value.len(),
+            Operation::Delete { key, .. } => key.len(),
+            Operation::LockAcquire { name, owner, .. }
+            | Operation::LockRenew { name, owner, .. }
+            | Operation::LockRelease { name, owner, .. } => name.len() + owner.len(),
+            Operation::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
+        }
+    }
 }
 
 /// A value of the key-value store.

@@ -45,6 +45,7 @@ use crate::types::{Command, CommandResponse, Operation, Raft};
 // The node itself is here; each other concern is a file of its own, which
 // extends `RaftNode` with an `impl` block where it adds methods.
 mod failover; // the fast failure detector
+mod forwarder; // group forwarding: a follower's writes to the leader, batched
 mod handover; // transfer_leadership, retire
 mod lease; // the lease word behind `is_leader()`
 mod options; // NodeOptions, Transport, Storage
@@ -102,6 +103,8 @@ pub(crate) struct Inner {
     sm: StateMachineStore,
     /// Every write goes through it (group commit).
     proposer: proposer::Proposer,
+    /// Every write forwarded to the leader goes through it.
+    forwarder: forwarder::Forwarder,
     network: NetworkFactory,
     transferring: AtomicBool,
     /// Set for good by `retire`: the node no longer claims leadership.
@@ -157,6 +160,11 @@ impl Inner {
     /// The last elect request this node stood for.
     pub(crate) fn elected_for(&self) -> &Mutex<Option<ElectRequest>> {
         &self.elected_for
+    }
+
+    /// The batcher of the writes this node forwards to the leader.
+    pub(crate) fn forwarder(&self) -> &forwarder::Forwarder {
+        &self.forwarder
     }
 }
 
@@ -237,11 +245,23 @@ impl RaftNode {
     /// A write that reaches its deadline after it was proposed reports
     /// [`ClusterError::UnknownOutcome`]: it may still commit. Retry it with
     /// the same `request_id` to learn its answer without applying it twice.
+    ///
+    /// An [`Operation::Batch`] (what a follower forwards when it has several
+    /// writes for the leader at once) is written command by command,
+    /// concurrently, each with its own request id, and answered with
+    /// [`CommandResponse::Batch`], one answer per command in order (an
+    /// invalid command is answered `Rejected`). If any of them fails, the
+    /// batch fails: with `NotLeader` when every failure is `NotLeader` (none
+    /// was proposed), with [`ClusterError::UnknownOutcome`] otherwise, since
+    /// some may have been applied; retry each command with its request id.
     pub async fn write(
         &self,
         op: Operation,
         request_id: Option<String>,
     ) -> Result<CommandResponse, ClusterError> {
+        if let Operation::Batch(commands) = op {
+            return self.write_batch(commands).await;
+        }
         let command = Command {
             request_id,
             leader_time_ms: wall_clock_ms(),
@@ -263,6 +283,45 @@ impl RaftNode {
                 operation: "the write",
                 after: deadline,
             }),
+        }
+    }
+}
+
+impl RaftNode {
+    async fn write_batch(&self, commands: Vec<Command>) -> Result<CommandResponse, ClusterError> {
+        let writes = commands.into_iter().map(|c| async move {
+            if matches!(c.op, Operation::Batch(_)) {
+                return Err(ClusterError::InvalidRequest(
+                    "a batch inside a batch".to_string(),
+                ));
+            }
+            self.write(c.op, c.request_id).await
+        });
+        let results = futures_util::future::join_all(writes).await;
+        let mut answers = Vec::with_capacity(results.len());
+        let mut not_leader = None;
+        let mut open = false;
+        for r in results {
+            match r {
+                Ok(answer) => answers.push(answer),
+                Err(ClusterError::InvalidRequest(reason)) => {
+                    answers.push(CommandResponse::Rejected { reason })
+                }
+                Err(ClusterError::NotLeader(e)) => not_leader = Some(e),
+                Err(_) => open = true,
+            }
+        }
+        match not_leader {
+            _ if open => Err(ClusterError::UnknownOutcome {
+                operation: "the batch of writes",
+                after: self.inner.options.write_timeout,
+            }),
+            Some(e) if answers.is_empty() => Err(ClusterError::NotLeader(e)),
+            Some(_) => Err(ClusterError::UnknownOutcome {
+                operation: "the batch of writes",
+                after: self.inner.options.write_timeout,
+            }),
+            None => Ok(CommandResponse::Batch(answers)),
         }
     }
 }

@@ -15,6 +15,7 @@ use openraft::BasicNode;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::forwarder::Forwarder;
 use super::lease::LeaseWord;
 use super::options::{NodeOptions, Storage, Transport};
 use super::proposer::Proposer;
@@ -184,6 +185,7 @@ impl RaftNodeBuilder {
         let (leadership, _) = watch::channel(Leadership::default());
         let shutdown = CancellationToken::new();
         let proposer = Proposer::start(raft.clone(), self.options.batching, shutdown.clone());
+        let forwarder = Forwarder::start(self.options.batching, shutdown.clone());
         let inner = Arc::new(Inner {
             raft,
             info: local,
@@ -191,6 +193,7 @@ impl RaftNodeBuilder {
             leadership,
             sm,
             proposer,
+            forwarder,
             network,
             transferring: AtomicBool::new(false),
             retiring: AtomicBool::new(false),

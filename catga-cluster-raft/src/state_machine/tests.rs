@@ -276,7 +276,7 @@ async fn a_batch_applies_its_commands_in_order_at_its_index() {
 }
 
 #[test]
-fn a_batch_cannot_be_submitted() {
+fn validation_refuses_a_batch_as_a_command() {
     let c = cmd(
         Operation::Batch(vec![cmd(Operation::Noop, 1, None)]),
         1,

@@ -102,3 +102,66 @@ async fn one_command_per_batch_gives_one_entry_per_write() {
     let revisions: BTreeSet<u64> = answers.iter().map(revision).collect();
     assert_eq!(revisions.len(), 40);
 }
+
+#[tokio::test]
+async fn writes_forwarded_together_are_answered_each() {
+    let cluster = Cluster::start(3, false).await;
+    let leader = cluster.wait_for_leader().await;
+    write_on_leader(&cluster, put("warm-up", "1"), "warm-up").await;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let node = cluster.node(follower).clone();
+    let mut tasks = Vec::new();
+    for i in 0..120usize {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = if i % 4 == 0 {
+                "shared".to_owned()
+            } else {
+                format!("f{i}")
+            };
+            let id = format!("fwd-{i}");
+            let answer = node
+                .submit(put(&key, &i.to_string()), Some(id.clone()))
+                .await
+                .expect("the forwarded write succeeds");
+            (key, id, answer)
+        }));
+    }
+    let mut shared = BTreeSet::new();
+    let mut answers = Vec::new();
+    for t in tasks {
+        let (key, id, answer) = t.await.unwrap();
+        let r = revision(&answer);
+        if key == "shared" {
+            assert!(shared.insert(r), "two writes of one key share revision {r}");
+        } else {
+            let got = node.get(&key).await.unwrap().unwrap();
+            assert_eq!(got.revision, r);
+        }
+        answers.push((key, id, answer));
+    }
+    assert_eq!(shared.len(), 30);
+    // A retry through the follower is answered from the de-duplication table.
+    let (key, id, first) = answers[1].clone();
+    let again = node.submit(put(&key, "changed"), Some(id)).await.unwrap();
+    assert_eq!(again, first);
+
+    // The leader writes a batch command by command, answering each; an
+    // invalid one is answered `Rejected`.
+    let batch = Operation::Batch(vec![
+        catga_cluster_raft::Command {
+            request_id: Some("b-1".into()),
+            leader_time_ms: 0,
+            op: put("b1", "x"),
+        },
+        catga_cluster_raft::Command::new(put("", "empty key"), 0),
+        catga_cluster_raft::Command::new(Operation::Batch(vec![]), 0),
+    ]);
+    let answer = cluster.node(leader).write(batch, None).await.unwrap();
+    let CommandResponse::Batch(answers) = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(matches!(answers[0], CommandResponse::Written { .. }));
+    assert!(matches!(answers[1], CommandResponse::Rejected { .. }));
+    assert!(matches!(answers[2], CommandResponse::Rejected { .. }));
+}
