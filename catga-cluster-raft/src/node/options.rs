@@ -66,7 +66,12 @@ pub struct NodeOptions {
     pub lease_margin: Option<Duration>,
     /// How long a hand-over waits for the successor to take over.
     pub handover_timeout: Option<Duration>,
-    /// Take a snapshot after this many log entries.
+    /// Take a snapshot after this many log entries. With group commit an
+    /// entry may carry many writes (up to
+    /// [`BatchOptions::max_commands`]), so under load this spans more
+    /// writes than entries; the log's memory stays bounded by
+    /// [`LogStoreOptions::cache_bytes`](crate::log_store::LogStoreOptions::cache_bytes)
+    /// whatever it spans.
     pub snapshot_every: u64,
     /// How many log entries a snapshot leaves in the log (a follower that
     /// lags further receives the snapshot instead).
