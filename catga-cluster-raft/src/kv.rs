@@ -9,7 +9,11 @@
 //! answers.
 //!
 //! Revisions are log indexes: every write gives its key the index of the
-//! entry that wrote it, so revisions grow strictly across the whole store.
+//! entry that wrote it, so a key's revisions grow strictly and a write never
+//! has a lower revision than one acknowledged before it was sent. Writes
+//! that the node grouped into one entry (group commit, see
+//! [`BatchOptions`](crate::BatchOptions)) share that entry's index, like the
+//! keys of one etcd transaction; two writes of the same key never share one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -69,12 +73,10 @@ impl RaftNode {
                         other => other.map_err(Attempt::Failed),
                     };
                 }
-                node.forward::<ProposeRequest, CommandResponse>(
-                    RaftRpc::Propose,
-                    &request,
-                    remaining,
-                )
-                .await
+                node.inner()
+                    .forwarder()
+                    .forward(&node, request, remaining)
+                    .await
             }
         })
         .await
@@ -117,7 +119,7 @@ impl RaftNode {
     }
 
     /// Sends one request to the known leader.
-    async fn forward<Req, A>(
+    pub(crate) async fn forward<Req, A>(
         &self,
         rpc: RaftRpc,
         request: &Req,

@@ -91,6 +91,7 @@ pub use kv::CasOutcome;
 pub use lock::{Acquisition, RaftLock, RaftLockGuard};
 pub use network::RaftRpcHandler;
 pub use node::{
-    NodeOptions, RaftHealth, RaftNode, RaftNodeBuilder, StartError, Storage, Transport,
+    BatchOptions, NodeOptions, RaftHealth, RaftNode, RaftNodeBuilder, StartError, Storage,
+    Transport,
 };
 pub use types::{Command, CommandResponse, Operation, TypeConfig};

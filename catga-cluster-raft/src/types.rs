@@ -53,6 +53,13 @@ pub struct Command {
 }
 
 impl Command {
+    /// About how many bytes the command holds (its strings and values plus
+    /// a fixed overhead): what the proposal batcher and the log's memory
+    /// cache count against their bounds.
+    pub(crate) fn approx_size(&self) -> usize {
+        self.op.approx_size() + self.request_id.as_ref().map_or(0, String::len) + 64
+    }
+
     /// A command without a request id.
     pub fn new(op: Operation, leader_time_ms: u64) -> Self {
         Command {
@@ -145,6 +152,38 @@ pub enum Operation {
         /// The waiter id of [`Operation::LockWait`].
         waiter: u64,
     },
+    /// Several commands at once.
+    ///
+    /// In a log entry: applied in order as if each had an entry of its own,
+    /// except that they share the entry's index (the revision of every key
+    /// they write and the token of every lock they grant). The node's
+    /// proposal batcher builds these (group commit, see
+    /// [`BatchOptions`](crate::BatchOptions)) from commands that touch
+    /// distinct keys and distinct locks, so revisions and tokens still grow
+    /// strictly per key and per lock; a batch inside a batch is rejected.
+    ///
+    /// Given to [`RaftNode::write`](crate::RaftNode::write) (what a follower
+    /// forwards when it has several writes for the leader): each command is
+    /// written on its own, concurrently, and regrouped by the batcher.
+    Batch(Vec<Command>),
+}
+
+impl Operation {
+    /// About how many bytes the operation holds (see
+    /// [`Command::approx_size`]).
+    pub(crate) fn approx_size(&self) -> usize {
+        match self {
+            Operation::Noop => 0,
+            Operation::Put { key, value, .. } => key.len() + value.len(),
+            Operation::Delete { key, .. } => key.len(),
+            Operation::LockAcquire { name, owner, .. }
+            | Operation::LockRenew { name, owner, .. }
+            | Operation::LockRelease { name, owner, .. }
+            | Operation::LockWait { name, owner, .. }
+            | Operation::LockCancel { name, owner, .. } => name.len() + owner.len(),
+            Operation::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
+        }
+    }
 }
 
 /// A value of the key-value store.
@@ -229,6 +268,8 @@ pub enum CommandResponse {
         /// How much of the holder's lease was left (0: the lock is free).
         remaining_ms: u64,
     },
+    /// The answers to the commands of an [`Operation::Batch`], in order.
+    Batch(Vec<CommandResponse>),
 }
 
 impl CommandResponse {

@@ -7,11 +7,14 @@
 //! * [`LogStore::memory`] keeps everything in memory (tests, demos);
 //! * [`LogStore::open`] keeps a durable log in a directory of its own.
 //!
-//! Both keep the live entries in memory for reads (a [`LogStoreReader`] is a
-//! cheap clone of a shared map); the durable flavour also writes them to a
-//! write-ahead log before an append returns. The live log is bounded by
-//! openraft's snapshot and purge policy, so memory holds roughly
+//! The in-memory flavour keeps every live entry in memory; the live log is
+//! bounded by openraft's snapshot and purge policy, so it holds roughly
 //! `max_in_snapshot_log_to_keep` plus the entries since the last snapshot.
+//! The durable flavour writes every entry to a write-ahead log before an
+//! append returns and keeps only the newest ones in memory, up to
+//! [`LogStoreOptions::cache_bytes`]; older entries are read back from the
+//! log when a lagging follower or a restart needs them. A
+//! [`LogStoreReader`] is a cheap clone sharing both.
 //!
 //! # On-disk layout
 //!
@@ -54,6 +57,7 @@
 //! # }
 //! ```
 
+mod cache;
 mod error;
 mod meta;
 pub(crate) mod record;
@@ -62,13 +66,13 @@ mod storage;
 mod tests;
 mod wal;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
+use cache::Cache;
 pub use error::LogStoreError;
 pub use meta::StoreIdentity;
 use meta::{
@@ -77,7 +81,7 @@ use meta::{
 use record::{temp_name, write_meta_atomic, Kind};
 use wal::Wal;
 
-use crate::types::{Entry, LogId, Vote};
+use crate::types::{LogId, Vote};
 
 /// Tuning of the durable flavour.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +104,16 @@ pub struct LogStoreOptions {
     /// Turn it off only where the directory is shared on purpose, such as a
     /// test that simulates a crash by leaking a store. Default: on.
     pub exclusive: bool,
+    /// How many bytes of the newest entries the store keeps in memory
+    /// (counted from the size of their keys, values and names plus a fixed
+    /// overhead per command and per entry); the newest entry always stays.
+    /// Older entries are read back from the write-ahead log when needed: by
+    /// a follower that lags further behind, or when a restarted node
+    /// re-applies its log. Opening replays the whole log but keeps no more
+    /// than this either. Default: 4 MiB (measured with 16 puts of
+    /// 128-byte values per entry, memory holds about 1.45 times what is
+    /// counted: about 6 MiB).
+    pub cache_bytes: usize,
 }
 
 impl Default for LogStoreOptions {
@@ -108,6 +122,7 @@ impl Default for LogStoreOptions {
             segment_bytes: 16 << 20,
             committed_flush_interval: 64,
             exclusive: true,
+            cache_bytes: 4 << 20,
         }
     }
 }
@@ -130,6 +145,12 @@ impl LogStoreOptions {
         self
     }
 
+    /// Sets [`LogStoreOptions::cache_bytes`].
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
     /// Sets [`LogStoreOptions::committed_flush_interval`].
     pub fn committed_flush_interval(mut self, indexes: u64) -> Self {
         self.committed_flush_interval = indexes;
@@ -137,16 +158,16 @@ impl LogStoreOptions {
     }
 }
 
-type EntryMap = Arc<RwLock<BTreeMap<u64, Entry>>>;
+type SharedCache = Arc<RwLock<Cache>>;
 
-fn read_map(map: &EntryMap) -> RwLockReadGuard<'_, BTreeMap<u64, Entry>> {
+fn read_cache(cache: &SharedCache) -> RwLockReadGuard<'_, Cache> {
     // No code panics while holding the write lock; a poisoned lock still
-    // holds a consistent map.
-    map.read().unwrap_or_else(PoisonError::into_inner)
+    // holds a consistent cache.
+    cache.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write_map(map: &EntryMap) -> RwLockWriteGuard<'_, BTreeMap<u64, Entry>> {
-    map.write().unwrap_or_else(PoisonError::into_inner)
+fn write_cache(cache: &SharedCache) -> RwLockWriteGuard<'_, Cache> {
+    cache.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The file whose exclusive lock marks a directory as in use.
@@ -179,7 +200,7 @@ struct Disk {
 /// durable lazily, see [`LogStoreOptions::committed_flush_interval`]; the
 /// latest value is also written when the store is dropped.
 pub struct LogStore {
-    entries: EntryMap,
+    cache: SharedCache,
     vote: Option<Vote>,
     committed: Option<LogId>,
     /// The committed id last written to disk.
@@ -192,12 +213,13 @@ pub struct LogStore {
 
 impl fmt::Debug for LogStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let map = read_map(&self.entries);
+        let cache = read_cache(&self.cache);
         f.debug_struct("LogStore")
             .field("dir", &self.dir)
-            .field("entries", &map.len())
-            .field("first_index", &map.first_key_value().map(|(i, _)| *i))
-            .field("last_index", &map.last_key_value().map(|(i, _)| *i))
+            .field("cached_entries", &cache.len())
+            .field("cached_bytes", &cache.bytes())
+            .field("first_cached_index", &cache.first_index())
+            .field("last_index", &cache.last().map(|e| e.log_id.index))
             .field("vote", &self.vote)
             .field("committed", &self.committed)
             .field("purged", &self.purged)
@@ -206,28 +228,27 @@ impl fmt::Debug for LogStore {
 }
 
 /// A cheap, cloneable reader of a [`LogStore`]'s entries (openraft hands one
-/// to each replication task).
+/// to each replication task): it shares the store's memory cache and, in
+/// the durable flavour, reads older entries back from its write-ahead log.
 #[derive(Clone)]
 pub struct LogStoreReader {
-    entries: EntryMap,
+    cache: SharedCache,
+    /// Weak, so that a reader left over after the store closed does not
+    /// hold the directory (its lock) open.
+    disk: Option<Weak<Mutex<Disk>>>,
 }
 
 impl fmt::Debug for LogStoreReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogStoreReader")
-            .field("entries", &read_map(&self.entries).len())
+            .field("cached_entries", &read_cache(&self.cache).len())
+            .field("durable", &self.disk.is_some())
             .finish()
     }
 }
 
-impl LogStoreReader {
-    /// The entries with indexes in `range`, in order (missing ones skipped).
-    pub fn entries<RB: RangeBounds<u64>>(&self, range: RB) -> Vec<Entry> {
-        collect_range(&self.entries, &range)
-    }
-}
-
-fn collect_range<RB: RangeBounds<u64>>(map: &EntryMap, range: &RB) -> Vec<Entry> {
+/// The inclusive bounds of `range`, if it holds any index.
+fn inclusive<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, u64)> {
     let lo = match range.start_bound() {
         Bound::Included(&s) => Some(s),
         Bound::Excluded(&s) => s.checked_add(1),
@@ -239,11 +260,8 @@ fn collect_range<RB: RangeBounds<u64>>(map: &EntryMap, range: &RB) -> Vec<Entry>
         Bound::Unbounded => Some(u64::MAX),
     };
     match (lo, hi) {
-        (Some(lo), Some(hi)) if lo <= hi => read_map(map)
-            .range(lo..=hi)
-            .map(|(_, e)| e.clone())
-            .collect(),
-        _ => Vec::new(),
+        (Some(lo), Some(hi)) if lo <= hi => Some((lo, hi)),
+        _ => None,
     }
 }
 
@@ -252,7 +270,7 @@ impl LogStore {
     /// restart).
     pub fn memory() -> LogStore {
         LogStore {
-            entries: Arc::default(),
+            cache: Arc::new(RwLock::new(Cache::new(None, usize::MAX))),
             vote: None,
             committed: None,
             committed_durable: None,
@@ -326,17 +344,22 @@ impl LogStore {
         let committed: Option<LogId> =
             read_value::<Option<LogId>>(dir, COMMITTED_FILE, Kind::Committed)?.flatten();
         let purged: Option<LogId> = read_value(dir, PURGED_FILE, Kind::Purged)?;
-        let (wal, entries) = Wal::open(dir, purged.map(|p| p.index), options.segment_bytes)?;
+        let (wal, cache) = Wal::open(
+            dir,
+            purged.map(|p| p.index),
+            options.segment_bytes,
+            options.cache_bytes,
+        )?;
         tracing::debug!(
             dir = %dir.display(),
-            entries = entries.len(),
+            cached_entries = cache.len(),
             ?vote,
             ?committed,
             ?purged,
             "opened the raft log"
         );
         Ok(LogStore {
-            entries: Arc::new(RwLock::new(entries)),
+            cache: Arc::new(RwLock::new(cache)),
             vote,
             committed,
             committed_durable: committed,
@@ -361,10 +384,17 @@ impl LogStore {
         self.dir.as_deref()
     }
 
+    /// The bytes of entries held in memory (see
+    /// [`LogStoreOptions::cache_bytes`]; counted as that option counts).
+    pub fn cached_bytes(&self) -> usize {
+        read_cache(&self.cache).bytes()
+    }
+
     /// A reader sharing this store's entries.
     pub fn reader(&self) -> LogStoreReader {
         LogStoreReader {
-            entries: Arc::clone(&self.entries),
+            cache: Arc::clone(&self.cache),
+            disk: self.disk.as_ref().map(Arc::downgrade),
         }
     }
 

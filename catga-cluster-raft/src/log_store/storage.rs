@@ -3,7 +3,6 @@
 //! map in memory and, in the durable flavour, the write-ahead log and the
 //! metadata files.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
@@ -16,7 +15,7 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, S
 use super::meta::{encode, COMMITTED_FILE, PURGED_FILE, VOTE_FILE};
 use super::record::{write_meta_atomic, Kind};
 use super::wal::batch_bounds;
-use super::{collect_range, read_map, write_map, Disk, LogStore, LogStoreReader};
+use super::{inclusive, read_cache, write_cache, Disk, LogStore, LogStoreReader, SharedCache};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 fn io_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: io::Error) -> StorageError {
@@ -43,6 +42,44 @@ where
     .map_err(|e| io::Error::other(format!("the raft log write task failed: {e}")))?
 }
 
+/// Reads the entries in `lo..=hi` (`bounds`): the part below the memory cache from the
+/// write-ahead log (on the blocking pool, with the disk locked so that no
+/// truncation or purge moves underneath), the rest from memory.
+async fn read_range(
+    cache: &SharedCache,
+    disk: Option<&Arc<Mutex<Disk>>>,
+    bounds: Option<(u64, u64)>,
+) -> Result<Vec<Entry>, StorageError> {
+    let Some((lo, hi)) = bounds else {
+        return Ok(Vec::new());
+    };
+    if let Some(cached) = from_memory(cache, lo, hi) {
+        return Ok(cached);
+    }
+    let Some(disk) = disk else {
+        // The in-memory flavour never drops entries.
+        return Ok(read_cache(cache).plan_read(lo, hi).cached);
+    };
+    let cache = Arc::clone(cache);
+    with_disk(disk, move |d| {
+        let plan = read_cache(&cache).plan_read(lo, hi);
+        let mut out = match plan.disk {
+            Some((lo, hi)) => d.wal.read(lo, hi)?,
+            None => Vec::new(),
+        };
+        out.extend(plan.cached);
+        Ok(out)
+    })
+    .await
+    .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))
+}
+
+/// The entries in `lo..=hi` when memory holds all of them.
+fn from_memory(cache: &SharedCache, lo: u64, hi: u64) -> Option<Vec<Entry>> {
+    let plan = read_cache(cache).plan_read(lo, hi);
+    plan.disk.is_none().then_some(plan.cached)
+}
+
 /// What an append must do first.
 pub(super) enum AppendPlan {
     Append,
@@ -52,7 +89,7 @@ pub(super) enum AppendPlan {
 
 /// Checks that a batch continues the log (or overwrites part of it).
 pub(super) fn plan_append(
-    map: &BTreeMap<u64, Entry>,
+    last: Option<u64>,
     purged: Option<u64>,
     batch: &[Entry],
 ) -> Result<AppendPlan, String> {
@@ -64,7 +101,7 @@ pub(super) fn plan_append(
             ));
         }
     }
-    match map.last_key_value().map(|(i, _)| *i) {
+    match last {
         Some(last) if first == last.saturating_add(1) => Ok(AppendPlan::Append),
         Some(last) if first <= last => Ok(AppendPlan::TruncateFirst(first)),
         Some(last) => Err(format!(
@@ -84,7 +121,21 @@ impl RaftLogReader<TypeConfig> for LogStoreReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(collect_range(&self.entries, &range))
+        let bounds = inclusive(&range);
+        if let Some(cached) = bounds.and_then(|(lo, hi)| from_memory(&self.cache, lo, hi)) {
+            return Ok(cached);
+        }
+        let disk = match &self.disk {
+            None => None,
+            Some(weak) => Some(weak.upgrade().ok_or_else(|| {
+                io_error(
+                    ErrorSubject::Logs,
+                    ErrorVerb::Read,
+                    io::Error::other("the raft log is closed"),
+                )
+            })?),
+        };
+        read_range(&self.cache, disk.as_ref(), bounds).await
     }
 }
 
@@ -93,7 +144,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(collect_range(&self.entries, &range))
+        read_range(&self.cache, self.disk.as_ref(), inclusive(&range)).await
     }
 }
 
@@ -101,9 +152,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStoreReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last = read_map(&self.entries)
-            .last_key_value()
-            .map(|(_, e)| e.log_id);
+        let last = read_cache(&self.cache).last().map(|e| e.log_id);
         Ok(LogState {
             last_purged_log_id: self.purged,
             last_log_id: last.or(self.purged),
@@ -182,12 +231,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
-        let plan = plan_append(
-            &read_map(&self.entries),
-            self.purged.map(|p| p.index),
-            &batch,
-        )
-        .map_err(|msg| StorageIOError::write_logs(AnyError::error(msg)))?;
+        let last = read_cache(&self.cache).last().map(|e| e.log_id.index);
+        let plan = plan_append(last, self.purged.map(|p| p.index), &batch)
+            .map_err(|msg| StorageIOError::write_logs(AnyError::error(msg)))?;
         let truncate_at = match plan {
             AppendPlan::Append => None,
             AppendPlan::TruncateFirst(index) => Some(index),
@@ -205,11 +251,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => batch,
         };
         {
-            let mut map = write_map(&self.entries);
+            let mut cache = write_cache(&self.cache);
             if let Some(index) = truncate_at {
-                drop(map.split_off(&index));
+                cache.truncate(index, None);
             }
-            map.extend(batch.into_iter().map(|e| (e.log_id.index, e)));
+            cache.extend(batch);
         }
         // The batch is synced (durable flavour) and readable.
         callback.log_io_completed(Ok(()));
@@ -218,12 +264,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let index = log_id.index;
+        let mut reloaded = None;
         if let Some(disk) = &self.disk {
-            with_disk(disk, move |d| d.wal.truncate(index))
-                .await
-                .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+            // Keep the newest remaining entry in memory, reading it back if
+            // the memory cache holds nothing below the truncation point.
+            let reload =
+                read_cache(&self.cache).reload_after_truncate(index, self.purged.map(|p| p.index));
+            reloaded = with_disk(disk, move |d| {
+                d.wal.truncate(index)?;
+                match reload {
+                    Some(i) => Ok(d.wal.read(i, i)?.pop()),
+                    None => Ok(None),
+                }
+            })
+            .await
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         }
-        drop(write_map(&self.entries).split_off(&index));
+        write_cache(&self.cache).truncate(index, reloaded);
         Ok(())
     }
 
@@ -243,11 +300,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         }
-        {
-            let mut map = write_map(&self.entries);
-            let keep = map.split_off(&log_id.index.saturating_add(1));
-            *map = keep;
-        }
+        write_cache(&self.cache).purge(log_id.index);
         self.purged = Some(log_id);
         Ok(())
     }

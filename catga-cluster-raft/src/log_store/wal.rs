@@ -22,9 +22,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::cache::Cache;
 use super::error::LogStoreError;
 use super::record::{encode_record, find_valid_record, parse_record, sync_dir, Kind, Parsed};
 use crate::types::Entry;
@@ -91,6 +92,9 @@ pub(crate) struct Wal {
     /// Set after a failed write: the files are in an unknown state until the
     /// store is reopened (and replayed).
     failed: Option<String>,
+    /// Tests set this to make the next `fdatasync` fail.
+    #[cfg(test)]
+    pub(crate) fail_next_sync: bool,
 }
 
 impl fmt::Debug for Wal {
@@ -121,14 +125,25 @@ pub(crate) fn batch_bounds(entries: &[Entry]) -> Result<(u64, u64), String> {
     Ok((first.log_id.index, last.log_id.index))
 }
 
-/// The log rebuilt from the segments while opening.
+/// The log rebuilt from the segments while opening. Only the newest entries
+/// stay in memory (the cache's budget); the records say where every live
+/// entry is.
 struct Replay {
     purged: Option<u64>,
-    entries: BTreeMap<u64, Entry>,
+    cache: Cache,
     records: BTreeMap<u64, RecordLoc>,
 }
 
 impl Replay {
+    /// The last live index, from the records.
+    fn live_last(&self) -> Option<u64> {
+        self.records
+            .values()
+            .next_back()
+            .map(|r| r.last)
+            .filter(|l| self.purged.is_none_or(|p| *l > p))
+    }
+
     fn apply(
         &mut self,
         kind: Result<Kind, u8>,
@@ -142,12 +157,7 @@ impl Replay {
                 let batch: Vec<Entry> = postcard::from_bytes(payload)
                     .map_err(|e| format!("an entries record does not decode: {e}"))?;
                 let (first, last) = batch_bounds(&batch)?;
-                let live_last = self
-                    .entries
-                    .last_key_value()
-                    .map(|(i, _)| *i)
-                    .filter(|l| self.purged.is_none_or(|p| *l > p));
-                match live_last {
+                match self.live_last() {
                     Some(l) if first != l.saturating_add(1) => {
                         return Err(format!(
                             "an entries record starts at index {first} but the log ends at index {l}"
@@ -157,7 +167,7 @@ impl Replay {
                     None => {
                         // Everything before is purged (or there is nothing):
                         // only the continuation after the purge point matters.
-                        self.entries.clear();
+                        self.cache.clear();
                         self.records.clear();
                         if let Some(p) = self.purged {
                             if first > p.saturating_add(1) {
@@ -169,9 +179,7 @@ impl Replay {
                         }
                     }
                 }
-                for e in batch {
-                    self.entries.insert(e.log_id.index, e);
-                }
+                self.cache.extend(batch);
                 self.records.insert(
                     first,
                     RecordLoc {
@@ -189,7 +197,7 @@ impl Replay {
                     .try_into()
                     .map_err(|_| "a truncate record has the wrong length".to_string())?;
                 let index = u64::from_le_bytes(bytes);
-                drop(self.entries.split_off(&index));
+                self.cache.truncate(index, None);
                 drop(self.records.split_off(&index));
                 if let Some((_, r)) = self.records.iter_mut().next_back() {
                     if r.last >= index {
@@ -209,11 +217,10 @@ impl Replay {
 
     fn finish(&mut self) -> Result<(), String> {
         if let Some(p) = self.purged {
-            let keep = self.entries.split_off(&p.saturating_add(1));
-            self.entries = keep;
+            self.cache.purge(p);
             self.records.retain(|_, r| r.last > p);
-            if let Some((&first, _)) = self.entries.first_key_value() {
-                if first != p.saturating_add(1) {
+            if let Some((&first, _)) = self.records.first_key_value() {
+                if first > p.saturating_add(1) {
                     return Err(format!(
                         "the first live entry is {first} but the log is purged up to {p}: entries are missing"
                     ));
@@ -368,16 +375,18 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 impl Wal {
     /// Opens (creating if needed) the log in `dir`, replays it and returns
-    /// the live entries (those above `purged`).
+    /// the newest live entries (those above `purged`), as many as
+    /// `cache_bytes` allows, and always the last one.
     pub(crate) fn open(
         dir: &Path,
         purged: Option<u64>,
         segment_bytes: u64,
-    ) -> Result<(Wal, BTreeMap<u64, Entry>), LogStoreError> {
+        cache_bytes: usize,
+    ) -> Result<(Wal, Cache), LogStoreError> {
         let found = list_segments(dir).map_err(|e| LogStoreError::io(dir, e))?;
         let mut replay = Replay {
             purged,
-            entries: BTreeMap::new(),
+            cache: Cache::new(purged, cache_bytes),
             records: BTreeMap::new(),
         };
         let mut segments = BTreeMap::new();
@@ -418,10 +427,23 @@ impl Wal {
             records: replay.records,
             segment_bytes: segment_bytes.max(SEGMENT_HEADER + 1),
             failed: None,
+            #[cfg(test)]
+            fail_next_sync: false,
         };
         // Finish a purge that a crash interrupted.
         wal.compact().map_err(|e| LogStoreError::io(dir, e))?;
-        Ok((wal, replay.entries))
+        let mut cache = replay.cache;
+        // A truncation during the replay may have left the newest live entry
+        // out of memory: read it back.
+        if cache.last().is_none() {
+            if let Some(last) = wal.records.values().next_back().map(|r| r.last) {
+                let entry = wal
+                    .read(last, last)
+                    .map_err(|e| LogStoreError::io(dir, e))?;
+                cache.truncate(last.saturating_add(1), entry.into_iter().next());
+            }
+        }
+        Ok((wal, cache))
     }
 
     /// Appends one batch as one record and syncs it.
@@ -446,6 +468,65 @@ impl Wal {
         self.records.retain(|_, r| r.last > upto);
         let result = self.compact();
         self.note(result)
+    }
+
+    /// Reads the live entries with indexes in `lo..=hi` back from the
+    /// segments, in order.
+    pub(crate) fn read(&self, lo: u64, hi: u64) -> io::Result<Vec<Entry>> {
+        let from = self
+            .records
+            .range(..=lo)
+            .next_back()
+            .map_or(lo, |(first, _)| *first);
+        let mut out = Vec::new();
+        let mut open: Option<(u64, File)> = None;
+        let mut buf = Vec::new();
+        for r in self.records.range(from..).map(|(_, r)| r) {
+            if r.first > hi {
+                break;
+            }
+            if r.last < lo {
+                continue;
+            }
+            let file = match &mut open {
+                Some((seq, file)) if *seq == r.seq => file,
+                _ => {
+                    let seg = self.segments.get(&r.seq).ok_or_else(|| {
+                        io::Error::other(format!("log segment {} is missing", r.seq))
+                    })?;
+                    &mut open.insert((r.seq, File::open(&seg.path)?)).1
+                }
+            };
+            buf.resize(
+                usize::try_from(r.end - r.start).map_err(io::Error::other)?,
+                0,
+            );
+            file.seek(SeekFrom::Start(r.start))?;
+            file.read_exact(&mut buf)?;
+            let Parsed::Record {
+                kind: Ok(Kind::Entries),
+                payload,
+                ..
+            } = parse_record(&buf)
+            else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the entries record at offset {} of log segment {} does not read back",
+                        r.start, r.seq
+                    ),
+                ));
+            };
+            let batch: Vec<Entry> = postcard::from_bytes(payload)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let upto = hi.min(r.last);
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| e.log_id.index >= lo && e.log_id.index <= upto),
+            );
+        }
+        Ok(out)
     }
 
     /// The number of segment files.
@@ -589,6 +670,10 @@ impl Wal {
         let start = self.active_len();
         self.active.seek(SeekFrom::Start(start))?;
         self.active.write_all(buf)?;
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_sync) {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
         self.active.sync_data()?;
         if let Some(seg) = self.segments.get_mut(&self.active_seq) {
             seg.len = start + buf.len() as u64;

@@ -170,9 +170,11 @@ use crate::types::{Command, CommandResponse, Operation, Raft};
 // The node itself is here; each other concern is a file of its own, which
 // extends `RaftNode` with an `impl` block where it adds methods.
 mod failover; // replacing a lost leader: the crash fast path, the timers
+mod forwarder; // group forwarding: a follower's writes to the leader, batched
 mod handover; // transfer_leadership, retire
 mod lease; // the lease word behind `is_leader()`
 mod options; // NodeOptions, Transport, Storage
+mod proposer; // group commit: the batcher behind `write`
 mod publish; // the metrics watcher that publishes the leadership snapshot
 mod start; // the builder, bootstrap, shutdown
 mod status; // health and status
@@ -180,6 +182,7 @@ mod status; // health and status
 pub use failover::FailoverStatus;
 use lease::LeaseWord;
 pub use options::{NodeOptions, Storage, Transport};
+pub use proposer::BatchOptions;
 pub use start::{RaftNodeBuilder, StartError};
 pub use status::{MemberStatus, NodeStatus, RaftHealth};
 
@@ -224,6 +227,10 @@ pub(crate) struct Inner {
     config: ClusterConfig,
     leadership: watch::Sender<Leadership>,
     sm: StateMachineStore,
+    /// Every write goes through it (group commit).
+    proposer: proposer::Proposer,
+    /// Every write forwarded to the leader goes through it.
+    forwarder: forwarder::Forwarder,
     network: NetworkFactory,
     transferring: AtomicBool,
     /// Writes that passed the stepping-down check and have not finished:
@@ -295,6 +302,11 @@ impl Inner {
     /// The last elect request this node stood for.
     pub(crate) fn elected_for(&self) -> &Mutex<Option<ElectRequest>> {
         &self.elected_for
+    }
+
+    /// The batcher of the writes this node forwards to the leader.
+    pub(crate) fn forwarder(&self) -> &forwarder::Forwarder {
+        &self.forwarder
     }
 }
 
@@ -375,11 +387,23 @@ impl RaftNode {
     /// A write that reaches its deadline after it was proposed reports
     /// [`ClusterError::UnknownOutcome`]: it may still commit. Retry it with
     /// the same `request_id` to learn its answer without applying it twice.
+    ///
+    /// An [`Operation::Batch`] (what a follower forwards when it has several
+    /// writes for the leader at once) is written command by command,
+    /// concurrently, each with its own request id, and answered with
+    /// [`CommandResponse::Batch`], one answer per command in order (an
+    /// invalid command is answered `Rejected`). If any of them fails, the
+    /// batch fails: with `NotLeader` when every failure is `NotLeader` (none
+    /// was proposed), with [`ClusterError::UnknownOutcome`] otherwise, since
+    /// some may have been applied; retry each command with its request id.
     pub async fn write(
         &self,
         op: Operation,
         request_id: Option<String>,
     ) -> Result<CommandResponse, ClusterError> {
+        if let Operation::Batch(commands) = op {
+            return self.write_batch(commands).await;
+        }
         let command = Command {
             request_id,
             leader_time_ms: wall_clock_ms(),
@@ -393,8 +417,8 @@ impl RaftNode {
             return Err(NotLeader::new(NotLeaderReason::Transferring).into());
         }
         let deadline = self.inner.options.write_timeout;
-        match tokio::time::timeout(deadline, self.inner.raft.client_write(command)).await {
-            Ok(Ok(response)) => Ok(response.data),
+        match tokio::time::timeout(deadline, self.inner.proposer.propose(command)).await {
+            Ok(Ok(response)) => Ok(response),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(self.not_leader_from(Some(&f)).into())
             }
@@ -421,6 +445,45 @@ impl<'a> WriteInFlight<'a> {
 impl Drop for WriteInFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl RaftNode {
+    async fn write_batch(&self, commands: Vec<Command>) -> Result<CommandResponse, ClusterError> {
+        let writes = commands.into_iter().map(|c| async move {
+            if matches!(c.op, Operation::Batch(_)) {
+                return Err(ClusterError::InvalidRequest(
+                    "a batch inside a batch".to_string(),
+                ));
+            }
+            self.write(c.op, c.request_id).await
+        });
+        let results = futures_util::future::join_all(writes).await;
+        let mut answers = Vec::with_capacity(results.len());
+        let mut not_leader = None;
+        let mut open = false;
+        for r in results {
+            match r {
+                Ok(answer) => answers.push(answer),
+                Err(ClusterError::InvalidRequest(reason)) => {
+                    answers.push(CommandResponse::Rejected { reason })
+                }
+                Err(ClusterError::NotLeader(e)) => not_leader = Some(e),
+                Err(_) => open = true,
+            }
+        }
+        match not_leader {
+            _ if open => Err(ClusterError::UnknownOutcome {
+                operation: "the batch of writes",
+                after: self.inner.options.write_timeout,
+            }),
+            Some(e) if answers.is_empty() => Err(ClusterError::NotLeader(e)),
+            Some(_) => Err(ClusterError::UnknownOutcome {
+                operation: "the batch of writes",
+                after: self.inner.options.write_timeout,
+            }),
+            None => Ok(CommandResponse::Batch(answers)),
+        }
     }
 }
 

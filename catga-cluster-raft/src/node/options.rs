@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::proposer::BatchOptions;
 #[cfg(feature = "test-util")]
 use crate::network::memory::MemoryNetwork;
 use crate::state_machine::StateMachineConfig;
@@ -65,13 +66,20 @@ pub struct NodeOptions {
     pub lease_margin: Option<Duration>,
     /// How long a hand-over waits for the successor to take over.
     pub handover_timeout: Option<Duration>,
-    /// Take a snapshot after this many log entries.
+    /// Take a snapshot after this many log entries. With group commit an
+    /// entry may carry many writes (up to
+    /// [`BatchOptions::max_commands`]), so under load this spans more
+    /// writes than entries; the log's memory stays bounded by
+    /// [`LogStoreOptions::cache_bytes`](crate::log_store::LogStoreOptions::cache_bytes)
+    /// whatever it spans.
     pub snapshot_every: u64,
     /// How many log entries a snapshot leaves in the log (a follower that
     /// lags further receives the snapshot instead).
     pub logs_to_keep: u64,
     /// State machine settings.
     pub state_machine: StateMachineConfig,
+    /// How concurrent writes are grouped into log entries (group commit).
+    pub batching: BatchOptions,
     /// How long [`RaftNode::add_member`](crate::RaftNode::add_member) waits
     /// for a new member to catch up as a learner (default 10 s) before it
     /// removes the learner again and fails with `member-unreachable`. The
@@ -124,6 +132,7 @@ impl Default for NodeOptions {
             snapshot_every: 5000,
             logs_to_keep: 500,
             state_machine: StateMachineConfig::default(),
+            batching: BatchOptions::default(),
             catch_up_timeout: Duration::from_secs(10),
             reachability_window: None,
             bootstrap: true,
@@ -169,6 +178,12 @@ impl NodeOptions {
     /// Sets [`state_machine`](NodeOptions::state_machine).
     pub fn state_machine(mut self, config: StateMachineConfig) -> Self {
         self.state_machine = config;
+        self
+    }
+
+    /// Sets [`batching`](NodeOptions::batching).
+    pub fn batching(mut self, batching: BatchOptions) -> Self {
+        self.batching = batching;
         self
     }
 

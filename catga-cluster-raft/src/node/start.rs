@@ -16,8 +16,10 @@ use openraft::BasicNode;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::forwarder::Forwarder;
 use super::lease::LeaseWord;
 use super::options::{NodeOptions, Storage, Transport};
+use super::proposer::Proposer;
 use super::{failover, publish, Inner, RaftNode, TARGET};
 use crate::log_store::{LogStore, LogStoreError, StoreIdentity};
 use crate::network::contacts::PeerContacts;
@@ -185,12 +187,17 @@ impl RaftNodeBuilder {
             .unwrap_or_else(|| quorum::default_window(config.election_timeout_max));
         let (leadership, _) = watch::channel(Leadership::default());
         let fast_failover = self.options.fast_failover.unwrap_or(config.fast_failover);
+        let shutdown = CancellationToken::new();
+        let proposer = Proposer::start(raft.clone(), self.options.batching, shutdown.clone());
+        let forwarder = Forwarder::start(self.options.batching, shutdown.clone());
         let inner = Arc::new(Inner {
             raft,
             info: local,
             config,
             leadership,
             sm,
+            proposer,
+            forwarder,
             network,
             transferring: AtomicBool::new(false),
             writes_in_flight: AtomicUsize::new(0),
@@ -209,7 +216,7 @@ impl RaftNodeBuilder {
             fast_failover,
             failover: Mutex::new(failover::FailoverState::default()),
             metrics_reported_after: Mutex::new(started),
-            shutdown: CancellationToken::new(),
+            shutdown,
             watcher: Mutex::new(None),
             #[cfg(feature = "test-util")]
             memory: match self.transport {

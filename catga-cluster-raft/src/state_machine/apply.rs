@@ -2,6 +2,8 @@
 //! passes ([`validate_command`]), what each operation does and the
 //! de-duplication table (see the [module docs](super)).
 
+use std::sync::Arc;
+
 use openraft::EntryPayload;
 
 use super::locks::Outcome;
@@ -23,20 +25,38 @@ impl StateMachineStore {
                 data.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 CommandResponse::Empty
             }
-            EntryPayload::Normal(cmd) => {
-                advance_clock(data, entry.log_id.leader_id.term, cmd.leader_time_ms);
-                if let Some(id) = &cmd.request_id {
-                    if let Some(seen) = data.dedup.get(id) {
-                        return seen.response.clone();
-                    }
-                }
-                let response = execute(data, entry.log_id.index, cmd, lock_changed);
-                if let Some(id) = &cmd.request_id {
-                    remember(data, id, &response, &self.shared.config);
-                }
-                response
+            EntryPayload::Normal(cmd) => match &cmd.op {
+                Operation::Batch(commands) => CommandResponse::Batch(
+                    commands
+                        .iter()
+                        .map(|c| self.apply_command(data, entry, c, lock_changed))
+                        .collect(),
+                ),
+                _ => self.apply_command(data, entry, cmd, lock_changed),
+            },
+        }
+    }
+
+    /// Applies one command of `entry` (the entry's own, or one of its
+    /// batch) and answers it.
+    fn apply_command(
+        &self,
+        data: &mut Data,
+        entry: &Entry,
+        cmd: &Command,
+        lock_changed: &mut bool,
+    ) -> CommandResponse {
+        advance_clock(data, entry.log_id.leader_id.term, cmd.leader_time_ms);
+        if let Some(id) = &cmd.request_id {
+            if let Some(seen) = data.dedup.get(id.as_str()) {
+                return seen.response.clone();
             }
         }
+        let response = execute(data, entry.log_id.index, cmd, lock_changed);
+        if let Some(id) = &cmd.request_id {
+            remember(data, id, &response, &self.shared.config);
+        }
+        response
     }
 }
 
@@ -91,6 +111,11 @@ fn validate(cmd: &Command) -> Result<(), String> {
     }
     match &cmd.op {
         Operation::Noop => Ok(()),
+        Operation::Batch(_) => Err(
+            "a batch is formed by the node from the commands it is given; it cannot be submitted, \
+             nor nested"
+                .to_string(),
+        ),
         Operation::Put { key, value, .. } => {
             check_len("key", key, MAX_KEY_LEN)?;
             if value.len() > MAX_VALUE_LEN {
@@ -150,7 +175,8 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
     }
     let now = data.clock_ms;
     match &cmd.op {
-        Operation::Noop => CommandResponse::Empty,
+        // Refused by `validate` above; a batch is unpacked by `apply_one`.
+        Operation::Noop | Operation::Batch(_) => CommandResponse::Empty,
         Operation::Put {
             key,
             value,
@@ -237,14 +263,15 @@ fn on_lock(
 
 fn remember(data: &mut Data, id: &str, response: &CommandResponse, config: &StateMachineConfig) {
     let now = data.clock_ms;
+    let id: Arc<str> = Arc::from(id);
     data.dedup.insert(
-        id.to_owned(),
+        Arc::clone(&id),
         DedupEntry {
             response: response.clone(),
             at_ms: now,
         },
     );
-    data.dedup_order.push_back(id.to_owned());
+    data.dedup_order.push_back(id);
     let horizon = u64::try_from(config.dedup_horizon.as_millis()).unwrap_or(u64::MAX);
     while let Some(oldest) = data.dedup_order.front() {
         let expired = data

@@ -4,12 +4,11 @@
 //! offered to followers.
 
 use std::io::Cursor;
-use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{RaftSnapshotBuilder, StorageIOError};
 
-use super::{decode_data, encode_data, StateMachineStore, StoredSnapshot};
+use super::{decode_data, encode_data, StateMachineStore};
 use crate::types::{
     CommandResponse, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -64,9 +63,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })?;
         data.last_applied = meta.last_log_id;
         data.membership = meta.last_membership.clone();
-        self.persist_snapshot(meta, &bytes).await?;
+        let store = self.shared.snapshots.clone();
+        let saved = meta.clone();
+        tokio::task::spawn_blocking(move || store.save(&saved, &bytes))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let index = data.last_applied.map_or(0, |l| l.index);
-        *self.write() = data;
+        // The old state is freed outside the lock.
+        let old = std::mem::replace(&mut *self.write(), data);
+        drop(old);
         self.shared.applied.send_modify(|a| {
             a.index = index;
             a.lock_changes += 1;
@@ -79,52 +85,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
+    /// Reads the latest snapshot back from the snapshot store: it is not
+    /// kept in memory between the times a lagging follower needs it.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let current = self
-            .shared
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Ok(current.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data.as_ref().clone())),
+        let store = self.shared.snapshots.clone();
+        let loaded = tokio::task::spawn_blocking(move || store.load())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(loaded.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }
 
-impl StateMachineStore {
-    async fn persist_snapshot(
-        &self,
-        meta: &SnapshotMeta,
-        bytes: &[u8],
-    ) -> Result<(), StorageError> {
-        let store = self.shared.snapshots.clone();
-        let (meta_owned, bytes_owned) = (meta.clone(), bytes.to_vec());
-        let saved = tokio::task::spawn_blocking(move || {
-            store.save(&meta_owned, &bytes_owned).map(|()| bytes_owned)
-        })
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        *self
-            .shared
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data: Arc::new(saved),
-        });
-        Ok(())
-    }
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    /// Takes an O(1) copy of the state under the read lock (see `Data`),
+    /// then encodes and saves it on the blocking pool while apply goes on.
+    /// The encoded bytes are the only other copy, handed to openraft and
+    /// dropped once it has the snapshot's metadata.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Copy under the read lock, encode outside it: apply goes on meanwhile.
         let data = self.read().clone();
-        let bytes = encode_data(&data)
-            .map_err(|e| StorageIOError::write_snapshot(None, openraft::AnyError::error(e)))?;
         let snapshot_id = match data.last_applied {
             Some(last) => format!(
                 "{}-{}-{}",
@@ -139,7 +121,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership: data.membership.clone(),
             snapshot_id,
         };
-        self.persist_snapshot(&meta, &bytes).await?;
+        let store = self.shared.snapshots.clone();
+        let saved = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let bytes = encode_data(&data).map_err(std::io::Error::other)?;
+            drop(data);
+            store.save(&saved, &bytes).map(|()| bytes)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         tracing::debug!(
             target: "catga_cluster::raft::state_machine",
             last_log_id = ?meta.last_log_id,

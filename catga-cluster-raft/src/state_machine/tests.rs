@@ -1,6 +1,7 @@
 //! The state machine on its own: fencing, leases by the leader's clock,
 //! de-duplication, compare-and-set and snapshots.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
@@ -367,4 +368,163 @@ async fn a_snapshot_from_before_lock_queues_still_decodes() {
     // And what is written now reads back.
     let again = decode_data(&encode_data(&data).unwrap()).unwrap();
     assert_eq!(again.locks, data.locks);
+}
+
+fn cmd(op: Operation, time: u64, id: Option<&str>) -> Command {
+    Command {
+        request_id: id.map(str::to_owned),
+        leader_time_ms: time,
+        op,
+    }
+}
+
+fn put_op(key: &str, value: &str, expected_revision: Option<u64>) -> Operation {
+    Operation::Put {
+        key: key.into(),
+        value: value.into(),
+        expected_revision,
+    }
+}
+
+#[tokio::test]
+async fn a_batch_applies_its_commands_in_order_at_its_index() {
+    let mut sm = StateMachineStore::memory();
+    apply(&mut sm, entry(1, 1, put_op("a", "1", None), 1000, None)).await;
+    let batch = Operation::Batch(vec![
+        cmd(put_op("a", "2", Some(1)), 1001, Some("r1")),
+        cmd(put_op("b", "1", Some(0)), 1001, None),
+        cmd(put_op("c", "1", Some(7)), 1001, None),
+        cmd(acquire("l", "o", 100), 1002, Some("r2")),
+        cmd(Operation::Batch(vec![]), 1002, None),
+        // A retry of r1 in the same entry is answered with r1's answer.
+        cmd(put_op("a", "3", Some(1)), 1002, Some("r1")),
+    ]);
+    let r = apply(&mut sm, entry(1, 2, batch, 1003, None)).await;
+    let CommandResponse::Batch(answers) = r else {
+        panic!("a batch is answered with a batch: {r:?}")
+    };
+    assert_eq!(answers.len(), 6);
+    assert_eq!(answers[0], CommandResponse::Written { revision: 2 });
+    assert_eq!(answers[1], CommandResponse::Written { revision: 2 });
+    assert_eq!(answers[2], CommandResponse::RevisionMismatch { current: 0 });
+    assert_eq!(
+        answers[3],
+        CommandResponse::LockGranted {
+            token: 2,
+            expires_at_ms: 1102
+        }
+    );
+    assert!(
+        matches!(&answers[4], CommandResponse::Rejected { reason } if reason.contains("nested")),
+        "{:?}",
+        answers[4]
+    );
+    assert_eq!(answers[5], answers[0]);
+    assert_eq!(
+        sm.get("a").unwrap(),
+        KvValue {
+            value: b"2".to_vec(),
+            revision: 2
+        }
+    );
+    assert_eq!(sm.get("b").unwrap().revision, 2);
+    assert!(sm.get("c").is_none());
+    assert_eq!(sm.dedup_len(), 2);
+    assert_eq!(sm.last_applied().unwrap().index, 2);
+    // The next entry's writes have a higher revision.
+    let r = apply(&mut sm, entry(1, 3, put_op("a", "4", Some(2)), 1004, None)).await;
+    assert_eq!(r, CommandResponse::Written { revision: 3 });
+}
+
+#[test]
+fn validation_refuses_a_batch_as_a_command() {
+    let c = cmd(
+        Operation::Batch(vec![cmd(Operation::Noop, 1, None)]),
+        1,
+        None,
+    );
+    assert!(validate_command(&c).is_err());
+}
+
+#[tokio::test]
+async fn the_current_snapshot_is_read_back_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    let mut sm = StateMachineStore::open(store.clone(), StateMachineConfig::default()).unwrap();
+    assert!(sm.get_current_snapshot().await.unwrap().is_none());
+    for i in 1..=50u64 {
+        apply(
+            &mut sm,
+            entry(1, i, put_op(&format!("k{i}"), "v", None), i, None),
+        )
+        .await;
+    }
+    let built = sm.build_snapshot().await.unwrap();
+    // Writes after the snapshot change the state, not the snapshot.
+    apply(
+        &mut sm,
+        entry(1, 51, put_op("k1", "changed", None), 51, None),
+    )
+    .await;
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(current.meta, built.meta);
+    assert_eq!(current.snapshot.into_inner(), built.snapshot.into_inner());
+
+    let mut other = StateMachineStore::memory();
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    other
+        .install_snapshot(&current.meta, current.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(other.get("k1").unwrap().value, b"v");
+    assert_eq!(other.list("k", 100).len(), 50);
+    assert_eq!(other.last_applied().unwrap().index, 50);
+    // A restart restores the state from the stored snapshot.
+    drop(sm);
+    let reopened = StateMachineStore::open(store, StateMachineConfig::default()).unwrap();
+    assert_eq!(reopened.last_applied().unwrap().index, 50);
+    assert_eq!(reopened.list("k5", 100).len(), 2); // k5 and k50
+}
+
+#[tokio::test]
+async fn dedup_table_holds_its_bound_well_past_it() {
+    let config = StateMachineConfig {
+        dedup_horizon: Duration::from_secs(3600),
+        dedup_max_entries: 100,
+    };
+    let mut sm = StateMachineStore::open(SnapshotStore::memory(), config).unwrap();
+    // 1,000 writes with request ids, ten to an entry.
+    for e in 0..100u64 {
+        let batch = (0..10)
+            .map(|i| {
+                let n = e * 10 + i;
+                cmd(
+                    put_op(&format!("k{n}"), "v", None),
+                    1000 + e,
+                    Some(&format!("r{n}")),
+                )
+            })
+            .collect();
+        apply(
+            &mut sm,
+            entry(1, e + 1, Operation::Batch(batch), 1000 + e, None),
+        )
+        .await;
+        assert!(sm.dedup_len() <= 100, "{}", sm.dedup_len());
+    }
+    assert_eq!(sm.dedup_len(), 100);
+    // The newest ids are remembered, the oldest forgotten.
+    let again = |id: &str| entry(1, 101, put_op("k999", "again", None), 2000, Some(id));
+    assert_eq!(
+        apply(&mut sm, again("r999")).await,
+        CommandResponse::Written { revision: 100 }
+    );
+    assert_eq!(
+        apply(&mut sm, again("r0")).await,
+        CommandResponse::Written { revision: 101 }
+    );
 }

@@ -19,6 +19,7 @@ use openraft::ServerState;
 
 use crate::support::{self, config, retry, Cluster};
 
+mod batching;
 mod failover;
 mod membership;
 

@@ -196,3 +196,46 @@ fn memory_store_round_trip() {
         assert_eq!(state.last_log_id, Some(lid(1, 7)));
     });
 }
+
+#[test]
+fn memory_holds_the_cache_bound_and_older_entries_read_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let bound = 4096;
+        let options = small_segments().cache_bytes(bound);
+        let mut store = LogStore::open_with(dir.path(), &identity(), options.clone()).unwrap();
+        // 1,000 entries of about 200 bytes: fifty times the bound.
+        for b in 0..100 {
+            let first = b * 10 + 1;
+            store
+                .blocking_append(entries(1, first..=first + 9))
+                .await
+                .unwrap();
+            assert!(store.cached_bytes() <= bound, "{}", store.cached_bytes());
+        }
+        assert!(store.cached_bytes() > bound / 2);
+        let expected = entries(1, 1..=1000);
+        assert_eq!(all(&mut store).await, expected);
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(
+            reader.try_get_log_entries(5..=995).await.unwrap(),
+            expected[4..995]
+        );
+        // Truncating below what memory holds reads the newest remaining
+        // entry back, so the log state stays exact.
+        store.truncate(lid(1, 401)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(lid(1, 400)));
+        store.blocking_append(entries(2, 401..=410)).await.unwrap();
+        store.purge(lid(1, 100)).await.unwrap();
+        let mut expected = entries(1, 101..=400);
+        expected.extend(entries(2, 401..=410));
+        assert_eq!(all(&mut store).await, expected);
+        drop(store);
+
+        // Reopened, it trims what it replayed to the bound.
+        let mut store = LogStore::open_with(dir.path(), &identity(), options).unwrap();
+        assert!(store.cached_bytes() <= bound, "{}", store.cached_bytes());
+        assert_eq!(all(&mut store).await, expected);
+    });
+}

@@ -54,8 +54,10 @@ async fn check(store: &mut LogStore, model: &Model) -> Result<(), TestCaseError>
     Ok(())
 }
 
-async fn run_ops(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let options = LogStoreOptions::new().segment_bytes(400);
+async fn run_ops(dir: &Path, ops: Vec<Op>, cache_bytes: usize) -> Result<(), TestCaseError> {
+    let options = LogStoreOptions::new()
+        .segment_bytes(400)
+        .cache_bytes(cache_bytes);
     let reopen = || LogStore::open_with(dir, &identity(), options.clone()).unwrap();
     let mut store = reopen();
     let mut model = Model {
@@ -117,8 +119,12 @@ proptest! {
     })]
 
     #[test]
-    fn random_operations_match_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn random_operations_match_the_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        // Nothing but the newest entry in memory, a few entries, all.
+        cache_bytes in prop_oneof![Just(0usize), Just(800), Just(usize::MAX)],
+    ) {
         let dir = tempfile::tempdir().unwrap();
-        rt().block_on(run_ops(dir.path(), ops))?;
+        rt().block_on(run_ops(dir.path(), ops, cache_bytes))?;
     }
 }

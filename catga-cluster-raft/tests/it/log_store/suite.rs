@@ -149,6 +149,28 @@ impl StoreBuilder<TypeConfig, LogStore, TestSm, TempDir> for DiskBuilder {
     }
 }
 
+/// The durable store keeping only its newest entry in memory: every other
+/// read goes to the write-ahead log.
+struct SmallCacheDiskBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, TestSm, TempDir> for SmallCacheDiskBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, TestSm), StorageError> {
+        let dir = tempfile::tempdir().map_err(open_error)?;
+        let options = LogStoreOptions::new().segment_bytes(256).cache_bytes(0);
+        let log = LogStore::open_with(&dir.path().join("log"), &identity(), options)
+            .map_err(open_error)?;
+        let snapshots = SnapshotStore::open(&dir.path().join("snapshots")).map_err(open_error)?;
+        Ok((dir, log, TestSm::new(snapshots)))
+    }
+}
+
+#[test]
+fn openraft_suite_durable_reading_from_disk() {
+    if let Err(e) = Suite::test_all(SmallCacheDiskBuilder) {
+        panic!("openraft's storage suite failed on the durable store without a cache: {e}");
+    }
+}
+
 #[test]
 fn openraft_suite_memory() {
     if let Err(e) = Suite::test_all(MemoryBuilder) {
