@@ -322,8 +322,9 @@ impl Cluster {
         Ok(index)
     }
 
-    /// The id of the leader member `i` knows of.
-    async fn leader_seen_by(&self, i: usize) -> Result<u64, String> {
+    /// Member `i`'s own status: ours `GET /cluster/status`, etcd's
+    /// `POST /v3/maintenance/status`.
+    async fn status(&self, i: usize, deadline: Duration) -> Result<Value, String> {
         let (method, path, body) = match self.kind {
             Kind::Catga => (Method::GET, "/cluster/status", Bytes::new()),
             Kind::Etcd => (
@@ -339,13 +340,17 @@ impl Cluster {
             path,
             None,
             body,
-            Duration::from_secs(1),
+            deadline,
         )
         .await
         .ok()
         .map_err(|e| format!("status of member {i}: {e}"))?;
-        let status: Value =
-            serde_json::from_slice(&answer).map_err(|e| format!("status of member {i}: {e}"))?;
+        serde_json::from_slice(&answer).map_err(|e| format!("status of member {i}: {e}"))
+    }
+
+    /// The id of the leader member `i` knows of.
+    async fn leader_seen_by(&self, i: usize) -> Result<u64, String> {
+        let status = self.status(i, Duration::from_secs(1)).await?;
         match self.kind {
             Kind::Catga => {
                 let leader = status["leader"]["id"]
@@ -370,18 +375,7 @@ impl Cluster {
 
     async fn learn_etcd_ids(&mut self) -> Result<(), String> {
         for i in self.members() {
-            let answer = send(
-                &self.control,
-                Method::POST,
-                &self.authority(i),
-                "/v3/maintenance/status",
-                None,
-                Bytes::from_static(b"{}"),
-                CONTROL_DEADLINE,
-            )
-            .await
-            .ok()?;
-            let status: Value = serde_json::from_slice(&answer).map_err(|e| e.to_string())?;
+            let status = self.status(i, CONTROL_DEADLINE).await?;
             self.nodes[i].id = status["header"]["member_id"]
                 .as_str()
                 .and_then(|s| s.parse().ok())
