@@ -485,7 +485,7 @@ async fn run(args: Args) -> Result<(), String> {
             max(&drains[0], |d| d.exit_ms),
             "etcd",
             Some(max(&drains[1], |d| d.exit_ms)),
-            &[],
+            &[Target::AtMost(1000.0)],
         );
         details.failovers.insert(
             "sigterm".into(),

@@ -72,6 +72,7 @@ pub use crate::types::{KvValue, LockState};
 mod apply;
 mod locks;
 mod storage;
+mod teardown;
 
 pub use apply::validate_command;
 pub(crate) use locks::WaiterView;
