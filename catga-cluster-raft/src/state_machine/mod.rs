@@ -379,19 +379,23 @@ impl StateMachineStore {
 /// with the tag of an `Option`, 0 or 1).
 const SNAPSHOT_FORMAT: [u8; 2] = [0xca, 2];
 
-/// Encodes the state for a snapshot: [`SNAPSHOT_FORMAT`], then the state,
-/// into one allocation of the exact size (sized by a first, counting pass):
-/// growing a buffer by doubling would leave up to the snapshot's size again
-/// of freed blocks for the allocator to keep.
+/// Writes the state for a snapshot to `out` as it encodes it:
+/// [`SNAPSHOT_FORMAT`], then the state. Fed to
+/// [`SnapshotStore::save_with`], no copy of the encoded state is held in
+/// memory.
+fn write_data(data: &Data, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    out.write_all(&SNAPSHOT_FORMAT)?;
+    postcard::to_io(data, out)
+        .map(drop)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// The state encoded for a snapshot, in memory.
+#[cfg(test)]
 fn encode_data(data: &Data) -> Result<Vec<u8>, String> {
-    let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
-        data,
-        postcard::ser_flavors::Size::default(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut bytes = Vec::with_capacity(SNAPSHOT_FORMAT.len() + size);
-    bytes.extend_from_slice(&SNAPSHOT_FORMAT);
-    postcard::to_extend(data, bytes).map_err(|e| e.to_string())
+    let mut bytes = Vec::new();
+    write_data(data, &mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 /// Decodes the state from a snapshot, of this format or of the untagged
