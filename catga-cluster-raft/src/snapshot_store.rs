@@ -236,14 +236,17 @@ impl SnapshotStore {
                 let _serialised = write.lock().unwrap_or_else(PoisonError::into_inner);
                 remove_temp(dir)?;
                 let path = dir.join(SNAPSHOT_FILE);
-                let bytes = match fs::read(&path) {
+                let mut bytes = match fs::read(&path) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(source) => return Err(SnapshotStoreError::Io { path, source }),
                 };
-                decode(&bytes)
-                    .map(Some)
-                    .map_err(|reason| SnapshotStoreError::Corrupt { path, reason })
+                let (meta, data_at) = decode(&bytes)
+                    .map_err(|reason| SnapshotStoreError::Corrupt { path, reason })?;
+                // The data stays in the buffer it was read into: no second
+                // copy of a snapshot as large as the state.
+                bytes.drain(..data_at);
+                Ok(Some((meta, bytes)))
             }
         }
     }
@@ -363,7 +366,9 @@ fn remove_temp(dir: &Path) -> Result<(), SnapshotStoreError> {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {
+/// Checks a snapshot file's bytes and decodes its metadata; returns the
+/// metadata and where the data starts.
+fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, usize), String> {
     let Some((header, body)) = bytes.split_first_chunk::<HEADER>() else {
         return Err(format!(
             "the file is {} bytes long, shorter than its {HEADER}-byte header",
@@ -390,7 +395,7 @@ fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {
     if checksum(meta_len, data_len, meta, data) != crc {
         return Err("the checksum does not match".to_string());
     }
-    let meta: SnapshotMeta =
+    let decoded: SnapshotMeta =
         postcard::from_bytes(meta).map_err(|e| format!("the metadata does not decode: {e}"))?;
-    Ok((meta, data.to_vec()))
+    Ok((decoded, HEADER + meta.len()))
 }
