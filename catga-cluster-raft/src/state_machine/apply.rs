@@ -8,7 +8,7 @@ use openraft::EntryPayload;
 
 use super::locks::Outcome;
 use super::{limits, Data, DedupEntry, Lock, StateMachineConfig, StateMachineStore};
-use crate::types::{Command, CommandResponse, Entry, KvValue, Operation, StoredMembership};
+use crate::types::{Command, CommandResponse, Entry, Operation, StoredMembership};
 
 impl StateMachineStore {
     /// Applies one log entry to `data` and answers it.
@@ -182,29 +182,23 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
             value,
             expected_revision,
         } => {
-            let current = data.kv.get(key).map_or(0, |v| v.revision);
+            let current = data.kv.revision(key);
             if expected_revision.is_some_and(|e| e != current) {
                 return CommandResponse::RevisionMismatch { current };
             }
-            data.kv.insert(
-                key.clone(),
-                KvValue {
-                    value: value.clone(),
-                    revision: index,
-                },
-            );
+            data.kv.insert(key, value, index);
             CommandResponse::Written { revision: index }
         }
         Operation::Delete {
             key,
             expected_revision,
         } => {
-            let current = data.kv.get(key).map_or(0, |v| v.revision);
+            let current = data.kv.revision(key);
             if expected_revision.is_some_and(|e| e != current) {
                 return CommandResponse::RevisionMismatch { current };
             }
             CommandResponse::Deleted {
-                existed: data.kv.remove(key).is_some(),
+                existed: data.kv.remove(key),
             }
         }
         Operation::LockAcquire {

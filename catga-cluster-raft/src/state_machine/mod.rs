@@ -70,10 +70,12 @@ use crate::types::{CommandResponse, LogId, StoredMembership};
 pub use crate::types::{KvValue, LockState};
 
 mod apply;
+mod kv_map;
 mod locks;
 mod storage;
 
 pub use apply::validate_command;
+use kv_map::KvMap;
 pub(crate) use locks::WaiterView;
 use locks::{Holder, Lock};
 
@@ -136,7 +138,8 @@ struct DedupEntry {
 /// The key-value store and the de-duplication table, the parts that grow
 /// with the load, are persistent ordered maps and a vector (`imbl`; an
 /// ordered map packs small entries much more densely than imbl's hash
-/// map: 190 against 450 bytes per request id): cloning them is
+/// map: 190 against 450 bytes per request id; the key-value store is a
+/// compact [`KvMap`]): cloning them is
 /// O(1) and shares their nodes, so a snapshot copies them under the read
 /// lock in no time and encodes the copy while writes go on (a write then
 /// copies only the few nodes on its path). They encode as a map and a
@@ -149,7 +152,7 @@ struct Data {
     clock_ms: u64,
     /// The term of the last command applied.
     clock_term: u64,
-    kv: imbl::OrdMap<String, KvValue>,
+    kv: KvMap,
     locks: BTreeMap<String, Lock>,
     /// By request id. The ids are shared with `dedup_order` (`Arc<str>`
     /// encodes as a string).
@@ -166,7 +169,7 @@ struct LegacyData {
     clock_ms: u64,
     clock_term: u64,
     // The same encodings as the fields of `Data` they become.
-    kv: imbl::OrdMap<String, KvValue>,
+    kv: KvMap,
     locks: BTreeMap<String, LockState>,
     dedup: imbl::OrdMap<Arc<str>, DedupEntry>,
     dedup_order: imbl::Vector<Arc<str>>,
@@ -318,21 +321,12 @@ impl StateMachineStore {
     /// A key's value, as applied locally (linearizable only after a
     /// read-index check).
     pub fn get(&self, key: &str) -> Option<KvValue> {
-        self.read().kv.get(key).cloned()
+        self.read().kv.get(key)
     }
 
     /// The keys starting with `prefix`, in order, at most `limit`.
     pub fn list(&self, prefix: &str, limit: usize) -> Vec<(String, KvValue)> {
-        self.read()
-            .kv
-            .range::<_, str>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.read().kv.list(prefix, limit)
     }
 
     /// A lock's state as applied locally, with its expiry on the state

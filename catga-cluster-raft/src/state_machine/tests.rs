@@ -375,7 +375,7 @@ async fn a_snapshot_from_before_lock_queues_still_decodes() {
         dedup_order: VecDeque::new(),
     };
     let data = decode_data(&postcard::to_stdvec(&before).unwrap()).unwrap();
-    assert_eq!(data.kv["k"], kv);
+    assert_eq!(data.kv.get("k"), Some(kv));
     assert_eq!(data.locks["l"].state(), Some(holder));
     assert!(data.locks["l"].waiters.is_empty());
     assert_eq!((data.clock_ms, data.clock_term), (1000, 1));
@@ -627,4 +627,58 @@ async fn a_damaged_snapshot_file_is_refused_with_a_clear_error() {
             && message.contains("the checksum does not match"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_snapshot_written_with_the_map_of_strings_decodes_and_encodes_the_same() {
+    // `Data` as this format was first written, with the key-value store a
+    // map of `String` to `KvValue`.
+    #[derive(serde::Serialize)]
+    struct WithStringMap {
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+        clock_ms: u64,
+        clock_term: u64,
+        kv: imbl::OrdMap<String, KvValue>,
+        locks: BTreeMap<String, Lock>,
+        dedup: imbl::OrdMap<std::sync::Arc<str>, DedupEntry>,
+        dedup_order: imbl::Vector<std::sync::Arc<str>>,
+    }
+    let mut sm = StateMachineStore::memory();
+    a_varied_state(&mut sm).await;
+    let (old, expected_keys) = {
+        let data = sm.read();
+        let kv: imbl::OrdMap<String, KvValue> = data
+            .kv
+            .iter()
+            .map(|(k, v, r)| {
+                let value = KvValue {
+                    value: v.to_vec(),
+                    revision: r,
+                };
+                (k.to_owned(), value)
+            })
+            .collect();
+        let old = WithStringMap {
+            last_applied: data.last_applied,
+            membership: data.membership.clone(),
+            clock_ms: data.clock_ms,
+            clock_term: data.clock_term,
+            kv: kv.clone(),
+            locks: data.locks.clone(),
+            dedup: data.dedup.clone(),
+            dedup_order: data.dedup_order.clone(),
+        };
+        (old, kv)
+    };
+    assert!(expected_keys.len() > 100);
+    let mut bytes = SNAPSHOT_FORMAT.to_vec();
+    bytes.extend(postcard::to_stdvec(&old).unwrap());
+    let data = decode_data(&bytes).unwrap();
+    for (key, value) in &expected_keys {
+        assert_eq!(data.kv.get(key).as_ref(), Some(value));
+    }
+    assert_eq!(data.kv.len(), expected_keys.len());
+    assert_eq!(encode_data(&data).unwrap(), bytes);
+    assert_eq!(encode_data(&sm.read()).unwrap(), bytes);
 }
