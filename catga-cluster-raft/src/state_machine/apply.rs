@@ -182,9 +182,8 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
             value,
             expected_revision,
         } => {
-            let current = data.kv.revision(key);
-            if expected_revision.is_some_and(|e| e != current) {
-                return CommandResponse::RevisionMismatch { current };
+            if let Some(mismatch) = check_revision(data, key, *expected_revision) {
+                return mismatch;
             }
             data.kv.insert(key, value, index);
             CommandResponse::Written { revision: index }
@@ -193,9 +192,8 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
             key,
             expected_revision,
         } => {
-            let current = data.kv.revision(key);
-            if expected_revision.is_some_and(|e| e != current) {
-                return CommandResponse::RevisionMismatch { current };
+            if let Some(mismatch) = check_revision(data, key, *expected_revision) {
+                return mismatch;
             }
             CommandResponse::Deleted {
                 existed: data.kv.remove(key),
@@ -236,6 +234,14 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
             l.release(index, now, owner, *token)
         }),
     }
+}
+
+/// The answer to a compare-and-set on `key` whose expected revision does
+/// not match, if it does not. A plain write does not look the key up.
+fn check_revision(data: &Data, key: &str, expected: Option<u64>) -> Option<CommandResponse> {
+    let expected = expected?;
+    let current = data.kv.revision(key);
+    (expected != current).then_some(CommandResponse::RevisionMismatch { current })
 }
 
 /// Runs `op` on lock `name`, and drops the lock from the table once it has
