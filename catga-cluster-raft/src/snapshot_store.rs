@@ -11,9 +11,11 @@
 //! data      the snapshot bytes
 //! ```
 //!
-//! [`SnapshotStore::save`] writes `snapshot.bin.tmp`, fsyncs it, renames it
-//! over `snapshot.bin` and fsyncs the directory, so a crash leaves either
-//! the old or the new snapshot. A leftover temporary file is ignored and
+//! A save writes `snapshot.bin.tmp`: the header with the data length and
+//! checksum left blank, the metadata, the data as it comes
+//! ([`SnapshotStore::save_with`] streams it in), then the data length and
+//! checksum. It fsyncs the file, renames it over `snapshot.bin` and fsyncs
+//! the directory, so a crash leaves either the old or the new snapshot. A leftover temporary file is ignored and
 //! removed.
 //!
 //! ```
@@ -30,8 +32,8 @@
 //! ```
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -157,39 +159,65 @@ impl SnapshotStore {
     ///
     /// Any I/O error; the previous snapshot is then still in place.
     pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        self.save_with(meta, |out| out.write_all(data)).map(drop)
+    }
+
+    /// Replaces the stored snapshot with `meta` and the data `write_data`
+    /// writes, durably, like [`save`](Self::save), and returns the data's
+    /// length.
+    ///
+    /// The durable flavour streams the data into the temporary file through
+    /// a buffer, checksumming it on the way, and fills in the header's data
+    /// length and checksum once it is written: the data never has to exist
+    /// in memory as a whole. The in-memory flavour collects it.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use catga_cluster_raft::snapshot_store::SnapshotStore;
+    /// use catga_cluster_raft::types::SnapshotMeta;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = SnapshotStore::open(dir.path())?;
+    /// let meta = SnapshotMeta { snapshot_id: "s1".into(), ..Default::default() };
+    /// let len = store.save_with(&meta, |out| {
+    ///     out.write_all(b"part one, ")?;
+    ///     out.write_all(b"part two")
+    /// })?;
+    /// assert_eq!(len, 18);
+    /// let (_, data) = store.load()?.expect("a snapshot was saved");
+    /// assert_eq!(data, b"part one, part two");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error, the file's own in preference to the one `write_data`
+    /// returned after it failed to write (an encoder may report a failed write
+    /// in its own terms); the error `write_data` returns otherwise. The
+    /// previous snapshot is then still in place.
+    pub fn save_with<F>(&self, meta: &SnapshotMeta, write_data: F) -> io::Result<u64>
+    where
+        F: FnOnce(&mut dyn Write) -> io::Result<()>,
+    {
         match &*self.inner {
             Inner::Memory(slot) => {
-                *slot.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some((meta.clone(), data.to_vec()));
-                Ok(())
+                let mut data = Vec::new();
+                write_data(&mut data)?;
+                let len = data.len() as u64;
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), data));
+                Ok(len)
             }
             Inner::Disk { dir, write } => {
                 let _serialised = write.lock().unwrap_or_else(PoisonError::into_inner);
-                let meta_bytes = postcard::to_stdvec(meta)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                let meta_len = u32::try_from(meta_bytes.len())
-                    .map_err(|_| invalid("the snapshot metadata is too large"))?;
-                let data_len = data.len() as u64;
-                let crc = checksum(meta_len, data_len, &meta_bytes, data);
                 let tmp = dir.join(temp_name(SNAPSHOT_FILE));
-                {
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(&tmp)?;
-                    let mut out = BufWriter::new(file);
-                    out.write_all(&MAGIC)?;
-                    out.write_all(&meta_len.to_le_bytes())?;
-                    out.write_all(&data_len.to_le_bytes())?;
-                    out.write_all(&crc.to_le_bytes())?;
-                    out.write_all(&meta_bytes)?;
-                    out.write_all(data)?;
-                    let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-                    file.sync_all()?;
-                }
+                let data_len = write_file(&tmp, meta, write_data).inspect_err(|_| {
+                    // Best effort: a leftover is removed at the next load
+                    // anyway.
+                    let _ = fs::remove_file(&tmp);
+                })?;
                 fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-                sync_dir(dir)
+                sync_dir(dir)?;
+                Ok(data_len)
             }
         }
     }
@@ -208,16 +236,118 @@ impl SnapshotStore {
                 let _serialised = write.lock().unwrap_or_else(PoisonError::into_inner);
                 remove_temp(dir)?;
                 let path = dir.join(SNAPSHOT_FILE);
-                let bytes = match fs::read(&path) {
+                let mut bytes = match fs::read(&path) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(source) => return Err(SnapshotStoreError::Io { path, source }),
                 };
-                decode(&bytes)
-                    .map(Some)
-                    .map_err(|reason| SnapshotStoreError::Corrupt { path, reason })
+                let (meta, data_at) = decode(&bytes)
+                    .map_err(|reason| SnapshotStoreError::Corrupt { path, reason })?;
+                // The data stays in the buffer it was read into: no second
+                // copy of a snapshot as large as the state.
+                bytes.drain(..data_at);
+                Ok(Some((meta, bytes)))
             }
         }
+    }
+}
+
+/// The buffer between the snapshot's encoder and its file: the encoder
+/// writes many small pieces.
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// Writes a snapshot file at `path`: the header with a blank data length and
+/// checksum, the metadata, the data as `write_data` writes it, then the data
+/// length and checksum into the header; and fsyncs it. Returns the data's
+/// length.
+fn write_file<F>(path: &Path, meta: &SnapshotMeta, write_data: F) -> io::Result<u64>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    let meta_bytes =
+        postcard::to_stdvec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let meta_len = u32::try_from(meta_bytes.len())
+        .map_err(|_| invalid("the snapshot metadata is too large"))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let mut head = [0u8; HEADER];
+    head[..8].copy_from_slice(&MAGIC);
+    head[8..12].copy_from_slice(&meta_len.to_le_bytes());
+    file.write_all(&head)?;
+    file.write_all(&meta_bytes)?;
+
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, Checksummed::new(file));
+    let written = write_data(&mut out);
+    // Whatever the encoder made of a failed write, the file's error says
+    // what went wrong.
+    if let Some(e) = out.get_mut().failed.take() {
+        return Err(e);
+    }
+    written?;
+    let data = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    let (mut file, data_len) = (data.file, data.len);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&meta_len.to_le_bytes());
+    crc.update(&data_len.to_le_bytes());
+    crc.update(&meta_bytes);
+    crc.combine(&data.crc);
+    let mut tail = [0u8; 12];
+    tail[..8].copy_from_slice(&data_len.to_le_bytes());
+    tail[8..].copy_from_slice(&crc.finalize().to_le_bytes());
+    file.seek(SeekFrom::Start(12))?;
+    file.write_all(&tail)?;
+    file.sync_all()?;
+    Ok(data_len)
+}
+
+/// A file writer that counts and checksums what passes through it, and
+/// keeps the first error it met.
+struct Checksummed {
+    file: File,
+    crc: crc32fast::Hasher,
+    len: u64,
+    failed: Option<io::Error>,
+}
+
+impl Checksummed {
+    fn new(file: File) -> Self {
+        Checksummed {
+            file,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            failed: None,
+        }
+    }
+
+    /// Keeps the first error but an interruption (which `write_all`
+    /// retries), and returns a copy of it.
+    fn keep<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        result.map_err(|e| {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return e;
+            }
+            let again = io::Error::new(e.kind(), e.to_string());
+            self.failed.get_or_insert(e);
+            again
+        })
+    }
+}
+
+impl Write for Checksummed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = self.file.write(buf);
+        let n = self.keep(result)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.file.flush();
+        self.keep(result)
     }
 }
 
@@ -236,7 +366,9 @@ fn remove_temp(dir: &Path) -> Result<(), SnapshotStoreError> {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {
+/// Checks a snapshot file's bytes and decodes its metadata; returns the
+/// metadata and where the data starts.
+fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, usize), String> {
     let Some((header, body)) = bytes.split_first_chunk::<HEADER>() else {
         return Err(format!(
             "the file is {} bytes long, shorter than its {HEADER}-byte header",
@@ -263,7 +395,7 @@ fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {
     if checksum(meta_len, data_len, meta, data) != crc {
         return Err("the checksum does not match".to_string());
     }
-    let meta: SnapshotMeta =
+    let decoded: SnapshotMeta =
         postcard::from_bytes(meta).map_err(|e| format!("the metadata does not decode: {e}"))?;
-    Ok((meta, data.to_vec()))
+    Ok((decoded, HEADER + meta.len()))
 }

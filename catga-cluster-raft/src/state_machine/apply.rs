@@ -8,7 +8,7 @@ use openraft::EntryPayload;
 
 use super::locks::Outcome;
 use super::{limits, Data, DedupEntry, Lock, StateMachineConfig, StateMachineStore};
-use crate::types::{Command, CommandResponse, Entry, KvValue, Operation, StoredMembership};
+use crate::types::{Command, CommandResponse, Entry, Operation, StoredMembership};
 
 impl StateMachineStore {
     /// Applies one log entry to `data` and answers it.
@@ -182,29 +182,21 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
             value,
             expected_revision,
         } => {
-            let current = data.kv.get(key).map_or(0, |v| v.revision);
-            if expected_revision.is_some_and(|e| e != current) {
-                return CommandResponse::RevisionMismatch { current };
+            if let Some(mismatch) = check_revision(data, key, *expected_revision) {
+                return mismatch;
             }
-            data.kv.insert(
-                key.clone(),
-                KvValue {
-                    value: value.clone(),
-                    revision: index,
-                },
-            );
+            data.kv.insert(key, value, index);
             CommandResponse::Written { revision: index }
         }
         Operation::Delete {
             key,
             expected_revision,
         } => {
-            let current = data.kv.get(key).map_or(0, |v| v.revision);
-            if expected_revision.is_some_and(|e| e != current) {
-                return CommandResponse::RevisionMismatch { current };
+            if let Some(mismatch) = check_revision(data, key, *expected_revision) {
+                return mismatch;
             }
             CommandResponse::Deleted {
-                existed: data.kv.remove(key).is_some(),
+                existed: data.kv.remove(key),
             }
         }
         Operation::LockAcquire {
@@ -242,6 +234,14 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
             l.release(index, now, owner, *token)
         }),
     }
+}
+
+/// The answer to a compare-and-set on `key` whose expected revision does
+/// not match, if it does not. A plain write does not look the key up.
+fn check_revision(data: &Data, key: &str, expected: Option<u64>) -> Option<CommandResponse> {
+    let expected = expected?;
+    let current = data.kv.revision(key);
+    (expected != current).then_some(CommandResponse::RevisionMismatch { current })
 }
 
 /// Runs `op` on lock `name`, and drops the lock from the table once it has

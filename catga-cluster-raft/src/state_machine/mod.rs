@@ -70,11 +70,13 @@ use crate::types::{CommandResponse, LogId, StoredMembership};
 pub use crate::types::{KvValue, LockState};
 
 mod apply;
+mod kv_map;
 mod locks;
 mod storage;
 mod teardown;
 
 pub use apply::validate_command;
+use kv_map::KvMap;
 pub(crate) use locks::WaiterView;
 use locks::{Holder, Lock};
 
@@ -107,10 +109,10 @@ pub struct StateMachineConfig {
     /// How long a request id is remembered, by the leader's clock.
     pub dedup_horizon: Duration,
     /// The most request ids remembered. This bounds the table's memory:
-    /// an entry takes about 190 bytes with a generated request id (measured:
-    /// the id, shared by the table and its age queue, the answer and their
-    /// share of the tables' nodes), so the default of 100,000 holds about
-    /// 18 MiB. Every write through
+    /// an entry takes about 215 bytes with a generated request id (measured
+    /// by the `state_memory` example: the id, shared by the table and its
+    /// age queue, the answer and their share of the tables' nodes), so the
+    /// default of 100,000 holds about 21 MiB. Every write through
     /// [`RaftNode::submit`](crate::RaftNode::submit) carries an id, so
     /// under load the table sits at this bound; it must still cover the
     /// writes of the longest time a client retries.
@@ -137,7 +139,8 @@ struct DedupEntry {
 /// The key-value store and the de-duplication table, the parts that grow
 /// with the load, are persistent ordered maps and a vector (`imbl`; an
 /// ordered map packs small entries much more densely than imbl's hash
-/// map: 190 against 450 bytes per request id): cloning them is
+/// map: about 215 against 450 bytes per request id; the key-value store is a
+/// compact [`KvMap`]): cloning them is
 /// O(1) and shares their nodes, so a snapshot copies them under the read
 /// lock in no time and encodes the copy while writes go on (a write then
 /// copies only the few nodes on its path). They encode as a map and a
@@ -150,7 +153,7 @@ struct Data {
     clock_ms: u64,
     /// The term of the last command applied.
     clock_term: u64,
-    kv: imbl::OrdMap<String, KvValue>,
+    kv: KvMap,
     locks: BTreeMap<String, Lock>,
     /// By request id. The ids are shared with `dedup_order` (`Arc<str>`
     /// encodes as a string).
@@ -167,7 +170,7 @@ struct LegacyData {
     clock_ms: u64,
     clock_term: u64,
     // The same encodings as the fields of `Data` they become.
-    kv: imbl::OrdMap<String, KvValue>,
+    kv: KvMap,
     locks: BTreeMap<String, LockState>,
     dedup: imbl::OrdMap<Arc<str>, DedupEntry>,
     dedup_order: imbl::Vector<Arc<str>>,
@@ -319,21 +322,12 @@ impl StateMachineStore {
     /// A key's value, as applied locally (linearizable only after a
     /// read-index check).
     pub fn get(&self, key: &str) -> Option<KvValue> {
-        self.read().kv.get(key).cloned()
+        self.read().kv.get(key)
     }
 
     /// The keys starting with `prefix`, in order, at most `limit`.
     pub fn list(&self, prefix: &str, limit: usize) -> Vec<(String, KvValue)> {
-        self.read()
-            .kv
-            .range::<_, str>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.read().kv.list(prefix, limit)
     }
 
     /// A lock's state as applied locally, with its expiry on the state
@@ -380,19 +374,23 @@ impl StateMachineStore {
 /// with the tag of an `Option`, 0 or 1).
 const SNAPSHOT_FORMAT: [u8; 2] = [0xca, 2];
 
-/// Encodes the state for a snapshot: [`SNAPSHOT_FORMAT`], then the state,
-/// into one allocation of the exact size (sized by a first, counting pass):
-/// growing a buffer by doubling would leave up to the snapshot's size again
-/// of freed blocks for the allocator to keep.
+/// Writes the state for a snapshot to `out` as it encodes it:
+/// [`SNAPSHOT_FORMAT`], then the state. Fed to
+/// [`SnapshotStore::save_with`], no copy of the encoded state is held in
+/// memory.
+fn write_data(data: &Data, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    out.write_all(&SNAPSHOT_FORMAT)?;
+    postcard::to_io(data, out)
+        .map(drop)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// The state encoded for a snapshot, in memory.
+#[cfg(test)]
 fn encode_data(data: &Data) -> Result<Vec<u8>, String> {
-    let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
-        data,
-        postcard::ser_flavors::Size::default(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut bytes = Vec::with_capacity(SNAPSHOT_FORMAT.len() + size);
-    bytes.extend_from_slice(&SNAPSHOT_FORMAT);
-    postcard::to_extend(data, bytes).map_err(|e| e.to_string())
+    let mut bytes = Vec::new();
+    write_data(data, &mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 /// Decodes the state from a snapshot, of this format or of the untagged

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{RaftSnapshotBuilder, StorageIOError};
 
-use super::{decode_data, encode_data, StateMachineStore};
+use super::{decode_data, write_data, StateMachineStore};
 use crate::types::{
     CommandResponse, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -102,9 +102,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     /// Takes an O(1) copy of the state under the read lock (see `Data`),
-    /// then encodes and saves it on the blocking pool while apply goes on.
-    /// The encoded bytes are the only other copy, handed to openraft and
-    /// dropped once it has the snapshot's metadata.
+    /// then encodes it straight into the snapshot store on the blocking pool
+    /// while apply goes on ([`SnapshotStore::save_with`]: no buffer of the
+    /// whole encoded state exists).
+    ///
+    /// The snapshot returned carries its metadata and **empty data**.
+    /// openraft 0.9.25 reads only the metadata of what this returns: its
+    /// state-machine worker answers the core with
+    /// `Response::BuildSnapshot(snap.meta)` and drops the rest
+    /// (`openraft/src/core/sm/worker.rs`, `Worker::build_snapshot`), and at
+    /// start-up `StorageHelper::get_initial_state`
+    /// (`openraft/src/storage/helper.rs`) keeps only `x.meta` of a snapshot
+    /// it builds. When a follower needs the snapshot, openraft asks
+    /// [`get_current_snapshot`](RaftStateMachine::get_current_snapshot),
+    /// which reads the data back from the store.
+    ///
+    /// [`SnapshotStore::save_with`]: crate::snapshot_store::SnapshotStore::save_with
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let data = self.read().clone();
         let snapshot_id = match data.last_applied {
@@ -124,9 +137,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let store = self.shared.snapshots.clone();
         let saved = meta.clone();
         let bytes = tokio::task::spawn_blocking(move || {
-            let bytes = encode_data(&data).map_err(std::io::Error::other)?;
+            let written = store.save_with(&saved, |out| write_data(&data, out));
+            // The copy's nodes that writes have since replaced are freed
+            // here, off the async threads.
             drop(data);
-            store.save(&saved, &bytes).map(|()| bytes)
+            written
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
@@ -134,12 +149,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         tracing::debug!(
             target: "catga_cluster::raft::state_machine",
             last_log_id = ?meta.last_log_id,
-            bytes = bytes.len(),
+            bytes,
             "snapshot built"
         );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }

@@ -8,7 +8,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
 
 use super::*;
-use crate::types::{Command, Entry, Operation};
+use crate::types::{Command, Entry, Operation, TypeConfig};
 
 fn entry(term: u64, index: u64, op: Operation, time: u64, id: Option<&str>) -> Entry {
     Entry {
@@ -175,6 +175,20 @@ async fn kv_compare_and_set() {
     ));
 }
 
+/// Builds a snapshot and reads it back as openraft would to send it: the
+/// built one carries only its metadata.
+async fn current_after_build(sm: &mut StateMachineStore) -> openraft::Snapshot<TypeConfig> {
+    let built = sm.build_snapshot().await.unwrap();
+    assert!(built.snapshot.get_ref().is_empty());
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(current.meta, built.meta);
+    current
+}
+
 #[tokio::test]
 async fn snapshot_round_trip_carries_everything() {
     let mut sm = StateMachineStore::memory();
@@ -198,7 +212,7 @@ async fn snapshot_round_trip_carries_everything() {
         ),
     )
     .await;
-    let snap = sm.build_snapshot().await.unwrap();
+    let snap = current_after_build(&mut sm).await;
     let mut other = StateMachineStore::memory();
     other
         .install_snapshot(&snap.meta, snap.snapshot)
@@ -307,7 +321,7 @@ async fn snapshot_round_trip_carries_the_queue() {
         entry(1, 3, wait("l", "c", 8, 100_000, 60_000), 1000, None),
     )
     .await;
-    let snap = sm.build_snapshot().await.unwrap();
+    let snap = current_after_build(&mut sm).await;
     let mut other = StateMachineStore::memory();
     other
         .install_snapshot(&snap.meta, snap.snapshot)
@@ -361,7 +375,7 @@ async fn a_snapshot_from_before_lock_queues_still_decodes() {
         dedup_order: VecDeque::new(),
     };
     let data = decode_data(&postcard::to_stdvec(&before).unwrap()).unwrap();
-    assert_eq!(data.kv["k"], kv);
+    assert_eq!(data.kv.get("k"), Some(kv));
     assert_eq!(data.locks["l"].state(), Some(holder));
     assert!(data.locks["l"].waiters.is_empty());
     assert_eq!((data.clock_ms, data.clock_term), (1000, 1));
@@ -460,6 +474,7 @@ async fn the_current_snapshot_is_read_back_from_the_store() {
         .await;
     }
     let built = sm.build_snapshot().await.unwrap();
+    let at_build = encode_data(&sm.read()).unwrap();
     // Writes after the snapshot change the state, not the snapshot.
     apply(
         &mut sm,
@@ -472,7 +487,7 @@ async fn the_current_snapshot_is_read_back_from_the_store() {
         .unwrap()
         .expect("a snapshot");
     assert_eq!(current.meta, built.meta);
-    assert_eq!(current.snapshot.into_inner(), built.snapshot.into_inner());
+    assert_eq!(current.snapshot.into_inner(), at_build);
 
     let mut other = StateMachineStore::memory();
     let current = sm.get_current_snapshot().await.unwrap().unwrap();
@@ -527,4 +542,143 @@ async fn dedup_table_holds_its_bound_well_past_it() {
         apply(&mut sm, again("r0")).await,
         CommandResponse::Written { revision: 101 }
     );
+}
+
+/// A state with keys, locks with queues and request ids, for snapshots.
+async fn a_varied_state(sm: &mut StateMachineStore) {
+    for i in 1..=300u64 {
+        let op = match i % 4 {
+            0 => wait(&format!("l{}", i % 7), &format!("o{i}"), i, 100_000, 60_000),
+            1 => Operation::Delete {
+                key: format!("k/{}", i / 2),
+                expected_revision: None,
+            },
+            _ => put_op(
+                &format!("k/{i}/ключ/{}", "x".repeat(i as usize % 40)),
+                "v",
+                None,
+            ),
+        };
+        let id = format!("req-{i}");
+        apply(
+            sm,
+            entry(1 + i / 100, i, op, 1000 + i, (i % 3 == 0).then_some(&id)),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_streamed_to_disk_loads_back_as_the_state_it_was_built_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    let mut sm = StateMachineStore::open(store.clone(), StateMachineConfig::default()).unwrap();
+    a_varied_state(&mut sm).await;
+    let state = encode_data(&sm.read()).unwrap();
+
+    let snap = current_after_build(&mut sm).await;
+    assert_eq!(snap.snapshot.get_ref(), &state);
+    assert_eq!(store.load().unwrap().unwrap().1, state);
+
+    // Installed into a node with a store of its own, durable or not.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_store = SnapshotStore::open(other_dir.path()).unwrap();
+    let mut other =
+        StateMachineStore::open(other_store.clone(), StateMachineConfig::default()).unwrap();
+    other
+        .install_snapshot(&snap.meta, snap.snapshot.clone())
+        .await
+        .unwrap();
+    assert_eq!(encode_data(&other.read()).unwrap(), state);
+    let mut in_memory = StateMachineStore::memory();
+    in_memory
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(encode_data(&in_memory.read()).unwrap(), state);
+
+    // And a restart restores it from the file.
+    drop(other);
+    let reopened = StateMachineStore::open(other_store, StateMachineConfig::default()).unwrap();
+    assert_eq!(encode_data(&reopened.read()).unwrap(), state);
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_file_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    let mut sm = StateMachineStore::open(store.clone(), StateMachineConfig::default()).unwrap();
+    a_varied_state(&mut sm).await;
+    sm.build_snapshot().await.unwrap();
+    let file = dir.path().join("snapshot.bin");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let err = sm.get_current_snapshot().await.expect_err("damaged");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    drop(sm);
+    let err = StateMachineStore::open(store, StateMachineConfig::default()).expect_err("damaged");
+    let message = err.to_string();
+    assert!(
+        message.contains("corrupt snapshot file")
+            && message.contains(&file.display().to_string())
+            && message.contains("the checksum does not match"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_written_with_the_map_of_strings_decodes_and_encodes_the_same() {
+    // `Data` as this format was first written, with the key-value store a
+    // map of `String` to `KvValue`.
+    #[derive(serde::Serialize)]
+    struct WithStringMap {
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+        clock_ms: u64,
+        clock_term: u64,
+        kv: imbl::OrdMap<String, KvValue>,
+        locks: BTreeMap<String, Lock>,
+        dedup: imbl::OrdMap<std::sync::Arc<str>, DedupEntry>,
+        dedup_order: imbl::Vector<std::sync::Arc<str>>,
+    }
+    let mut sm = StateMachineStore::memory();
+    a_varied_state(&mut sm).await;
+    let (old, expected_keys) = {
+        let data = sm.read();
+        let kv: imbl::OrdMap<String, KvValue> = data
+            .kv
+            .iter()
+            .map(|(k, v, r)| {
+                let value = KvValue {
+                    value: v.to_vec(),
+                    revision: r,
+                };
+                (k.to_owned(), value)
+            })
+            .collect();
+        let old = WithStringMap {
+            last_applied: data.last_applied,
+            membership: data.membership.clone(),
+            clock_ms: data.clock_ms,
+            clock_term: data.clock_term,
+            kv: kv.clone(),
+            locks: data.locks.clone(),
+            dedup: data.dedup.clone(),
+            dedup_order: data.dedup_order.clone(),
+        };
+        (old, kv)
+    };
+    assert!(expected_keys.len() > 100);
+    let mut bytes = SNAPSHOT_FORMAT.to_vec();
+    bytes.extend(postcard::to_stdvec(&old).unwrap());
+    let data = decode_data(&bytes).unwrap();
+    for (key, value) in &expected_keys {
+        assert_eq!(data.kv.get(key).as_ref(), Some(value));
+    }
+    assert_eq!(data.kv.len(), expected_keys.len());
+    assert_eq!(encode_data(&data).unwrap(), bytes);
+    assert_eq!(encode_data(&sm.read()).unwrap(), bytes);
 }
