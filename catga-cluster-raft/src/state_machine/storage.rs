@@ -58,21 +58,30 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let mut data = decode_data(&bytes).map_err(|e| {
-            StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e))
-        })?;
-        data.last_applied = meta.last_log_id;
-        data.membership = meta.last_membership.clone();
         let store = self.shared.snapshots.clone();
         let saved = meta.clone();
-        tokio::task::spawn_blocking(move || store.save(&saved, &bytes))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        // Decoding hundreds of thousands of keys takes most of a second:
+        // on the blocking pool with the save, not on a runtime worker that
+        // also serves this node's heartbeats and requests.
+        let decoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let data = decode_data(&bytes).map_err(|e| {
+                StorageIOError::read_snapshot(Some(saved.signature()), openraft::AnyError::error(e))
+            })?;
+            store
+                .save(&saved, &bytes)
+                .map_err(|e| StorageIOError::write_snapshot(Some(saved.signature()), &e))?;
+            Ok(data)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let mut data = decoded?;
+        data.last_applied = meta.last_log_id;
+        data.membership = meta.last_membership.clone();
         let index = data.last_applied.map_or(0, |l| l.index);
-        // The old state is freed outside the lock.
+        // The old state is freed outside the lock, off the runtime's
+        // workers (freeing a large state is slow too).
         let old = std::mem::replace(&mut *self.write(), data);
-        drop(old);
+        drop(tokio::task::spawn_blocking(move || drop(old)));
         self.shared.applied.send_modify(|a| {
             a.index = index;
             a.lock_changes += 1;

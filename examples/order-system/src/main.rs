@@ -18,6 +18,10 @@ use order_system::{app, certs, demo, probe};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// How long the process waits at exit for work left on the runtime's
+/// blocking pool after the node stopped.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -124,6 +128,11 @@ fn main() -> ExitCode {
             None => demo::run().await,
         }
     });
+    // Dropping a runtime waits for every task on its blocking pool. Once
+    // the node has stopped, the only long one left can be a snapshot being
+    // encoded, which a restart does again (its temporary file is ignored):
+    // the process does not wait more than a moment for it.
+    runtime.shutdown_timeout(EXIT_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
