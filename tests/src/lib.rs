@@ -6,6 +6,9 @@
 //!
 //! - [`harness`]: N nodes over real loopback HTTP in one process, behind a
 //!   fault-injecting transport; abrupt stop and restart from disk.
+//! - [`singleton`]: every node's singleton task recording its fenced
+//!   runs, the fence-checking resource, and the checks over runs and admin
+//!   calls.
 //! - [`schedule`]: randomised fault schedules from a printed seed, replayed
 //!   with `CATGA_FAULT_SEED`; `CATGA_FAULT_PROFILE=long` selects the long
 //!   profile.
@@ -26,4 +29,5 @@ pub mod invariants;
 pub mod netns;
 pub mod process;
 pub mod schedule;
+pub mod singleton;
 pub mod workload;

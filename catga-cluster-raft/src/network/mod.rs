@@ -55,12 +55,15 @@
 // strict encoding) is plain data and names nothing else here; `failure` and
 // `contacts` name nothing else here either, `liveness` (the watch's events
 // and the probe) only `wire`; the clients (`http_client`, `memory`) use
-// `wire`, `failure` and `liveness`, and take their settings as values; the
+// `wire`, `failure` and `liveness`, and take their settings as values (the
+// HTTP client also the rules of `faults`, which name nothing else here); the
 // server side (`server`, with the elect check) uses `wire` and the node, and
 // nothing here uses it: the in-process network reaches it through the
 // `memory::Serve` trait.
 pub(crate) mod contacts;
 pub(crate) mod failure;
+#[cfg(feature = "test-util")]
+pub mod faults;
 pub(crate) mod http_client;
 pub(crate) mod liveness;
 #[cfg(feature = "test-util")]

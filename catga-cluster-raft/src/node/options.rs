@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use super::proposer::BatchOptions;
 #[cfg(feature = "test-util")]
+use crate::network::faults::NetFaults;
+#[cfg(feature = "test-util")]
 use crate::network::memory::MemoryNetwork;
 use crate::state_machine::StateMachineConfig;
 
@@ -22,6 +24,11 @@ pub enum Transport {
     /// The in-process network of [`crate::network::memory`], for tests.
     #[cfg(feature = "test-util")]
     Memory(MemoryNetwork),
+    /// Raft RPCs over HTTP through the fault rules of
+    /// [`crate::network::faults`], for tests: real sockets, injected drops,
+    /// delays, duplicates, reorders, cuts, partitions and pauses.
+    #[cfg(feature = "test-util")]
+    FaultyHttp(NetFaults),
 }
 
 /// Where a node keeps its state.

@@ -149,13 +149,21 @@ impl RaftNodeBuilder {
         let sm = StateMachineStore::open(snapshots, self.options.state_machine.clone())?;
 
         let contacts = PeerContacts::new();
+        let http_config = HttpClientConfig {
+            local: local.id,
+            secret: config.secret.clone(),
+            #[cfg(feature = "tls")]
+            tls: self.options.tls.clone(),
+            #[cfg(feature = "test-util")]
+            faults: None,
+        };
         let network = match &self.transport {
-            Transport::Http => NetworkFactory::http(
+            Transport::Http => NetworkFactory::http(HttpNetworkFactory::new(http_config), contacts),
+            #[cfg(feature = "test-util")]
+            Transport::FaultyHttp(faults) => NetworkFactory::http(
                 HttpNetworkFactory::new(HttpClientConfig {
-                    local: local.id,
-                    secret: config.secret.clone(),
-                    #[cfg(feature = "tls")]
-                    tls: self.options.tls.clone(),
+                    faults: Some(faults.clone()),
+                    ..http_config
                 }),
                 contacts,
             ),
@@ -221,7 +229,7 @@ impl RaftNodeBuilder {
             #[cfg(feature = "test-util")]
             memory: match self.transport {
                 Transport::Memory(net) => Some(net),
-                Transport::Http => None,
+                Transport::Http | Transport::FaultyHttp(_) => None,
             },
         });
         #[cfg(feature = "test-util")]
