@@ -20,7 +20,11 @@
 //!   table stays empty (the key-value store alone);
 //! * `--dedup N`: remember at most `N` request ids (default 100,000, the
 //!   default of `StateMachineConfig::dedup_max_entries`);
-//! * `--random-keys`: keys in random order (`bench/` and 16 hex digits).
+//! * `--random-keys`: keys in random order (`bench/` and 16 hex digits);
+//! * `--overwrite N`: the puts overwrite a fixed set of `N` keys, in ten
+//!   rounds each followed by a snapshot, and the resident size is printed
+//!   after each round: it must stay flat once the de-duplication table is
+//!   full (the snapshot and read-back steps are skipped).
 #![allow(clippy::print_stdout)]
 
 use std::path::Path;
@@ -64,6 +68,7 @@ struct Options {
     ids: bool,
     dedup: usize,
     random: bool,
+    overwrite: Option<u64>,
 }
 
 fn options() -> Result<Options, String> {
@@ -72,12 +77,18 @@ fn options() -> Result<Options, String> {
         ids: true,
         dedup: StateMachineConfig::default().dedup_max_entries,
         random: false,
+        overwrite: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-ids" => options.ids = false,
             "--random-keys" => options.random = true,
+            "--overwrite" => {
+                let n = args.next().ok_or("--overwrite needs a number")?;
+                let n: u64 = n.parse().map_err(|e| format!("--overwrite {n}: {e}"))?;
+                options.overwrite = Some(n.max(1));
+            }
             "--dedup" => {
                 let n = args.next().ok_or("--dedup needs a number")?;
                 options.dedup = n.parse().map_err(|e| format!("--dedup {n}: {e}"))?;
@@ -90,7 +101,9 @@ fn options() -> Result<Options, String> {
 
 /// Put number `i`: its key, and its request id (shaped like the node's).
 fn put(i: u64, options: &Options) -> Command {
-    let key = if options.random {
+    let key = if let Some(n) = options.overwrite {
+        format!("bench/c{}/{}", i % 64, i % n)
+    } else if options.random {
         let scrambled = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         format!("bench/{scrambled:016x}")
     } else {
@@ -165,6 +178,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut sm = StateMachineStore::open(SnapshotStore::open(dir.path())?, config)?;
     let start = rss();
+    if let Some(n) = options.overwrite {
+        let round = (options.keys / 10).max(1);
+        for r in 0..10 {
+            apply(&mut sm, 1 + r * round, 1 + (r + 1) * round, &options).await;
+            drop(sm.get_snapshot_builder().await.build_snapshot().await?);
+            println!(
+                "round {}: {} puts over {n} keys, then a snapshot: {:.1} MiB resident \
+                 ({start:.1} at start); {} request ids remembered",
+                r + 1,
+                (r + 1) * round,
+                rss(),
+                sm.dedup_len()
+            );
+        }
+        return Ok(());
+    }
     let started = Instant::now();
     apply(&mut sm, 1, options.keys + 1, &options).await;
     let took = started.elapsed();
