@@ -63,7 +63,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Decoding hundreds of thousands of keys takes most of a second:
         // on the blocking pool with the save, not on a runtime worker that
         // also serves this node's heartbeats and requests.
-        let decoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+        let decoded = tokio::task::spawn_blocking(move || -> Result<_, Box<StorageError>> {
             let data = decode_data(&bytes).map_err(|e| {
                 StorageIOError::read_snapshot(Some(saved.signature()), openraft::AnyError::error(e))
             })?;
@@ -74,7 +74,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        let mut data = decoded?;
+        let mut data = decoded.map_err(|e| *e)?;
         data.last_applied = meta.last_log_id;
         data.membership = meta.last_membership.clone();
         let index = data.last_applied.map_or(0, |l| l.index);
