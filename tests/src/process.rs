@@ -192,8 +192,22 @@ fn locate_and_build() -> Result<PathBuf, String> {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
+    // Built together with this crate, so that the shared dependencies get
+    // the features they have in the test build: `-p order-system` alone
+    // would resolve other features, and the two builds would rebuild the
+    // libraries in turn. The binary then has this crate's features on the
+    // shared crates (`test-util` of the Raft crate, which adds only test
+    // transports it does not use).
     build
-        .args(["build", "-p", "order-system", "--bin", "order-system"])
+        .args([
+            "build",
+            "-p",
+            "order-system",
+            "-p",
+            "catga-cluster-tests",
+            "--bin",
+            "order-system",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     if release {
         build.arg("--release");
@@ -757,6 +771,33 @@ impl ProcessCluster {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the members in `members` report the same
+    /// `last_applied` (up to `deadline`) and returns it.
+    pub async fn applied_converged(
+        &self,
+        members: &[usize],
+        deadline: Duration,
+    ) -> Result<u64, String> {
+        let until = Instant::now() + deadline;
+        loop {
+            let mut seen = Vec::new();
+            for &i in members {
+                seen.push(self.voters_seen_by(i).await.map(|(_, applied)| applied));
+            }
+            if let Some(Ok(first)) = seen.first() {
+                if seen.iter().all(|s| s.as_ref() == Ok(first)) {
+                    return Ok(*first);
+                }
+            }
+            if Instant::now() > until {
+                return Err(format!(
+                    "members {members:?} did not converge on one applied index: {seen:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
