@@ -412,9 +412,7 @@ mod seeds {
                 from: NodeId::new(1),
                 term: 5,
             }]),
-            Message::ElectAnswer => {
-                bytes::<ElectResult>(&[Ok(()), Err("not a voter".into())])
-            }
+            Message::ElectAnswer => bytes::<ElectResult>(&[Ok(()), Err("not a voter".into())]),
             Message::GoneRequest => bytes(&[GoneRequest {
                 from: NodeId::new(2),
                 leader: NodeId::new(1),
@@ -498,7 +496,10 @@ mod seeds {
                 ];
                 let body: Vec<u8> = frames.iter().flat_map(|f| f.to_bytes().to_vec()).collect();
                 // The first byte picks how the body is split.
-                vec![[&[3u8][..], &body].concat(), [&[0u8][..], &body[..4]].concat()]
+                vec![
+                    [&[3u8][..], &body].concat(),
+                    [&[0u8][..], &body[..4]].concat(),
+                ]
             }
         }
     }
@@ -517,7 +518,10 @@ mod tests {
         for message in Message::ALL {
             let mut inputs = seeds(message);
             assert!(!inputs.is_empty(), "{message:?} has no seeds");
-            assert!(inputs.iter().all(|i| !i.is_empty()), "{message:?}: a seed is empty");
+            assert!(
+                inputs.iter().all(|i| !i.is_empty()),
+                "{message:?}: a seed is empty"
+            );
             if let Ok(dir) = std::fs::read_dir(corpus.join(message.target())) {
                 for file in dir.flatten() {
                     inputs.push(std::fs::read(file.path()).unwrap_or_default());
