@@ -509,11 +509,12 @@ mod seeds {
 mod tests {
     use super::*;
 
-    /// Seeds, the files of `fuzz/corpus/<target>/` when there are any, and
+    /// Seeds, the files of `fuzz/seeds/<target>/` (committed seeds and
+    /// inputs of fixed crashes) when there are any, and
     /// random edits of them: a short run of every fuzz target as a test.
     #[test]
     fn every_fuzz_target_holds_on_its_seeds_corpus_and_edits() {
-        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        let seeds_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
         let mut rng = fastrand::Rng::with_seed(17);
         for message in Message::ALL {
             let mut inputs = seeds(message);
@@ -522,7 +523,7 @@ mod tests {
                 inputs.iter().all(|i| !i.is_empty()),
                 "{message:?}: a seed is empty"
             );
-            if let Ok(dir) = std::fs::read_dir(corpus.join(message.target())) {
+            if let Ok(dir) = std::fs::read_dir(seeds_dir.join(message.target())) {
                 for file in dir.flatten() {
                     inputs.push(std::fs::read(file.path()).unwrap_or_default());
                 }
@@ -540,6 +541,21 @@ mod tests {
             for _ in 0..200 {
                 let random: Vec<u8> = (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect();
                 check(message, &random);
+            }
+        }
+    }
+
+    /// Writes the seeds to `fuzz/seeds/<target>/`: `cargo test -p
+    /// catga-cluster-raft --lib write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore = "writes fuzz/seeds/"]
+    fn write_fuzz_seeds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+        for message in Message::ALL {
+            let dir = root.join(message.target());
+            std::fs::create_dir_all(&dir).unwrap();
+            for (i, seed) in seeds(message).iter().enumerate() {
+                std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap();
             }
         }
     }
