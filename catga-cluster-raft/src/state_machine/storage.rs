@@ -63,18 +63,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Decoding hundreds of thousands of keys takes most of a second:
         // on the blocking pool with the save, not on a runtime worker that
         // also serves this node's heartbeats and requests.
-        let decoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+        // The error is boxed across the task: a `StorageError` is large.
+        let decoded = tokio::task::spawn_blocking(move || -> Result<_, Box<StorageError>> {
             let data = decode_data(&bytes).map_err(|e| {
-                StorageIOError::read_snapshot(Some(saved.signature()), openraft::AnyError::error(e))
+                Box::new(
+                    StorageIOError::read_snapshot(
+                        Some(saved.signature()),
+                        openraft::AnyError::error(e),
+                    )
+                    .into(),
+                )
             })?;
-            store
-                .save(&saved, &bytes)
-                .map_err(|e| StorageIOError::write_snapshot(Some(saved.signature()), &e))?;
+            store.save(&saved, &bytes).map_err(|e| {
+                Box::new(StorageIOError::write_snapshot(Some(saved.signature()), &e).into())
+            })?;
             Ok(data)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        let mut data = decoded?;
+        let mut data = decoded.map_err(|e| *e)?;
         data.last_applied = meta.last_log_id;
         data.membership = meta.last_membership.clone();
         let index = data.last_applied.map_or(0, |l| l.index);
