@@ -231,7 +231,8 @@ mod tests {
     #[test]
     fn every_http_fuzz_target_holds_on_its_seeds_and_edits() {
         let mut rng = fastrand::Rng::with_seed(17);
-        let targets: [(&[&str], fn(&[u8])); 3] = [
+        type Target = (&'static [&'static str], fn(&[u8]));
+        let targets: [Target; 3] = [
             (BODIES, json_bodies),
             (IF_MATCH, if_match),
             (COMMANDS, forwarded_command),

@@ -140,7 +140,8 @@ mod tests {
     #[test]
     fn every_config_fuzz_target_holds_on_its_seeds_and_edits() {
         let mut rng = fastrand::Rng::with_seed(17);
-        let targets: [(&[&str], fn(&[u8])); 4] = [
+        type Target = (&'static [&'static str], fn(&[u8]));
+        let targets: [Target; 4] = [
             (JSON, config_json),
             (TOML, config_toml),
             (ENV, config_env),
