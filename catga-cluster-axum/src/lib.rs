@@ -85,6 +85,9 @@ mod api;
 pub mod auth;
 pub mod commands;
 pub mod edge;
+#[cfg(all(feature = "raft", any(test, feature = "fuzzing")))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 mod limits;
 pub mod listener;

@@ -42,6 +42,9 @@ pub mod singleton;
 
 #[cfg(feature = "config")]
 pub mod config;
+#[cfg(all(feature = "config", any(test, feature = "fuzzing")))]
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(feature = "http-client")]
 pub mod connector;

@@ -69,6 +69,9 @@
 //!   ([`NodeOptions::tls`]). [`rustls`] is re-exported so the versions match.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kv;
 pub mod lock;
 pub mod log;

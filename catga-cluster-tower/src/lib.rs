@@ -100,6 +100,9 @@ pub mod builder;
 pub mod error;
 #[cfg(feature = "forward")]
 pub mod forward;
+#[cfg(all(feature = "forward", any(test, feature = "fuzzing")))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "http-forwarder")]
 pub mod http_forwarder;
 #[cfg(feature = "json-forwarder")]

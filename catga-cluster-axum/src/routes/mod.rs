@@ -33,7 +33,7 @@ mod handlers;
 mod middleware;
 pub mod paths;
 #[cfg(feature = "raft")]
-mod raft;
+pub(crate) mod raft;
 mod state;
 mod table;
 

@@ -404,4 +404,6 @@ fn decode_data(bytes: &[u8]) -> Result<Data, String> {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;

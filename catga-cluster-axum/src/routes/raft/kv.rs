@@ -24,7 +24,7 @@ fn revision_header(revision: u64) -> (HeaderName, HeaderValue) {
 }
 
 /// `If-Match: <revision>` (optionally quoted, as an entity tag).
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     let Some(value) = headers.get(IF_MATCH) else {
         return Ok(None);
     };

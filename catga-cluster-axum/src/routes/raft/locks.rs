@@ -16,7 +16,7 @@ use crate::problem::Problem;
 use crate::response::{json, parse_json, read_body};
 use crate::routes::state::AppState;
 
-fn check_owner(owner: &str) -> Result<(), Problem> {
+pub(crate) fn check_owner(owner: &str) -> Result<(), Problem> {
     if owner.is_empty() || owner.chars().count() > limits::MAX_OWNER_LEN {
         return Err(Problem::bad_request(format!(
             "`owner` must be 1 to {} characters",
@@ -26,11 +26,11 @@ fn check_owner(owner: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-fn check_lock_name(name: &str) -> Result<(), Problem> {
+pub(crate) fn check_lock_name(name: &str) -> Result<(), Problem> {
     catga_cluster_core::lock::validate_lock_name(name).map_err(Problem::from)
 }
 
-fn ttl(requested: Option<u64>, default: Duration) -> Result<u64, Problem> {
+pub(crate) fn ttl(requested: Option<u64>, default: Duration) -> Result<u64, Problem> {
     let ttl = requested.unwrap_or_else(|| ms(default));
     if ttl == 0 || ttl > limits::MAX_TTL_MS {
         return Err(Problem::bad_request(format!(

@@ -14,8 +14,8 @@ use crate::api::{FailoverDto, LastFailoverDto, MemberDto};
 use crate::metrics::ForwardOutcome;
 use crate::problem::Problem;
 
-mod kv;
-mod locks;
+pub(crate) mod kv;
+pub(crate) mod locks;
 mod membership;
 mod rpc;
 mod table;

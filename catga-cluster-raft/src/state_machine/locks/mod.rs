@@ -315,4 +315,4 @@ impl Lock {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

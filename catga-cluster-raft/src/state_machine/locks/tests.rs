@@ -292,7 +292,7 @@ fn a_new_term_keeps_what_was_left_of_leases_and_waits() {
 // those that left or whose wait ran out), and never after their wait.
 
 #[derive(Debug, Clone)]
-enum Op {
+pub(in crate::state_machine) enum Op {
     Wait { who: u8, ttl: u64, wait: u64 },
     Cancel { who: u8 },
     Release { who: u8, right: bool },
@@ -301,7 +301,7 @@ enum Op {
     NewTerm { jump: u64 },
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(in crate::state_machine) fn op() -> impl Strategy<Value = Op> {
     let who = 0u8..6;
     prop_oneof![
         4 => (who.clone(), 1u64..400, 0u64..900).prop_map(|(who, ttl, wait)| Op::Wait { who, ttl, wait }),
@@ -314,7 +314,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Caller `who`: owners `o0`..`o2`, each with two waiter ids.
-fn caller(who: u8) -> (String, u64) {
+pub(in crate::state_machine) fn caller(who: u8) -> (String, u64) {
     (format!("o{}", who % 3), u64::from(who) + 1)
 }
 
@@ -335,7 +335,7 @@ struct ModelWaiter {
 }
 
 #[derive(Debug, Default)]
-struct Model {
+pub(in crate::state_machine) struct Model {
     holder: Option<ModelHolder>,
     queue: Vec<ModelWaiter>,
 }
@@ -382,8 +382,37 @@ impl Model {
         });
     }
 
+    /// The holder, as [`Lock::state`] shows it.
+    pub(in crate::state_machine) fn state(&self) -> Option<LockState> {
+        self.holder.as_ref().map(|h| LockState {
+            owner: h.owner.clone(),
+            token: h.token,
+            expires_at_ms: h.expires,
+        })
+    }
+
+    /// The owners queued, in order.
+    pub(in crate::state_machine) fn queue(&self) -> Vec<String> {
+        self.queue.iter().map(|w| w.owner.clone()).collect()
+    }
+
+    /// A new term: what was left of the lease and of every wait at
+    /// `old_now` counts again from `new_now`.
+    pub(in crate::state_machine) fn rebase(&mut self, old_now: u64, new_now: u64) {
+        let h = self.holder.iter_mut().map(|h| &mut h.expires);
+        for at in h.chain(self.queue.iter_mut().map(|w| &mut w.deadline)) {
+            *at = new_now.saturating_add(at.saturating_sub(old_now));
+        }
+    }
+
     /// Applies `op`; a release or renew names `token`.
-    fn apply(&mut self, op: &Op, token: u64, index: u64, now: u64) -> CommandResponse {
+    pub(in crate::state_machine) fn apply(
+        &mut self,
+        op: &Op,
+        token: u64,
+        index: u64,
+        now: u64,
+    ) -> CommandResponse {
         self.settle(index, now);
         let is = |h: &ModelHolder, o: &str, w: u64| h.owner == o && h.waiter == Some(w);
         let remaining = |m: &Model| m.holder.as_ref().map_or(0, |h| h.expires - now);
@@ -488,10 +517,7 @@ fn run(ops: Vec<(u64, Op)>) -> Result<(), TestCaseError> {
             for w in &mut arrivals {
                 w.2 = now + jump + w.2.saturating_sub(now);
             }
-            let h = model.holder.iter_mut().map(|h| &mut h.expires);
-            for at in h.chain(model.queue.iter_mut().map(|w| &mut w.deadline)) {
-                *at = now + jump + at.saturating_sub(now);
-            }
+            model.rebase(now, now + jump);
             now += jump;
             continue;
         }
@@ -625,15 +651,16 @@ fn run(ops: Vec<(u64, Op)>) -> Result<(), TestCaseError> {
 
 /// The token a release or renew in `op` names, from the holder before it.
 fn model_token(op: &Op, before: &Option<Holder>) -> u64 {
-    let right = match op {
-        Op::Release { right, .. } | Op::Renew { right, .. } => *right,
-        _ => return 0,
-    };
-    let held = before.as_ref().map_or(0, |h| h.token);
-    if right {
-        held
-    } else {
-        held + 1
+    op_token(op, before.as_ref().map_or(0, |h| h.token))
+}
+
+/// The token a release or renew in `op` names when the holder's token is
+/// `held` (0: none): that one, or the next.
+pub(in crate::state_machine) fn op_token(op: &Op, held: u64) -> u64 {
+    match op {
+        Op::Release { right, .. } | Op::Renew { right, .. } if !*right => held + 1,
+        Op::Release { .. } | Op::Renew { .. } => held,
+        _ => 0,
     }
 }
 

@@ -1,0 +1,7 @@
+#![no_main]
+//! The body of an append-entries RPC, read strictly as the server reads it: see `catga_cluster_raft::fuzzing` for what is checked.
+
+use catga_cluster_raft::fuzzing::{check, Message};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| check(Message::AppendRequest, data));

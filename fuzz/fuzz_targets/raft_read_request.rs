@@ -1,0 +1,7 @@
+#![no_main]
+//! The body of a read RPC, read strictly as the server reads it: see `catga_cluster_raft::fuzzing` for what is checked.
+
+use catga_cluster_raft::fuzzing::{check, Message};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| check(Message::ReadRequest, data));
