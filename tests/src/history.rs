@@ -39,6 +39,8 @@ pub type Micros = u64;
 pub struct History {
     /// The seed the workload's clients drew their choices from.
     pub seed: u64,
+    /// The prefix of the run's keys, locks and idempotency keys.
+    pub run: String,
     /// The nodes' base URLs, indexed by [`Op::node`].
     pub endpoints: Vec<String>,
     /// How long the run lasted.
