@@ -8,10 +8,11 @@
 //! linearizable if and only if its restriction to each object is. Each
 //! key-value key and each lock is an object, so each is checked on its own
 //! ([`check_linearizable`] runs the partitions on two threads). The
-//! tester's search is exponential in the number of concurrent calls, so the
-//! workload keeps few clients on each key and lock and moves to new ones
-//! every second; a partition whose search exceeds
-//! [`CheckOptions::step_budget`] is reported *inconclusive*, never passed.
+//! tester's search is exponential in the number of concurrent calls in the
+//! worst case, even with the memory we add (see `Spec`), so the workload
+//! keeps few clients on each key and lock and moves to new ones every
+//! second; a partition whose search exceeds [`CheckOptions::step_budget`]
+//! is reported *inconclusive*, never passed.
 //!
 //! # Unknown outcomes
 //!
@@ -85,10 +86,11 @@
 //! assert_eq!(report.violations.len(), 1, "a read after a write missed it");
 //! ```
 
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -113,7 +115,7 @@ impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
             lease_slack: Duration::from_millis(5),
-            step_budget: 5_000_000,
+            step_budget: 500_000,
             threads: 2,
         }
     }
@@ -371,23 +373,28 @@ enum Event<O, R> {
     Return(u64, R),
 }
 
-/// An event with its place in time: (time, 0 = invoke / 1 = return,
-/// sequence).
+/// An event with its place in time (see [`search`]).
 type Timed<M> = (
-    (Micros, u8, usize),
-    Event<<M as Model>::Op, Answer<<M as Model>::Ret>>,
+    (Micros, u8, usize, u8),
+    Event<Indexed<<M as Model>::Op>, Answer<<M as Model>::Ret>>,
 );
 
 fn search<M: Model>(ops: &[Op], refusals_unknown: bool, options: &CheckOptions) -> SearchResult {
     let slack = u64::try_from(options.lease_slack.as_micros()).unwrap_or(u64::MAX);
-    // (time, 0 = invoke / 1 = return, sequence) so that at one instant
-    // invocations come first: two calls at the same microsecond are
-    // concurrent, never ordered.
+    // Sorted by (time, class, sequence, sub): at one instant invocations
+    // (class 0) come before answers (class 2), so two calls at the same
+    // microsecond are concurrent, never ordered; except a process's next
+    // call invoked the microsecond its previous one answered, which must
+    // follow that answer (class 1: the answer, then the invocation).
     let mut events: Vec<Timed<M>> = Vec::new();
     let mut in_flight_process = u64::MAX;
     let mut operations = 0;
     let mut in_flight = 0;
-    for op in ops {
+    // Per process: its last answer's time and event index.
+    let mut last_answer: HashMap<u64, (Micros, usize)> = HashMap::new();
+    let mut ordered: Vec<&Op> = ops.iter().collect();
+    ordered.sort_by_key(|op| op.invoked_us);
+    for op in ordered {
         let unknown = match &op.outcome {
             Outcome::Ok(_) => false,
             Outcome::Unknown { .. } => true,
@@ -399,32 +406,58 @@ fn search<M: Model>(ops: &[Op], refusals_unknown: bool, options: &CheckOptions) 
         };
         operations += 1;
         let n = events.len();
+        let mut invoke_at = (op.invoked_us, 0, n, 0);
+        if let Some(&(answered, index)) = last_answer.get(&op.process) {
+            if op.invoked_us <= answered {
+                events[index].0 = (answered, 1, index, 0);
+                invoke_at = (answered, 1, index, 1);
+            }
+        }
         if unknown {
             // A process of its own, after every real one: the calls of its
             // client that returned before it still precede it.
             in_flight += 1;
             in_flight_process -= 1;
             events.push((
-                (op.invoked_us, 0, n),
-                Event::Invoke(in_flight_process, model_op),
+                invoke_at,
+                Event::Invoke(
+                    in_flight_process,
+                    Indexed {
+                        index: operations - 1,
+                        op: model_op,
+                    },
+                ),
             ));
         } else {
-            events.push(((op.invoked_us, 0, n), Event::Invoke(op.process, model_op)));
+            let answered = op.completed_us.max(invoke_at.0);
             events.push((
-                (op.completed_us.max(op.invoked_us), 1, n),
+                invoke_at,
+                Event::Invoke(
+                    op.process,
+                    Indexed {
+                        index: operations - 1,
+                        op: model_op,
+                    },
+                ),
+            ));
+            last_answer.insert(op.process, (answered, n + 1));
+            events.push((
+                (answered, 2, n + 1, 0),
                 Event::Return(op.process, Answer::Known(ret.expect("a definite answer"))),
             ));
         }
     }
     events.sort_by_key(|(at, _)| *at);
-    let budget = Arc::new(Budget {
-        steps: AtomicU64::new(0),
+    let search = Rc::new(SearchState {
+        seen: RefCell::new(HashSet::new()),
+        steps: Cell::new(0),
         limit: options.step_budget,
-        exhausted: AtomicBool::new(false),
+        exhausted: Cell::new(false),
     });
     let spec = Spec {
         states: vec![M::initial()],
-        budget: budget.clone(),
+        placed: vec![0; operations.div_ceil(64)],
+        search: search.clone(),
     };
     let mut tester = LinearizabilityTester::<u64, Spec<M>>::new(spec);
     for (_, event) in events {
@@ -441,7 +474,7 @@ fn search<M: Model>(ops: &[Op], refusals_unknown: bool, options: &CheckOptions) 
     let found = tester.serialized_history().is_some();
     let outcome = if found {
         Search::Found
-    } else if budget.exhausted.load(Ordering::Relaxed) {
+    } else if search.exhausted.get() {
         Search::Exhausted
     } else {
         Search::NotFound
@@ -450,12 +483,12 @@ fn search<M: Model>(ops: &[Op], refusals_unknown: bool, options: &CheckOptions) 
         outcome,
         operations,
         in_flight,
-        steps: budget.steps.load(Ordering::Relaxed),
+        steps: search.steps.get(),
     }
 }
 
 /// A sequential model whose steps may be nondeterministic.
-trait Model: Clone + Ord + Debug + Send + Sync + 'static {
+trait Model: Clone + Ord + std::hash::Hash + Debug + Send + Sync + 'static {
     type Op: Clone + Debug + Send;
     type Ret: Clone + Debug + PartialEq + Send;
     /// The initial state.
@@ -475,45 +508,83 @@ enum Answer<R> {
     InFlight,
 }
 
-#[derive(Debug)]
-struct Budget {
-    steps: AtomicU64,
-    limit: u64,
-    exhausted: AtomicBool,
+/// A model operation with its place in the partition.
+#[derive(Debug, Clone, PartialEq)]
+struct Indexed<O> {
+    index: usize,
+    op: O,
 }
 
-/// The set of states a model may be in: the sequential object the tester
-/// checks against.
+/// What one search shares between the copies of its [`Spec`].
+#[derive(Debug)]
+struct SearchState<M> {
+    /// Every configuration (calls placed, states) the search has reached.
+    seen: RefCell<HashSet<(Vec<u64>, Vec<M>)>>,
+    steps: Cell<u64>,
+    limit: u64,
+    exhausted: Cell<bool>,
+}
+
+/// The sequential object the tester checks against: the set of states our
+/// model may be in, and which calls the search has placed to get there.
+///
+/// `stateright`'s search is a depth-first search without memory, which is
+/// exponential for a history with no linearization (it tries every order
+/// of the calls before the one that cannot be placed). Reaching a
+/// configuration (the calls placed and the states) a second time means its
+/// first visit found no way to finish, or the search would have stopped:
+/// the step is refused, which prunes the search to the configurations, as
+/// the checkers of Wing and Gong, Lowe, and porcupine do.
 #[derive(Debug, Clone)]
 struct Spec<M> {
     states: Vec<M>,
-    budget: Arc<Budget>,
+    placed: Vec<u64>,
+    search: Rc<SearchState<M>>,
 }
 
 impl<M: Model> Spec<M> {
-    fn advance(&mut self, op: &M::Op, ret: Option<&M::Ret>) -> bool {
-        let steps = self.budget.steps.fetch_add(1, Ordering::Relaxed);
-        if steps >= self.budget.limit {
-            self.budget.exhausted.store(true, Ordering::Relaxed);
+    fn advance(&mut self, op: &Indexed<M::Op>, ret: Option<&M::Ret>) -> bool {
+        let steps = self.search.steps.get() + 1;
+        self.search.steps.set(steps);
+        if steps > self.search.limit {
+            self.search.exhausted.set(true);
             return false;
         }
         let mut next = Vec::new();
         for state in &self.states {
-            state.step(op, ret, &mut next);
+            state.step(&op.op, ret, &mut next);
         }
         next.sort();
         next.dedup();
+        if next.is_empty() {
+            return false;
+        }
+        let mut placed = self.placed.clone();
+        placed[op.index / 64] |= 1 << (op.index % 64);
+        if !self
+            .search
+            .seen
+            .borrow_mut()
+            .insert((placed.clone(), next.clone()))
+        {
+            return false;
+        }
         self.states = next;
-        !self.states.is_empty()
+        self.placed = placed;
+        true
     }
 }
 
 impl<M: Model> SequentialSpec for Spec<M> {
-    type Op = M::Op;
+    type Op = Indexed<M::Op>;
     type Ret = Answer<M::Ret>;
 
     fn invoke(&mut self, op: &Self::Op) -> Self::Ret {
-        self.advance(op, None);
+        // A call in flight is placed with `invoke`, which cannot refuse:
+        // a refused step leaves no state, so that nothing can follow it.
+        if !self.advance(op, None) {
+            self.states.clear();
+        }
         Answer::InFlight
     }
 
@@ -539,7 +610,7 @@ fn value_id(value: &str) -> u64 {
 // ---------------------------------------------------------------- key-value
 
 /// What the model knows of a key's revision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Revision {
     /// Exactly this (0: absent).
     Known(u64),
@@ -548,7 +619,7 @@ enum Revision {
 }
 
 /// One key.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct KvState {
     value: Option<u64>,
     revision: Revision,
@@ -713,7 +784,7 @@ impl Model for KvState {
 
 // -------------------------------------------------------------------- locks
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Holder {
     owner: u64,
     /// `None` for a grant whose answer was lost.
@@ -723,7 +794,7 @@ struct Holder {
 }
 
 /// One lock.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct LockState {
     holder: Option<Holder>,
     /// The highest token granted.
