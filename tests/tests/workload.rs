@@ -109,6 +109,10 @@ impl Cluster {
     }
 }
 
+/// One cluster at a time: two clusters' elections and workloads on a small
+/// machine slow each other down.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -150,6 +154,7 @@ fn seed_and_secs(default_secs: u64) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workload_on_a_healthy_cluster_is_linearizable_and_keeps_the_invariants() {
+    let _one = ONE_CLUSTER.lock().await;
     let (seed, secs) = seed_and_secs(4);
     let cluster = Cluster::start(3).await;
     cluster.settled().await;
@@ -199,6 +204,7 @@ async fn the_workload_on_a_healthy_cluster_is_linearizable_and_keeps_the_invaria
 /// port.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workload_through_a_leader_crash_is_linearizable_and_keeps_the_invariants() {
+    let _one = ONE_CLUSTER.lock().await;
     let (seed, secs) = seed_and_secs(4);
     let mut cluster = Cluster::start(3).await;
     cluster.settled().await;
