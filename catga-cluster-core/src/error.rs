@@ -154,7 +154,8 @@ pub enum ClusterError {
         /// The deadline that passed.
         after: Duration,
     },
-    /// A write timed out after it was submitted: it may or may not have been
+    /// A write timed out after it was submitted, or Raft stopped after it
+    /// took the write and before it answered: it may or may not have been
     /// applied. Retry with the same request id to learn the answer.
     #[error("the outcome of {operation} is unknown: no answer within {after:?}")]
     UnknownOutcome {

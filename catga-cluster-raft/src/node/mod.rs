@@ -183,6 +183,7 @@ pub use failover::FailoverStatus;
 use lease::LeaseWord;
 pub use options::{NodeOptions, Storage, Transport};
 pub use proposer::BatchOptions;
+use proposer::ProposeError;
 pub use start::{RaftNodeBuilder, StartError};
 pub use status::{MemberStatus, NodeStatus, RaftHealth};
 
@@ -417,13 +418,22 @@ impl RaftNode {
             return Err(NotLeader::new(NotLeaderReason::Transferring).into());
         }
         let deadline = self.inner.options.write_timeout;
+        let started = Instant::now();
         match tokio::time::timeout(deadline, self.inner.proposer.propose(command)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(self.not_leader_from(Some(&f)).into())
-            }
-            Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Other(Box::new(e))),
-            Ok(Err(RaftError::Fatal(e))) => Err(fatal(e)),
+            Ok(Err(ProposeError::Raft(e))) => match *e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    Err(self.not_leader_from(Some(&f)).into())
+                }
+                RaftError::APIError(e) => Err(ClusterError::Other(Box::new(e))),
+                RaftError::Fatal(e) => Err(fatal(e)),
+            },
+            // Raft stopped with the entry in its log, maybe on followers
+            // too: the next leader may commit it. Not a refusal.
+            Ok(Err(ProposeError::Unanswered)) => Err(ClusterError::UnknownOutcome {
+                operation: "the write",
+                after: started.elapsed(),
+            }),
             Err(_) => Err(ClusterError::UnknownOutcome {
                 operation: "the write",
                 after: deadline,

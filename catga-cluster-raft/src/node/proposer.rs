@@ -99,9 +99,26 @@ impl BatchOptions {
     }
 }
 
-/// What a write gets back: the state machine's answer, or openraft's error.
-pub(crate) type Outcome =
-    Result<CommandResponse, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
+/// What a write gets back: the state machine's answer, or why not.
+pub(crate) type Outcome = Result<CommandResponse, ProposeError>;
+
+/// Why a proposal has no answer from the state machine.
+#[derive(Debug, Clone)]
+pub(crate) enum ProposeError {
+    /// openraft refused the proposal, or failed before its core took it:
+    /// it was not applied.
+    Raft(Box<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>),
+    /// The core took the proposal and stopped (or failed) before it
+    /// answered: the entry may have reached followers and may still be
+    /// committed by the next leader, so the outcome is unknown.
+    Unanswered,
+}
+
+impl ProposeError {
+    fn raft(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Self {
+        ProposeError::Raft(Box::new(e))
+    }
+}
 
 /// openraft's answer to one proposal, still to come.
 type Ticket =
@@ -174,7 +191,7 @@ impl Proposer {
             if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
                 return match self.raft.client_write_ff(command).await {
                     Ok(ticket) => settle(&self.raft, ticket, slot).await,
-                    Err(fatal) => Err(RaftError::Fatal(fatal)),
+                    Err(fatal) => Err(ProposeError::raft(RaftError::Fatal(fatal))),
                 };
             }
         }
@@ -182,13 +199,13 @@ impl Proposer {
         self.queued.fetch_add(1, Ordering::AcqRel);
         if self.queue.send(Pending { command, reply }).is_err() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(RaftError::Fatal(Fatal::Stopped));
+            return Err(ProposeError::raft(RaftError::Fatal(Fatal::Stopped)));
         }
         match answer.await {
             Ok(Answer::Done(outcome)) => outcome,
             Ok(Answer::Alone(ticket, slot)) => settle(&self.raft, ticket, slot).await,
-            // The batcher stopped with the node.
-            Err(_) => Err(RaftError::Fatal(Fatal::Stopped)),
+            // The batcher stopped with the node, before it proposed this.
+            Err(_) => Err(ProposeError::raft(RaftError::Fatal(Fatal::Stopped))),
         }
     }
 }
@@ -197,14 +214,14 @@ impl Proposer {
 async fn settle(raft: &Raft, ticket: Ticket, slot: OwnedSemaphorePermit) -> Outcome {
     let outcome = match ticket.await {
         Ok(Ok(response)) => Ok(response.data),
-        Ok(Err(e)) => Err(RaftError::APIError(e)),
+        Ok(Err(e)) => Err(ProposeError::raft(RaftError::APIError(e))),
         Err(_) => {
-            // The core stopped before it answered: report why.
-            let fatal = match &raft.metrics().borrow().running_state {
-                Err(fatal) => fatal.clone(),
-                Ok(()) => Fatal::Stopped,
-            };
-            Err(RaftError::Fatal(fatal))
+            // The core stopped after it took the proposal and before it
+            // answered: the entry may still commit elsewhere.
+            if let Err(fatal) = &raft.metrics().borrow().running_state {
+                tracing::debug!(target: super::TARGET, error = %fatal, "Raft stopped before it answered a write");
+            }
+            Err(ProposeError::Unanswered)
         }
     };
     drop(slot);
@@ -318,7 +335,7 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, slot: OwnedSemaphorePermi
         let Pending { command, reply } = batch.remove(0);
         let answer = match raft.client_write_ff(command).await {
             Ok(ticket) => Answer::Alone(ticket, slot),
-            Err(fatal) => Answer::Done(Err(RaftError::Fatal(fatal))),
+            Err(fatal) => Answer::Done(Err(ProposeError::raft(RaftError::Fatal(fatal)))),
         };
         // A caller that gave up meanwhile drops the answer, and the slot.
         let _ = reply.send(answer);
@@ -338,7 +355,7 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, slot: OwnedSemaphorePermi
     let ticket = match raft.client_write_ff(command).await {
         Ok(ticket) => ticket,
         Err(fatal) => {
-            fail_all(replies, &RaftError::Fatal(fatal));
+            fail_all(replies, &ProposeError::raft(RaftError::Fatal(fatal)));
             return;
         }
     };
@@ -358,17 +375,15 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, slot: OwnedSemaphorePermi
                     answer = ?other,
                     "a batch was answered with something other than one answer per command"
                 );
-                fail_all(replies, &RaftError::Fatal(Fatal::Panicked));
+                // The entry was applied: what it did for each is unknown.
+                fail_all(replies, &ProposeError::Unanswered);
             }
             Err(e) => fail_all(replies, &e),
         }
     });
 }
 
-fn fail_all(
-    replies: Vec<oneshot::Sender<Answer>>,
-    error: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-) {
+fn fail_all(replies: Vec<oneshot::Sender<Answer>>, error: &ProposeError) {
     for r in replies {
         let _ = r.send(Answer::Done(Err(error.clone())));
     }

@@ -165,3 +165,33 @@ async fn writes_forwarded_together_are_answered_each() {
     assert!(matches!(answers[1], CommandResponse::Rejected { .. }));
     assert!(matches!(answers[2], CommandResponse::Rejected { .. }));
 }
+
+/// A write that Raft took and had not answered when it stopped may still be
+/// committed by the next leader (the entry may be on followers): it reports
+/// an unknown outcome, never `Shutdown`, which clients read as a refusal.
+#[tokio::test]
+async fn a_write_raft_stopped_on_reports_an_unknown_outcome() {
+    let mut cluster = Cluster::start(3, true).await;
+    let leader = cluster.wait_for_leader().await;
+    write_on_leader(&cluster, put("warm-up", "1"), "warm-up").await;
+    let node = cluster.node(leader).clone();
+    let before = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
+    // The followers no longer hear the leader: the write is appended there
+    // and never committed.
+    cluster.net.isolate(NodeId::new(leader));
+    let write = {
+        let node = node.clone();
+        tokio::spawn(async move { node.write(put("k", "v"), Some("stopped-1".into())).await })
+    };
+    cluster
+        .wait_until("the leader appended the write", |_| {
+            node.raft().metrics().borrow().last_log_index.unwrap_or(0) > before
+        })
+        .await;
+    cluster.stop_now(leader).await;
+    let answer = write.await.expect("the task runs");
+    assert!(
+        matches!(answer, Err(ClusterError::UnknownOutcome { .. })),
+        "{answer:?}"
+    );
+}
