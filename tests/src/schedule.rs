@@ -6,7 +6,7 @@
 //! `CATGA_FAULT_PROFILE` (`quick`, the default: eight faults, each held
 //! about a second; `long`: 120 faults). [`Schedule::generate`] draws the
 //! steps from the seed; [`run_schedule`] applies them to a
-//! [`Harness`](crate::harness::Harness), one after the other, healing each
+//! [`Harness`], one after the other, healing each
 //! before the next (restarting crashed nodes, restoring removed members)
 //! and everything at the end, and records when each fault was injected.
 //! [`unavailability_table`] turns those instants and the instants of the
