@@ -163,6 +163,13 @@ pub enum Call {
     },
 }
 
+impl Call {
+    /// Whether the call asks for a change (everything but a read).
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Call::KvRead { .. })
+    }
+}
+
 /// What came back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]

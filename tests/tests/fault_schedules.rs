@@ -1,122 +1,107 @@
-//! A randomised fault schedule against three real nodes, with a small
-//! writer; then every acknowledged write must be on every node, the
-//! singleton fences and the admin calls must pass their checks, and the
-//! unavailability per fault kind is printed.
+//! A randomised fault schedule against three real nodes while the workload
+//! runs on every node; then the histories must be linearizable, every
+//! invariant must hold, every acknowledged write must be in every node's
+//! state, the singleton fences and the admin calls must pass their checks,
+//! and the unavailability per fault kind is printed.
 //!
 //! Replay a failing run with the `CATGA_FAULT_SEED=<n>` it printed;
-//! `CATGA_FAULT_PROFILE=long` runs over a hundred faults.
+//! `CATGA_FAULT_PROFILE=long` runs over a hundred faults. A failing run
+//! writes its history to the temporary directory (also with
+//! `CATGA_WORKLOAD_DUMP` set).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use catga_cluster_tests::harness::{send, Harness, HarnessOptions};
+use catga_cluster_tests::checker::{check_with, CheckOptions};
+use catga_cluster_tests::harness::{Harness, HarnessOptions};
+use catga_cluster_tests::history::{FinalReads, History, Outcome, Reply};
+use catga_cluster_tests::invariants::check_all;
 use catga_cluster_tests::schedule::{
     run_schedule, seed_from_env, unavailability_table, Profile, Schedule,
 };
 use catga_cluster_tests::singleton::{check_admin_quorum, check_singleton_fences};
-use http::{Method, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use catga_cluster_tests::workload::{read_back, Workload, WorkloadConfig};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-/// How many writers run at once.
-const WRITERS: usize = 3;
+/// How long the workload runs on after the last heal: writes must go
+/// through again in that time.
+const CALM: Duration = Duration::from_secs(3);
 
-/// One acknowledged write.
-#[derive(Debug, Clone)]
-struct Ack {
-    key: String,
-    value: String,
-    at: Instant,
-}
-
-/// A writer: unique keys, `PUT /cluster/kv/{key}` on the nodes in turn
-/// (moving on after a failure), recording what was acknowledged.
-async fn writer(
-    n: usize,
-    endpoints: Vec<String>,
-    secret: String,
-    acks: Arc<Mutex<Vec<Ack>>>,
-    stop: CancellationToken,
-) -> usize {
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let mut node = n % endpoints.len();
-    let mut seq = 0u64;
-    let mut failures = 0;
-    while !stop.is_cancelled() {
-        let key = format!("w{n}-{seq}");
-        let value = format!("value {n} {seq}");
-        let uri = format!("{}/cluster/kv/{key}", endpoints[node]);
-        let answer = send(
-            &client,
-            &secret,
-            Method::PUT,
-            &uri,
-            Some(Bytes::from(value.clone())),
-            false,
-        )
+/// Every key the final reads saw, compared with each running node's own
+/// state machine once it has applied what the leader has: every
+/// acknowledged write is then in every node's state, not only readable
+/// through the leader.
+async fn check_replicas(harness: &Harness, finals: &FinalReads) -> Result<usize, String> {
+    let leader = harness.wait_for_leader().await;
+    let target = harness
+        .node(leader)
+        .and_then(|n| n.state_machine().last_applied())
+        .map_or(0, |l| l.index);
+    let caught_up = harness
+        .wait_until(Duration::from_secs(20), |h| {
+            h.running().into_iter().all(|i| {
+                h.node(i)
+                    .and_then(|n| n.state_machine().last_applied())
+                    .is_some_and(|l| l.index >= target)
+            })
+        })
         .await;
-        match answer {
-            Ok((status, _)) if status.is_success() => {
-                acks.lock().unwrap().push(Ack {
-                    key,
-                    value,
-                    at: Instant::now(),
-                });
-            }
-            _ => {
-                // Unknown outcome: never reuse the key; try another node.
-                failures += 1;
-                node = (node + 1) % endpoints.len();
-            }
-        }
-        seq += 1;
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = tokio::time::sleep(Duration::from_millis(10)) => {}
-        }
+    if !caught_up {
+        return Err(format!(
+            "the nodes did not apply up to the leader's index {target}: {}",
+            harness.describe()
+        ));
     }
-    failures
-}
-
-/// Every acknowledged write, read back (linearizably) from every node.
-async fn check_acknowledged(harness: &Harness, acks: &[Ack]) -> Result<(), String> {
     let mut problems = Vec::new();
-    for i in 0..harness.len() {
-        for chunk in acks.chunks(32) {
-            let reads = chunk.iter().map(|ack| async move {
-                let path = format!("/cluster/kv/{}", ack.key);
-                (
-                    ack,
-                    harness.request(i, Method::GET, &path, None, false).await,
-                )
-            });
-            for (ack, read) in futures_util::future::join_all(reads).await {
-                match read {
-                    Ok((StatusCode::OK, body)) if body == ack.value.as_bytes() => {}
-                    other => problems.push(format!(
-                        "node {}: acknowledged {} = {:?}, read {:?}",
-                        harness.id(i),
-                        ack.key,
-                        ack.value,
-                        other.map(|(s, b)| (s, String::from_utf8_lossy(&b).into_owned()))
-                    )),
-                }
+    let mut checked = 0;
+    for read in finals.kv.iter().filter(|r| r.node == leader) {
+        let expected = match &read.reply {
+            Some(Reply::Value { value, revision }) => Some((value.clone(), *revision)),
+            Some(Reply::NotFound) => None,
+            _ => continue,
+        };
+        for i in harness.running() {
+            let local = harness
+                .node(i)
+                .and_then(|n| n.state_machine().get(&read.key))
+                .map(|v| (String::from_utf8_lossy(&v.value).into_owned(), v.revision));
+            checked += 1;
+            if local != expected {
+                problems.push(format!(
+                    "node {}: {} is {local:?} in its state, the leader read {expected:?}",
+                    harness.id(i),
+                    read.key
+                ));
             }
         }
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(checked)
     } else {
         problems.truncate(20);
         Err(problems.join("\n"))
     }
 }
 
+/// When each acknowledged write was answered, on the harness's clock.
+fn acknowledged_writes(history: &History, started: Instant) -> Vec<Instant> {
+    history
+        .ops
+        .iter()
+        .filter(|op| op.call.is_write() && matches!(op.outcome, Outcome::Ok(_)))
+        .map(|op| started + Duration::from_micros(op.completed_us))
+        .collect()
+}
+
+fn dump(history: &History, seed: u64) {
+    let path = std::env::temp_dir().join(format!("catga-fault-history-{seed}.json"));
+    match history.dump(&path) {
+        Ok(()) => eprintln!("history written to {}", path.display()),
+        Err(e) => eprintln!("cannot write the history to {}: {e}", path.display()),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_quick_schedule_keeps_every_acknowledged_write() {
+async fn a_fault_schedule_keeps_the_histories_linearizable_and_every_write() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -129,56 +114,75 @@ async fn a_quick_schedule_keeps_every_acknowledged_write() {
     let schedule = Schedule::generate(seed, profile);
     let mut harness = Harness::start(HarnessOptions::new(3, seed)).await;
 
-    let acks = Arc::new(Mutex::new(Vec::new()));
-    let stop = CancellationToken::new();
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|n| {
-            tokio::spawn(writer(
-                n,
-                harness.endpoints(),
-                harness.secret().to_owned(),
-                acks.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let config = WorkloadConfig {
+        secret: Some(harness.secret().to_owned()),
+        seed,
+        ..WorkloadConfig::new(harness.endpoints())
+    };
+    let workload = Workload::start(config.clone());
+    let started = Instant::now() - workload.elapsed();
 
-    let started = Instant::now();
     let injections = run_schedule(&mut harness, &schedule).await;
-    // A moment of calm after the last heal: writes must go through again.
+    harness.wait_for_leader().await;
     let calm = Instant::now();
-    let recovered = harness
-        .wait_until(Duration::from_secs(20), |_| {
-            acks.lock().unwrap().iter().any(|a| a.at > calm)
-        })
-        .await;
-    stop.cancel();
-    let mut failures = 0;
-    for w in writers {
-        failures += w.await.expect("the writer ran");
-    }
-    let acks = acks.lock().unwrap().clone();
+    tokio::time::sleep(CALM).await;
+    let history = workload.stop().await;
+    let took = started.elapsed();
+
+    let acks = acknowledged_writes(&history, started);
+    let stats = history.stats();
     eprintln!(
-        "schedule of {} faults in {:?}: {} writes acknowledged, {failures} failed or unknown",
+        "CATGA_FAULT_SEED={seed}: {} faults in {took:?}; {} calls ({} acknowledged writes); \
+         calls by kind and outcome:\n{}",
         injections.len(),
-        started.elapsed(),
-        acks.len()
+        history.ops.len(),
+        acks.len(),
+        serde_json::to_string_pretty(&stats).unwrap_or_default()
     );
-    let instants: Vec<Instant> = acks.iter().map(|a| a.at).collect();
     eprintln!(
         "unavailability (fault to first acknowledged write):\n{}",
-        unavailability_table(&injections, &instants)
+        unavailability_table(&injections, &acks)
     );
 
+    let recovered = acks.iter().any(|at| *at > calm);
+    if !recovered {
+        dump(&history, seed);
+    }
     assert!(
         recovered,
-        "no write acknowledged after healing: {}",
+        "no write acknowledged in the {CALM:?} after the last heal (CATGA_FAULT_SEED={seed}): {}",
         harness.describe()
     );
-    assert!(!acks.is_empty(), "the writers never got a write through");
-    check_acknowledged(&harness, &acks)
+
+    let finals = read_back(&config, &history).await;
+    let checking = std::time::Instant::now();
+    let report = check_with(&history, Some(&finals), &CheckOptions::default());
+    eprintln!(
+        "linearizability ({:?}): {}",
+        checking.elapsed(),
+        report.summary()
+    );
+    let violations = check_all(&history, Some(&finals));
+    if !report.passed()
+        || !violations.is_empty()
+        || std::env::var_os("CATGA_WORKLOAD_DUMP").is_some()
+    {
+        dump(&history, seed);
+    }
+    assert!(
+        report.passed(),
+        "not linearizable (CATGA_FAULT_SEED={seed}): {}",
+        report.summary()
+    );
+    assert!(
+        violations.is_empty(),
+        "invariants broken (CATGA_FAULT_SEED={seed}): {violations:#?}"
+    );
+    let replicas = check_replicas(&harness, &finals)
         .await
-        .unwrap_or_else(|e| panic!("acknowledged writes lost (CATGA_FAULT_SEED={seed}):\n{e}"));
+        .unwrap_or_else(|e| panic!("acknowledged writes missing (CATGA_FAULT_SEED={seed}):\n{e}"));
+    eprintln!("{replicas} key reads compared with every node's own state");
+
     check_singleton_fences(harness.singletons())
         .unwrap_or_else(|e| panic!("singleton fences (CATGA_FAULT_SEED={seed}):\n{e}"));
     assert!(
