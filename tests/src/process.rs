@@ -263,6 +263,9 @@ struct Member {
     child: Option<Child>,
     log: PathBuf,
     starts: u32,
+    /// Added at run time: it joins the running cluster
+    /// (`Cluster__ColdStart=false`) instead of founding one.
+    joins: bool,
 }
 
 /// The example's binary as N member processes; see the
@@ -314,6 +317,7 @@ impl ProcessCluster {
                 spec: spec.clone(),
                 child: None,
                 starts: 0,
+                joins: false,
             })
             .collect();
         Ok(ProcessCluster {
@@ -347,6 +351,7 @@ impl ProcessCluster {
             spec,
             child: None,
             starts: 0,
+            joins: true,
         });
         Ok(self.members.len() - 1)
     }
@@ -445,6 +450,9 @@ impl ProcessCluster {
             .env("Cluster__LocalNodeId", spec.id.to_string())
             .env("Cluster__Secret", &self.secret)
             .env("RUST_LOG", "info,openraft=warn");
+        if member.joins {
+            command.env("Cluster__ColdStart", "false");
+        }
         if spec.host != "127.0.0.1" {
             // A secret over plain HTTP to another host is refused unless
             // allowed: these hosts are namespaces on one machine.

@@ -54,6 +54,14 @@ pub struct ClusterConfig {
     /// `Cluster.FastFailover`, default `true`; with `false` only the
     /// election timers replace a leader.
     pub fast_failover: bool,
+    /// Whether this node, started on empty storage, founds the cluster
+    /// with the configured members (`Cluster.ColdStart`, default `true`:
+    /// every member listed from the start founds it, the same way). A node
+    /// that joins a running cluster sets `false`: it then waits, with an
+    /// empty log and no vote, until the leader adds it
+    /// (`POST /cluster/members`), instead of founding a cluster of its own
+    /// whose elections would disturb the running one.
+    pub cold_start: bool,
 }
 
 impl ClusterConfig {
@@ -81,6 +89,7 @@ impl ClusterConfig {
             tls: None,
             allow_insecure_transport: false,
             fast_failover: true,
+            cold_start: true,
         }
     }
 

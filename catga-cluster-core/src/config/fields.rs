@@ -19,10 +19,11 @@ pub(super) enum Field {
     Tls,
     AllowInsecureTransport,
     FastFailover,
+    ColdStart,
 }
 
 impl Field {
-    pub(super) const ALL: [Field; 12] = [
+    pub(super) const ALL: [Field; 13] = [
         Field::LocalNodeEndpoint,
         Field::LocalNodeId,
         Field::Members,
@@ -35,6 +36,7 @@ impl Field {
         Field::Tls,
         Field::AllowInsecureTransport,
         Field::FastFailover,
+        Field::ColdStart,
     ];
 
     /// The .NET spelling, used in messages.
@@ -52,6 +54,7 @@ impl Field {
             Field::Tls => "Tls",
             Field::AllowInsecureTransport => "AllowInsecureTransport",
             Field::FastFailover => "FastFailover",
+            Field::ColdStart => "ColdStart",
         }
     }
 
@@ -70,6 +73,7 @@ impl Field {
             Field::Tls => "tls",
             Field::AllowInsecureTransport => "allow_insecure_transport",
             Field::FastFailover => "fast_failover",
+            Field::ColdStart => "cold_start",
         }
     }
 

@@ -71,6 +71,7 @@ pub(super) fn interpret(figment: &Figment) -> Result<ClusterConfig, ConfigError>
             .allow_insecure_transport
             .is_some_and(|allow| allow.0),
         fast_failover: settings.fast_failover.is_none_or(|fast| fast.0),
+        cold_start: settings.cold_start.is_none_or(|cold| cold.0),
     };
     config.validate()?;
     Ok(config)

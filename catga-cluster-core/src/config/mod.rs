@@ -44,6 +44,7 @@
 //! | `Tls.ReloadInterval` | how often the three files are checked for changes | 10 s |
 //! | `AllowInsecureTransport` | accept plain `http://` to other machines although a `Secret` is set | `false` |
 //! | `FastFailover` | replace a leader whose process died at once, instead of after the leader lease (see `catga-cluster-raft`'s crash fail-over) | `true` |
+//! | `ColdStart` | on empty storage, found the cluster with the configured members; `false` for a node joining a running cluster, which waits to be added | `true` |
 //!
 //! # TLS and secure by default
 //!

@@ -40,6 +40,7 @@ pub(super) struct Settings {
     pub(super) tls: Option<Tls>,
     pub(super) allow_insecure_transport: Option<Flag>,
     pub(super) fast_failover: Option<Flag>,
+    pub(super) cold_start: Option<Flag>,
 }
 
 /// The `Tls` object. Only an object: serde's derived struct would also take

@@ -1242,3 +1242,35 @@ fn fast_failover_is_on_unless_turned_off() {
         &["`sometimes`", "expected true or false"],
     );
 }
+
+#[test]
+fn a_node_cold_starts_unless_told_it_joins() {
+    let config = json(&format!(r#"{{ "Cluster": {{ {LOCAL} }} }}"#))
+        .build()
+        .unwrap();
+    assert!(config.cold_start);
+    assert!(ClusterConfig::single_node(derived("http://localhost:5000")).cold_start);
+    let sources = [
+        env(&[
+            ("Cluster__LocalNodeEndpoint", "http://localhost:5000"),
+            ("Cluster__ColdStart", "False"),
+        ]),
+        json(&format!(
+            r#"{{ "Cluster": {{ {LOCAL}, "ColdStart": false }} }}"#
+        )),
+        ClusterConfig::loader().toml_str(
+            "[cluster]\nlocal_node_endpoint = \"http://localhost:5000\"\ncold_start = false",
+        ),
+    ];
+    for loader in sources {
+        assert!(!loader.build().unwrap().cold_start);
+    }
+    expect_error(
+        env(&[
+            ("Cluster__LocalNodeEndpoint", "http://localhost:5000"),
+            ("Cluster__ColdStart", "maybe"),
+        ]),
+        "Cluster.ColdStart",
+        &["`maybe`", "expected true or false"],
+    );
+}

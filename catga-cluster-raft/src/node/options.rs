@@ -102,7 +102,9 @@ pub struct NodeOptions {
     pub reachability_window: Option<Duration>,
     /// Whether a node with empty storage bootstraps the configured members.
     /// Turn it off for a node that joins a running cluster: it then waits
-    /// until the leader adds it.
+    /// until the leader adds it. The configuration can say the same
+    /// (`Cluster.ColdStart = false`); the node bootstraps only if both
+    /// allow it.
     pub bootstrap: bool,
     /// Whether the crash fast path runs: followers watch their leader's
     /// process and, when it dies, elect a successor at once instead of

@@ -253,11 +253,12 @@ impl RaftNodeBuilder {
 }
 
 /// Bootstraps the configured members on a node that has never been part of
-/// a cluster (unless [`NodeOptions::bootstrap`] is off).
+/// a cluster, unless [`NodeOptions::bootstrap`] is off or the configuration
+/// says the node joins a running cluster (`Cluster.ColdStart = false`).
 async fn bootstrap(inner: &Inner) -> Result<(), StartError> {
     let raft = &inner.raft;
     let initialized = raft.is_initialized().await?;
-    if !initialized && !inner.options.bootstrap {
+    if !initialized && !(inner.options.bootstrap && inner.config.cold_start) {
         tracing::info!(target: TARGET, node_id = %inner.info.id, "empty storage; waiting to be added to a cluster");
     } else if !initialized {
         let members: BTreeMap<NodeId, BasicNode> = inner
