@@ -258,7 +258,8 @@ impl RaftNodeBuilder {
 async fn bootstrap(inner: &Inner) -> Result<(), StartError> {
     let raft = &inner.raft;
     let initialized = raft.is_initialized().await?;
-    if !initialized && !(inner.options.bootstrap && inner.config.cold_start) {
+    let founds = inner.options.bootstrap && inner.config.cold_start;
+    if !initialized && !founds {
         tracing::info!(target: TARGET, node_id = %inner.info.id, "empty storage; waiting to be added to a cluster");
     } else if !initialized {
         let members: BTreeMap<NodeId, BasicNode> = inner
