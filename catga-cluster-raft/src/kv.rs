@@ -115,6 +115,7 @@ impl RaftNode {
                 let (state, clock_ms) = sm.lock(&name);
                 ReadAnswer::Lock { state, clock_ms }
             }
+            ReadRequest::Index => ReadAnswer::Index(sm.last_applied().map_or(0, |l| l.index)),
         })
     }
 

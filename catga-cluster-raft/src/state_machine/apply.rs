@@ -9,6 +9,7 @@ use openraft::EntryPayload;
 use super::locks::Outcome;
 use super::{limits, Data, DedupEntry, Lock, StateMachineConfig, StateMachineStore};
 use crate::types::{Command, CommandResponse, Entry, Operation, StoredMembership};
+use crate::watch::KeyEvent;
 
 impl StateMachineStore {
     /// Applies one log entry to `data` and answers it.
@@ -17,6 +18,7 @@ impl StateMachineStore {
         data: &mut Data,
         entry: &Entry,
         lock_changed: &mut bool,
+        events: &mut Vec<KeyEvent>,
     ) -> CommandResponse {
         data.last_applied = Some(entry.log_id);
         match &entry.payload {
@@ -29,10 +31,10 @@ impl StateMachineStore {
                 Operation::Batch(commands) => CommandResponse::Batch(
                     commands
                         .iter()
-                        .map(|c| self.apply_command(data, entry, c, lock_changed))
+                        .map(|c| self.apply_command(data, entry, c, lock_changed, events))
                         .collect(),
                 ),
-                _ => self.apply_command(data, entry, cmd, lock_changed),
+                _ => self.apply_command(data, entry, cmd, lock_changed, events),
             },
         }
     }
@@ -45,6 +47,7 @@ impl StateMachineStore {
         entry: &Entry,
         cmd: &Command,
         lock_changed: &mut bool,
+        events: &mut Vec<KeyEvent>,
     ) -> CommandResponse {
         advance_clock(data, entry.log_id.leader_id.term, cmd.leader_time_ms);
         if let Some(id) = &cmd.request_id {
@@ -52,7 +55,7 @@ impl StateMachineStore {
                 return seen.response.clone();
             }
         }
-        let response = execute(data, entry.log_id.index, cmd, lock_changed);
+        let response = execute(data, entry.log_id.index, cmd, lock_changed, events);
         if let Some(id) = &cmd.request_id {
             remember(data, id, &response, &self.shared.config);
         }
@@ -169,7 +172,13 @@ pub fn validate_command(cmd: &Command) -> Result<(), String> {
     validate(cmd)
 }
 
-fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) -> CommandResponse {
+fn execute(
+    data: &mut Data,
+    index: u64,
+    cmd: &Command,
+    lock_changed: &mut bool,
+    events: &mut Vec<KeyEvent>,
+) -> CommandResponse {
     if let Err(reason) = validate(cmd) {
         return CommandResponse::Rejected { reason };
     }
@@ -186,6 +195,11 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
                 return mismatch;
             }
             data.kv.insert(key, value, index);
+            events.push(KeyEvent::Put {
+                key: key.clone(),
+                value: bytes::Bytes::copy_from_slice(value),
+                revision: index,
+            });
             CommandResponse::Written { revision: index }
         }
         Operation::Delete {
@@ -195,9 +209,14 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
             if let Some(mismatch) = check_revision(data, key, *expected_revision) {
                 return mismatch;
             }
-            CommandResponse::Deleted {
-                existed: data.kv.remove(key),
+            let existed = data.kv.remove(key);
+            if existed {
+                events.push(KeyEvent::Delete {
+                    key: key.clone(),
+                    revision: index,
+                });
             }
+            CommandResponse::Deleted { existed }
         }
         Operation::LockAcquire {
             name,

@@ -68,6 +68,7 @@ use tokio::sync::watch;
 use crate::snapshot_store::SnapshotStore;
 use crate::types::{CommandResponse, LogId, StoredMembership};
 pub use crate::types::{KvValue, LockState};
+use crate::watch::{WatchError, WatchHub, WatchLimits, WatchStream};
 
 mod apply;
 mod kv_map;
@@ -117,6 +118,15 @@ pub struct StateMachineConfig {
     /// under load the table sits at this bound; it must still cover the
     /// writes of the longest time a client retries.
     pub dedup_max_entries: usize,
+    /// The most key events kept for watches to start at a past revision
+    /// (see [`watch`](crate::watch)); default 10,000.
+    pub watch_history_events: usize,
+    /// The most bytes of key events (keys, values and 32 bytes each) kept
+    /// for watches; default 16 MiB. The history is cut to both bounds.
+    pub watch_history_bytes: usize,
+    /// How many revisions a watcher's buffer holds before the watcher is
+    /// cut off as too slow; default 1,024.
+    pub watch_buffer: usize,
 }
 
 impl Default for StateMachineConfig {
@@ -124,6 +134,9 @@ impl Default for StateMachineConfig {
         StateMachineConfig {
             dedup_horizon: Duration::from_secs(15 * 60),
             dedup_max_entries: 100_000,
+            watch_history_events: 10_000,
+            watch_history_bytes: 16 * 1024 * 1024,
+            watch_buffer: 1024,
         }
     }
 }
@@ -225,6 +238,8 @@ struct Shared {
     /// memory beside the state it encodes.
     snapshots: SnapshotStore,
     applied: watch::Sender<Applied>,
+    /// The history of key events and the watchers.
+    watches: WatchHub,
     config: StateMachineConfig,
 }
 
@@ -282,11 +297,20 @@ impl StateMachineStore {
             index,
             lock_changes: 0,
         });
+        let watches = WatchHub::new(
+            index,
+            WatchLimits {
+                history_events: config.watch_history_events,
+                history_bytes: config.watch_history_bytes,
+                buffer: config.watch_buffer,
+            },
+        );
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 data: RwLock::new(data),
                 snapshots,
                 applied,
+                watches,
                 config,
             }),
         })
@@ -361,6 +385,19 @@ impl StateMachineStore {
             .map_or(WaiterView::Absent, |l| l.view(owner, waiter));
         let index = data.last_applied.map_or(0, |l| l.index);
         (view, data.clock_ms, index)
+    }
+
+    /// Watches the keys under `prefix` as applied locally, from revision
+    /// `from` (inclusive) or after the last entry applied; see
+    /// [`RaftNode::watch`](crate::RaftNode::watch), which starts from a
+    /// linearizable point.
+    pub fn watch(&self, prefix: &str, from: Option<u64>) -> Result<WatchStream, WatchError> {
+        self.shared.watches.watch(prefix, from)
+    }
+
+    /// The oldest revision a watch can start at on this node.
+    pub fn watch_oldest_revision(&self) -> u64 {
+        self.shared.watches.oldest()
     }
 
     /// How many request ids the de-duplication table holds.

@@ -34,6 +34,7 @@ fn config() -> StateMachineConfig {
     StateMachineConfig {
         dedup_horizon: Duration::from_millis(2000),
         dedup_max_entries: 6,
+        ..StateMachineConfig::default()
     }
 }
 

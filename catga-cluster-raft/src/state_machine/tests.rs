@@ -120,6 +120,7 @@ async fn dedup_is_bounded_by_horizon_and_size() {
     let config = StateMachineConfig {
         dedup_horizon: Duration::from_secs(1),
         dedup_max_entries: 3,
+        ..StateMachineConfig::default()
     };
     let mut sm = StateMachineStore::open(SnapshotStore::memory(), config).unwrap();
     for i in 0..5u64 {
@@ -510,6 +511,7 @@ async fn dedup_table_holds_its_bound_well_past_it() {
     let config = StateMachineConfig {
         dedup_horizon: Duration::from_secs(3600),
         dedup_max_entries: 100,
+        ..StateMachineConfig::default()
     };
     let mut sm = StateMachineStore::open(SnapshotStore::memory(), config).unwrap();
     // 1,000 writes with request ids, ten to an entry.
