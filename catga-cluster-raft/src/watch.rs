@@ -45,6 +45,7 @@ use tokio::sync::mpsc;
 
 use crate::network::wire::{ReadAnswer, ReadRequest};
 use crate::node::RaftNode;
+use crate::types::KvValue;
 
 /// A change of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,24 +384,46 @@ impl RaftNode {
         prefix: &str,
         from_revision: Option<u64>,
     ) -> Result<WatchStream, WatchError> {
-        let sm = self.state_machine();
         if from_revision.is_none() {
-            let index = match self.read_anywhere(ReadRequest::Index).await? {
-                ReadAnswer::Index(i) => i,
-                other => {
-                    return Err(
-                        ClusterError::Other(format!("unexpected answer {other:?}").into()).into(),
-                    )
-                }
-            };
-            let mut applied = sm.subscribe();
-            while applied.borrow_and_update().index < index {
-                if applied.changed().await.is_err() {
-                    return Err(ClusterError::Shutdown.into());
-                }
+            self.linearizable_point().await?;
+        }
+        self.state_machine().watch(prefix, from_revision)
+    }
+
+    /// A linearizable read point served locally: the leader confirms its
+    /// leadership with a quorum and names its applied index; this node
+    /// waits until it has applied as much, and answers that index. Every
+    /// write acknowledged before the call is applied here on return.
+    pub async fn linearizable_point(&self) -> Result<u64, ClusterError> {
+        let index = match self.read_anywhere(ReadRequest::Index).await? {
+            ReadAnswer::Index(i) => i,
+            other => {
+                return Err(ClusterError::Other(
+                    format!("unexpected answer {other:?}").into(),
+                ))
+            }
+        };
+        let mut applied = self.state_machine().subscribe();
+        while applied.borrow_and_update().index < index {
+            if applied.changed().await.is_err() {
+                return Err(ClusterError::Shutdown);
             }
         }
-        sm.watch(prefix, from_revision)
+        Ok(index)
+    }
+
+    /// The keys under `prefix`, in key order, at most `limit`, with the
+    /// revision they were read at (the last index applied): a linearizable
+    /// read served from this node's state machine after
+    /// [`linearizable_point`](RaftNode::linearizable_point). A watch from
+    /// `revision + 1` continues the listing without a gap.
+    pub async fn list_at_revision(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<(Vec<(String, KvValue)>, u64), ClusterError> {
+        self.linearizable_point().await?;
+        Ok(self.state_machine().list_at_revision(prefix, limit))
     }
 }
 

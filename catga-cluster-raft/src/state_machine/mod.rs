@@ -354,6 +354,13 @@ impl StateMachineStore {
         self.read().kv.list(prefix, limit)
     }
 
+    /// [`list`](Self::list), with the last index applied when it was read.
+    pub fn list_at_revision(&self, prefix: &str, limit: usize) -> (Vec<(String, KvValue)>, u64) {
+        let data = self.read();
+        let index = data.last_applied.map_or(0, |l| l.index);
+        (data.kv.list(prefix, limit), index)
+    }
+
     /// A lock's state as applied locally, with its expiry on the state
     /// machine's clock, and that clock.
     pub fn lock(&self, name: &str) -> (Option<LockState>, u64) {
