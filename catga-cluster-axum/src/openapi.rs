@@ -64,12 +64,19 @@ pub(crate) enum ContentDoc {
     Problem,
     Octets,
     Metrics,
+    /// Server-Sent Events whose `data` are JSON of type `T`.
+    EventStream(SchemaFn),
 }
 
 impl ContentDoc {
     /// A JSON answer of type `T`.
     pub(crate) fn json<T: JsonSchema>() -> Self {
         ContentDoc::Json(schema_of::<T>)
+    }
+
+    /// Server-Sent Events whose `data` are JSON of type `T`.
+    pub(crate) fn events<T: JsonSchema>() -> Self {
+        ContentDoc::EventStream(schema_of::<T>)
     }
 }
 
@@ -157,6 +164,12 @@ fn content(doc: ContentDoc, schemas: &mut Schemas) -> Value {
             "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } }
         }),
         ContentDoc::Metrics => json!({ "text/plain": { "schema": { "type": "string" } } }),
+        ContentDoc::EventStream(schema) => json!({
+            "text/event-stream": {
+                "schema": { "type": "string" },
+                "itemSchema": schema(&mut schemas.responses),
+            }
+        }),
     }
 }
 
