@@ -248,6 +248,7 @@ impl RaftNodeBuilder {
         if inner.fast_failover {
             tokio::spawn(failover::fast::watch_leader(Arc::downgrade(&inner)));
         }
+        tokio::spawn(super::expiry::expire_keys(Arc::downgrade(&inner)));
         Ok(RaftNode { inner })
     }
 }

@@ -173,6 +173,79 @@ struct Data {
     dedup: imbl::OrdMap<Arc<str>, DedupEntry>,
     /// Request ids in the order they were recorded, for pruning.
     dedup_order: imbl::Vector<Arc<str>>,
+    /// When each key with a time to live expires, by the state machine's
+    /// clock ([`Operation::PutTtl`](crate::types::Operation::PutTtl)).
+    expiries: imbl::OrdMap<String, u64>,
+    /// The same, by expiry, for the sweep at every command.
+    expiring: imbl::OrdSet<(u64, String)>,
+}
+
+impl Data {
+    /// Sets (or with `None` clears) a key's expiry.
+    fn set_expiry(&mut self, key: &str, at: Option<u64>) {
+        if let Some(old) = self.expiries.remove(key) {
+            self.expiring.remove(&(old, key.to_owned()));
+        }
+        if let Some(at) = at {
+            self.expiries.insert(key.to_owned(), at);
+            self.expiring.insert((at, key.to_owned()));
+        }
+    }
+
+    /// Moves every expiry by the time a new term starts: the time a key
+    /// had left at `old_now` counts again from `new_now`, as lock leases
+    /// do.
+    fn rebase_expiries(&mut self, old_now: u64, new_now: u64) {
+        if self.expiries.is_empty() {
+            return;
+        }
+        let rebased: Vec<(String, u64)> = self
+            .expiries
+            .iter()
+            .map(|(k, at)| {
+                (
+                    k.clone(),
+                    new_now.saturating_add(at.saturating_sub(old_now)),
+                )
+            })
+            .collect();
+        self.expiries = imbl::OrdMap::new();
+        self.expiring = imbl::OrdSet::new();
+        for (key, at) in rebased {
+            self.set_expiry(&key, Some(at));
+        }
+    }
+}
+
+/// [`Data`] as snapshots of format 2 held it, before keys had a time to
+/// live.
+#[derive(Deserialize)]
+struct DataV2 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    clock_ms: u64,
+    clock_term: u64,
+    kv: KvMap,
+    locks: BTreeMap<String, Lock>,
+    dedup: imbl::OrdMap<Arc<str>, DedupEntry>,
+    dedup_order: imbl::Vector<Arc<str>>,
+}
+
+impl From<DataV2> for Data {
+    fn from(old: DataV2) -> Data {
+        Data {
+            last_applied: old.last_applied,
+            membership: old.membership,
+            clock_ms: old.clock_ms,
+            clock_term: old.clock_term,
+            kv: old.kv,
+            locks: old.locks,
+            dedup: old.dedup,
+            dedup_order: old.dedup_order,
+            expiries: imbl::OrdMap::new(),
+            expiring: imbl::OrdSet::new(),
+        }
+    }
 }
 
 /// [`Data`] as snapshots held it before locks had queues.
@@ -217,6 +290,8 @@ impl From<LegacyData> for Data {
             locks,
             dedup: old.dedup,
             dedup_order: old.dedup_order,
+            expiries: imbl::OrdMap::new(),
+            expiring: imbl::OrdSet::new(),
         }
     }
 }
@@ -407,6 +482,19 @@ impl StateMachineStore {
         self.shared.watches.oldest()
     }
 
+    /// The earliest expiry of a key with a time to live, by the state
+    /// machine's clock, with that clock.
+    pub fn next_expiry(&self) -> (Option<u64>, u64) {
+        let data = self.read();
+        (data.expiring.get_min().map(|(at, _)| *at), data.clock_ms)
+    }
+
+    /// When key `key` expires by the state machine's clock, if it has a
+    /// time to live.
+    pub fn expiry(&self, key: &str) -> Option<u64> {
+        self.read().expiries.get(key).copied()
+    }
+
     /// How many request ids the de-duplication table holds.
     pub fn dedup_len(&self) -> usize {
         self.read().dedup.len()
@@ -416,7 +504,10 @@ impl StateMachineStore {
 /// The tag that opens snapshot data since locks have queues: the format's
 /// version, after a byte that no untagged snapshot starts with (those open
 /// with the tag of an `Option`, 0 or 1).
-const SNAPSHOT_FORMAT: [u8; 2] = [0xca, 2];
+const SNAPSHOT_FORMAT: [u8; 2] = [0xca, 3];
+
+/// The tag of the format before keys had a time to live.
+const SNAPSHOT_FORMAT_V2: [u8; 2] = [0xca, 2];
 
 /// Writes the state for a snapshot to `out` as it encodes it:
 /// [`SNAPSHOT_FORMAT`], then the state. Fed to
@@ -440,9 +531,12 @@ fn encode_data(data: &Data) -> Result<Vec<u8>, String> {
 /// Decodes the state from a snapshot, of this format or of the untagged
 /// one written before locks had queues.
 fn decode_data(bytes: &[u8]) -> Result<Data, String> {
-    let decoded = match bytes.strip_prefix(&SNAPSHOT_FORMAT) {
-        Some(rest) => postcard::from_bytes::<Data>(rest),
-        None => postcard::from_bytes::<LegacyData>(bytes).map(Data::from),
+    let decoded = if let Some(rest) = bytes.strip_prefix(&SNAPSHOT_FORMAT) {
+        postcard::from_bytes::<Data>(rest)
+    } else if let Some(rest) = bytes.strip_prefix(&SNAPSHOT_FORMAT_V2) {
+        postcard::from_bytes::<DataV2>(rest).map(Data::from)
+    } else {
+        postcard::from_bytes::<LegacyData>(bytes).map(Data::from)
     };
     decoded.map_err(|e| format!("snapshot data does not decode: {e}"))
 }

@@ -209,3 +209,60 @@ async fn a_slow_watcher_is_cut_off_and_resumes_without_loss() {
     );
     assert_eq!(got, revisions);
 }
+
+#[tokio::test]
+async fn a_key_with_a_ttl_expires_without_further_writes_and_watches_see_the_delete() {
+    let cluster = Cluster::start(3, false).await;
+    let leader = cluster.wait_for_leader().await;
+    let followers: Vec<u64> = cluster
+        .members
+        .iter()
+        .copied()
+        .filter(|&i| i != leader)
+        .collect();
+    let writer = cluster.node(followers[0]);
+    let watcher = cluster.node(followers[1]);
+    let mut stream = watcher.watch("t/", None).await.unwrap();
+    let written = tokio::time::Instant::now();
+    let revision = match writer
+        .put_with_ttl("t/a", b"1".to_vec(), Duration::from_millis(300), None)
+        .await
+        .unwrap()
+    {
+        catga_cluster_raft::CasOutcome::Written(r) => r,
+        other => panic!("not written: {other:?}"),
+    };
+    // Refreshed by a later write: it lives 300 ms from this one.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let refreshed = writer
+        .put_with_ttl("t/a", b"2".to_vec(), Duration::from_millis(300), None)
+        .await
+        .unwrap();
+    let refreshed_at = tokio::time::Instant::now();
+    assert!(matches!(refreshed, catga_cluster_raft::CasOutcome::Written(r) if r > revision));
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(
+            tokio::time::timeout(support::DEADLINE, stream.next_event())
+                .await
+                .expect("the expiry in time")
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert!(matches!(&events[0], KeyEvent::Put { value, .. } if &value[..] == b"1"));
+    assert!(matches!(&events[1], KeyEvent::Put { value, .. } if &value[..] == b"2"));
+    assert!(matches!(&events[2], KeyEvent::Delete { key, .. } if key == "t/a"));
+    assert!(
+        refreshed_at.elapsed() >= Duration::from_millis(250),
+        "expired {:?} after the refresh",
+        refreshed_at.elapsed()
+    );
+    assert!(written.elapsed() < Duration::from_secs(5));
+    assert_eq!(watcher.get("t/a").await.unwrap(), None);
+    // Every node applied the same delete.
+    cluster.wait_applied(events[2].revision()).await;
+    for node in cluster.nodes.values() {
+        assert_eq!(node.state_machine().get("t/a"), None);
+    }
+}
