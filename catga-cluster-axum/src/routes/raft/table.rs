@@ -345,7 +345,7 @@ pub(in crate::routes) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Rout
             method: Method::PUT,
             path: paths::KV.into(),
             operation_id: "kvPut".into(),
-            summary: "Writes a key (the raw body is the value); If-Match: <revision> makes it a compare-and-set (0: only if absent)",
+            summary: "Writes a key (the raw body is the value); If-Match: <revision> makes it a compare-and-set (0: only if absent); `?ttl_ms=N` (1 ms to one day) makes it expire N ms later by the leader's clock (a delete; a later write sets its expiry again, a write without ttl_ms makes it permanent)",
             tag: "kv",
             protected: true,
             forwarded: false,

@@ -349,3 +349,42 @@ async fn events_of_one_batched_revision_resume_exactly_after_any_of_them() {
     }
     cluster.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_put_with_a_ttl_expires_as_a_delete_event() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start().await;
+    let http = Http::new();
+    let leader_id = cluster.leader().await.id;
+    let follower = cluster.nodes.iter().find(|n| n.id != leader_id).unwrap();
+    let mut stream = SseClient::open(follower.addr, "/cluster/kv?prefix=t/&watch=true", None)
+        .await
+        .unwrap();
+    for bad in ["0", "86400001", "x"] {
+        let reply = http
+            .call(
+                Method::PUT,
+                follower.addr,
+                &format!("/cluster/kv/t/a?ttl_ms={bad}"),
+                &[],
+                "v",
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 400, "ttl_ms={bad}");
+    }
+    let revision = put(&http, follower.addr, "t/a?ttl_ms=300", "v").await;
+    let put_event = stream.next().await.unwrap();
+    assert_eq!(put_event.event, "put");
+    assert_eq!(put_event.data["key"], "t/a");
+    assert_eq!(put_event.data["revision"], revision);
+    let expired = stream.next().await.unwrap();
+    assert_eq!(expired.event, "delete");
+    assert_eq!(expired.data["key"], "t/a");
+    let reply = http
+        .call(Method::GET, follower.addr, "/cluster/kv/t/a", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 404);
+    cluster.stop_all().await;
+}
