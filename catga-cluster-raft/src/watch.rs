@@ -15,7 +15,9 @@
 //! revision half delivered nor repeats one. (The HTTP stream names a
 //! revision as its `id:` only on the event that completes it, for the same
 //! reason.) Within a revision, events come in the order of the batch, the
-//! same on every node.
+//! same on every node. The expiry of a key with a time to live is applied
+//! before the command of its entry: when that command writes the same key,
+//! the key's delete and its put share the revision (in that order).
 //!
 //! # History
 //!
@@ -221,6 +223,11 @@ impl WatchHub {
         s.last = last;
     }
 
+    /// Ends every watcher's stream (without an error).
+    pub(crate) fn close(&self) {
+        self.lock().watchers.clear();
+    }
+
     /// The oldest revision a watch can start at.
     pub(crate) fn oldest(&self) -> u64 {
         self.lock().history_start
@@ -293,7 +300,7 @@ fn deliver(w: &Watcher, events: &[KeyEvent]) -> bool {
 /// The events under a prefix, in revision order, from
 /// [`RaftNode::watch`].
 ///
-/// Ends (`None`) when the node's state machine is dropped; yields
+/// Ends (`None`) when the node stops; yields
 /// [`WatchError::Lagged`] once, then ends, when the watcher is cut off.
 pub struct WatchStream {
     start_revision: u64,

@@ -331,6 +331,8 @@ impl RaftNode {
             tracing::warn!(target: TARGET, error = %e, "raft did not shut down cleanly");
         }
         self.inner.shutdown.cancel();
+        // Key watches end: nothing is applied here any more.
+        self.inner.sm.close_watches();
         let watcher = self
             .inner
             .watcher

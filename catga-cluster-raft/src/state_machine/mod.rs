@@ -477,6 +477,13 @@ impl StateMachineStore {
         self.shared.watches.watch(prefix, from)
     }
 
+    /// Ends every watch (their streams end without an error), when the node
+    /// stops. Watches started afterwards run until the state machine is
+    /// dropped.
+    pub fn close_watches(&self) {
+        self.shared.watches.close();
+    }
+
     /// The oldest revision a watch can start at on this node.
     pub fn watch_oldest_revision(&self) -> u64 {
         self.shared.watches.oldest()

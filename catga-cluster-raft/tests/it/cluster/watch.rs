@@ -266,3 +266,19 @@ async fn a_key_with_a_ttl_expires_without_further_writes_and_watches_see_the_del
         assert_eq!(node.state_machine().get("t/a"), None);
     }
 }
+
+#[tokio::test]
+async fn a_watch_ends_when_its_node_stops() {
+    let mut cluster = Cluster::start(3, false).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = *cluster.members.iter().find(|&&i| i != leader).unwrap();
+    // A handle kept beyond the stop keeps the state machine alive.
+    let node = cluster.node(follower).clone();
+    let mut stream = node.watch("w/", None).await.unwrap();
+    cluster.stop_now(follower).await;
+    let end = tokio::time::timeout(support::DEADLINE, stream.next_event())
+        .await
+        .expect("the stream ends in time");
+    assert!(end.is_none(), "{end:?}");
+    drop(node);
+}
