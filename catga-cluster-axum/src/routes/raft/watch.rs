@@ -29,8 +29,11 @@ use crate::problem::Problem;
 use crate::response::json;
 use crate::routes::state::AppState;
 
-/// The most keys a listing answers, and its default `limit`.
+/// The most keys a listing answers.
 pub(crate) const MAX_LIST: usize = 10_000;
+
+/// The keys a listing answers when the request names no `limit`.
+pub(crate) const DEFAULT_LIST: usize = 1_000;
 
 /// The query of `GET /cluster/kv`.
 #[derive(Debug, Deserialize)]
@@ -80,7 +83,7 @@ pub(super) async fn kv_prefix(
             let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
             let prefix = query.prefix.unwrap_or_default();
             if !query.watch {
-                let limit = query.limit.unwrap_or(MAX_LIST);
+                let limit = query.limit.unwrap_or(DEFAULT_LIST);
                 if limit == 0 || limit > MAX_LIST {
                     return Err(Problem::bad_request(format!(
                         "limit must be 1 to {MAX_LIST}, not {limit}"
