@@ -17,8 +17,9 @@ use super::membership::{add_member, remove_member, transfer_leadership};
 use super::rpc::{raft_rpc, raft_watch};
 use super::watch::kv_prefix;
 use crate::api::{
-    AcquireRequest, AddMemberRequest, KvDeletedDto, KvListDto, KvWrittenDto, LockGrantDto,
-    MembersDto, ReleaseRequest, ReleasedDto, RenewRequest, TransferDto, TransferRequest,
+    AcquireRequest, AddMemberRequest, KvDeletedDto, KvEntryDto, KvListDto, KvWrittenDto,
+    LockGrantDto, MembersDto, ReleaseRequest, ReleasedDto, RenewRequest, TransferDto,
+    TransferRequest,
 };
 use crate::limits::Limits;
 use crate::openapi::{resp, BodyDoc, ContentDoc, ResponseDoc, RouteDoc};
@@ -321,7 +322,7 @@ pub(in crate::routes) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Rout
                 resp(
                     200,
                     "the keys (JSON), or with watch=true an event stream whose data are KvEntry (a delete has no value)",
-                    ContentDoc::json::<KvListDto>(),
+                    ContentDoc::json_or_events::<KvListDto, KvEntryDto>(),
                 ),
                 resp(
                     400,
