@@ -324,6 +324,91 @@ pub(crate) struct KvDeletedDto {
     pub(crate) deleted: bool,
 }
 
+/// A key with its value: an entry of a listing, or a key event of a watch
+/// (a delete carries no value). A value that is UTF-8 travels as `value`;
+/// any other as `value_base64` (standard alphabet, padded).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "KvEntry", deny_unknown_fields)]
+pub(crate) struct KvEntryDto {
+    /// the key
+    pub(crate) key: String,
+    /// the value, when it is UTF-8
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) value: Option<String>,
+    /// the value in base64, when it is not UTF-8
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) value_base64: Option<String>,
+    /// the key's revision: the log index of the write (or delete)
+    pub(crate) revision: u64,
+}
+
+impl KvEntryDto {
+    pub(crate) fn new(key: String, value: Option<&[u8]>, revision: u64) -> Self {
+        let (value, value_base64) = match value.map(std::str::from_utf8) {
+            None => (None, None),
+            Some(Ok(text)) => (Some(text.to_owned()), None),
+            Some(Err(_)) => (None, value.map(base64)),
+        };
+        KvEntryDto {
+            key,
+            value,
+            value_base64,
+            revision,
+        }
+    }
+}
+
+/// Standard base64 with padding.
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The answer of `GET /cluster/kv?prefix=P`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "KvList", deny_unknown_fields)]
+pub(crate) struct KvListDto {
+    /// the prefix asked for
+    pub(crate) prefix: String,
+    /// the revision the listing was read at (the last log index applied); a
+    /// watch from `revision + 1` continues it without a gap
+    pub(crate) revision: u64,
+    /// the keys under the prefix, in key order
+    pub(crate) keys: Vec<KvEntryDto>,
+    /// more keys than `limit` are under the prefix
+    pub(crate) truncated: bool,
+}
+
+/// A leadership snapshot, one event of `GET /cluster/leadership/events`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "LeadershipEvent", deny_unknown_fields)]
+pub(crate) struct LeadershipEventDto {
+    /// the node's Raft role
+    #[schemars(extend("enum" = ROLES))]
+    pub(crate) role: &'static str,
+    /// the Raft term
+    pub(crate) term: u64,
+    pub(crate) leader: Option<LeaderDto>,
+    /// this node leads and its leader lease holds
+    pub(crate) lease_valid: bool,
+}
+
 // ---------------------------------------------------------------------------
 // Problems
 // ---------------------------------------------------------------------------
@@ -498,6 +583,21 @@ mod tests {
         check_response(KvWrittenDto {
             key: "k".into(),
             revision: 1,
+        });
+        check_response(KvListDto {
+            prefix: "k".into(),
+            revision: 3,
+            keys: vec![KvEntryDto::new("k1".into(), Some(b"v"), 2)],
+            truncated: false,
+        });
+        check_response(LeadershipEventDto {
+            role: "leader",
+            term: 2,
+            leader: Some(LeaderDto {
+                id: 1,
+                endpoint: Some("http://a:1".into()),
+            }),
+            lease_valid: true,
         });
         check_response(KvDeletedDto {
             key: "k".into(),

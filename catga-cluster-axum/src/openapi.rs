@@ -64,12 +64,27 @@ pub(crate) enum ContentDoc {
     Problem,
     Octets,
     Metrics,
+    /// Server-Sent Events whose `data` are JSON of type `T`.
+    EventStream(SchemaFn),
+    /// JSON, or on request Server-Sent Events (two schemas).
+    JsonOrEvents(SchemaFn, SchemaFn),
 }
 
 impl ContentDoc {
     /// A JSON answer of type `T`.
     pub(crate) fn json<T: JsonSchema>() -> Self {
         ContentDoc::Json(schema_of::<T>)
+    }
+
+    /// JSON of type `J`, or Server-Sent Events whose `data` are JSON of
+    /// type `E`.
+    pub(crate) fn json_or_events<J: JsonSchema, E: JsonSchema>() -> Self {
+        ContentDoc::JsonOrEvents(schema_of::<J>, schema_of::<E>)
+    }
+
+    /// Server-Sent Events whose `data` are JSON of type `T`.
+    pub(crate) fn events<T: JsonSchema>() -> Self {
+        ContentDoc::EventStream(schema_of::<T>)
     }
 }
 
@@ -157,6 +172,19 @@ fn content(doc: ContentDoc, schemas: &mut Schemas) -> Value {
             "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } }
         }),
         ContentDoc::Metrics => json!({ "text/plain": { "schema": { "type": "string" } } }),
+        ContentDoc::EventStream(schema) => json!({
+            "text/event-stream": {
+                "schema": { "type": "string" },
+                "itemSchema": schema(&mut schemas.responses),
+            }
+        }),
+        ContentDoc::JsonOrEvents(json, events) => json!({
+            "application/json": { "schema": json(&mut schemas.responses) },
+            "text/event-stream": {
+                "schema": { "type": "string" },
+                "itemSchema": events(&mut schemas.responses),
+            }
+        }),
     }
 }
 

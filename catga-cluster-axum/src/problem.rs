@@ -20,6 +20,7 @@
 //! | `lock-lost` | 409 | [`LockError::Lost`] |
 //! | `not-found` | 404 | unknown key, member, command or route |
 //! | `revision-mismatch` | 412 | `If-Match` named another revision |
+//! | `compacted` | 410 | a watch would start before the history this node keeps (`oldest_revision`) |
 //! | `method-not-allowed` | 405 | a method the route does not serve; `Allow` |
 //! | `misdirected` | 421 | a Raft RPC addressed to another node |
 //! | `rpc-refused` | 409 | an elect RPC at odds with the receiver's view (sender, term, its own state) |
@@ -300,6 +301,21 @@ impl Problem {
             HeaderName::from_static(REVISION_HEADER),
             HeaderValue::from(current),
         )
+    }
+
+    /// `410 compacted`: a watch would start before the history kept;
+    /// `oldest_revision` is where one can start.
+    pub fn compacted(oldest_revision: u64) -> Self {
+        Problem::new(
+            StatusCode::GONE,
+            slug::COMPACTED,
+            "Compacted",
+            format!(
+                "the revision asked for is older than the history this node keeps; \
+                 a watch can start at revision {oldest_revision}"
+            ),
+        )
+        .with_extension("oldest_revision", oldest_revision)
     }
 
     /// `504 timeout`: the route's deadline of `after` passed.

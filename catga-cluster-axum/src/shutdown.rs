@@ -23,7 +23,6 @@
 //! A server without cluster routes passes [`ShutdownHook::none()`].
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[cfg(feature = "raft")]
@@ -31,18 +30,37 @@ const TARGET: &str = "catga_cluster::axum::serve";
 
 /// Whether the node is draining before it stops; shared by the health
 /// routes (readiness turns `503`) and the [`ShutdownHook`] that sets it.
-#[derive(Clone, Default)]
-pub(crate) struct DrainFlag(Arc<AtomicBool>);
+/// Long-lived answers (event streams) wait for it and end.
+#[derive(Clone)]
+pub(crate) struct DrainFlag(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for DrainFlag {
+    fn default() -> Self {
+        DrainFlag(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
 
 impl DrainFlag {
     /// Marks the node as draining.
     pub(crate) fn begin(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.send_replace(true);
     }
 
     /// Whether [`begin`](Self::begin) was called.
     pub(crate) fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
+    }
+
+    /// Resolves once [`begin`](Self::begin) was called.
+    pub(crate) fn begun(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            // The sender lives as long as the flag's clones; if they are all
+            // gone, nothing drains any more and the wait never ends.
+            if rx.wait_for(|set| *set).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 

@@ -115,6 +115,7 @@ impl RaftNode {
                 let (state, clock_ms) = sm.lock(&name);
                 ReadAnswer::Lock { state, clock_ms }
             }
+            ReadRequest::Index => ReadAnswer::Index(sm.last_applied().map_or(0, |l| l.index)),
         })
     }
 
@@ -334,6 +335,30 @@ impl RaftNode {
             expected_revision: expected,
         };
         match self.submit(op, request_id).await? {
+            CommandResponse::Written { revision } => Ok(CasOutcome::Written(revision)),
+            CommandResponse::RevisionMismatch { current } => Ok(CasOutcome::Mismatch(current)),
+            other => Err(other.into_unexpected()),
+        }
+    }
+
+    /// Writes a key that expires `ttl` from now by the leader's clock (a
+    /// delete, seen by watches), optionally only if its revision is
+    /// `expected`; a later write sets its expiry again. See
+    /// [`Operation::PutTtl`].
+    pub async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, ClusterError> {
+        let op = Operation::PutTtl {
+            key: key.to_owned(),
+            value,
+            expected_revision: expected,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.submit(op, None).await? {
             CommandResponse::Written { revision } => Ok(CasOutcome::Written(revision)),
             CommandResponse::RevisionMismatch { current } => Ok(CasOutcome::Mismatch(current)),
             other => Err(other.into_unexpected()),

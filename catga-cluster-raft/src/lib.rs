@@ -85,6 +85,7 @@ pub mod snapshot_store;
 pub mod state_machine;
 mod transport;
 pub mod types;
+pub mod watch;
 
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]

@@ -166,6 +166,22 @@ pub enum Operation {
     /// forwards when it has several writes for the leader): each command is
     /// written on its own, concurrently, and regrouped by the batcher.
     Batch(Vec<Command>),
+    /// Writes a key that expires `ttl_ms` after this command's time, by the
+    /// state machine's clock (the leader's, like lock leases). A later
+    /// write of the key sets its expiry again (a plain
+    /// [`Put`](Operation::Put) makes it permanent). The expiry is a delete,
+    /// applied by the first entry whose time reaches it; the leader
+    /// proposes an empty command then if nothing else comes.
+    PutTtl {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Compare-and-set: the revision the key must have (0: absent).
+        expected_revision: Option<u64>,
+        /// How long the key lives, in milliseconds (1 ms to one day).
+        ttl_ms: u64,
+    },
 }
 
 impl Operation {
@@ -174,7 +190,9 @@ impl Operation {
     pub(crate) fn approx_size(&self) -> usize {
         match self {
             Operation::Noop => 0,
-            Operation::Put { key, value, .. } => key.len() + value.len(),
+            Operation::Put { key, value, .. } | Operation::PutTtl { key, value, .. } => {
+                key.len() + value.len()
+            }
             Operation::Delete { key, .. } => key.len(),
             Operation::LockAcquire { name, owner, .. }
             | Operation::LockRenew { name, owner, .. }

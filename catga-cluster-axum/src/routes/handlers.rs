@@ -9,7 +9,9 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::state::AppState;
-use crate::api::{LeaderCheckDto, LeaderDto, LiveDto, NodeDto, ReadyDto, StatusDto};
+use crate::api::{
+    LeaderCheckDto, LeaderDto, LeadershipEventDto, LiveDto, NodeDto, ReadyDto, StatusDto,
+};
 use crate::health::HealthStatus;
 use crate::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 use crate::response::{json, read_body};
@@ -146,4 +148,58 @@ pub(super) async fn forward_command(
         Err(problem) => return problem.into_response(),
     };
     state.commands.dispatch(&command, bytes).await
+}
+
+/// The event of a leadership snapshot.
+fn leadership_event(snapshot: &catga_cluster_core::Leadership) -> String {
+    let lease_valid = snapshot.lease_valid
+        && snapshot
+            .lease_deadline
+            .is_none_or(|d| tokio::time::Instant::now() < d);
+    let dto = LeadershipEventDto {
+        role: role_str(snapshot.role),
+        term: snapshot.term,
+        leader: snapshot.leader.as_ref().map(LeaderDto::from),
+        lease_valid,
+    };
+    serde_json::to_string(&dto).unwrap_or_default()
+}
+
+/// `GET /cluster/leadership/events`: a first event with the current
+/// leadership snapshot, then one per change, until the server drains.
+pub(super) async fn leadership_events(State(state): State<AppState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let mut rx = state.view.coord.subscribe();
+    let drained: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(state.view.draining.begun());
+    let first = leadership_event(&rx.borrow_and_update());
+    let events = futures_util::stream::unfold(
+        (rx, drained, None::<String>, Some(first)),
+        |(mut rx, mut drained, last, first)| async move {
+            if let Some(first) = first {
+                let event = Event::default().event("leadership").data(first.clone());
+                return Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (rx, drained, Some(first), None),
+                ));
+            }
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut drained => return None,
+                    changed = rx.changed() => if changed.is_err() { return None },
+                }
+                let data = leadership_event(&rx.borrow_and_update());
+                // Only what the event shows: the snapshot's other fields
+                // (its epoch, the lease deadline) change more often.
+                if last.as_deref() != Some(data.as_str()) {
+                    let event = Event::default().event("leadership").data(data.clone());
+                    return Some((Ok(event), (rx, drained, Some(data), None)));
+                }
+            }
+        },
+    );
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(crate::routes::HEARTBEAT))
+        .into_response()
 }

@@ -19,6 +19,8 @@
 //! | `POST /cluster/leadership/transfer` | protected | `RaftNode` (forwarded to the leader) |
 //! | `POST /cluster/locks/{name}/{acquire,renew,release}` | protected | `RaftNode` (any node) |
 //! | `GET`/`PUT`/`DELETE /cluster/kv/{key}` | protected | `RaftNode` (any node) |
+//! | `GET /cluster/kv?prefix=P[&watch=true]` (a list, or an event stream) | protected | `RaftNode` (any node) |
+//! | `GET /cluster/leadership/events` (an event stream) | protected | any coordinator |
 //!
 //! `/cluster/status` is open, like the health routes: it is read-only and
 //! shows what the health and metrics routes show, and operators and load
@@ -39,3 +41,7 @@ mod table;
 
 pub use crate::limits::Limits;
 pub use builder::ClusterRoutes;
+
+/// How often an idle event stream sends a comment, so that proxies keep it
+/// open.
+pub(crate) const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);

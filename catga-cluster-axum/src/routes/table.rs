@@ -9,12 +9,12 @@ use catga_cluster_core::protocol::FORWARD_PATH_PREFIX;
 use http::Method;
 
 use super::handlers::{
-    cluster_status, forward_command, health_leader, health_live, health_ready, metrics_text,
-    openapi_document,
+    cluster_status, forward_command, health_leader, health_live, health_ready, leadership_events,
+    metrics_text, openapi_document,
 };
 use super::paths;
 use super::state::AppState;
-use crate::api::{LeaderCheckDto, LiveDto, ReadyDto, StatusDto};
+use crate::api::{LeaderCheckDto, LeadershipEventDto, LiveDto, ReadyDto, StatusDto};
 use crate::limits::Limits;
 use crate::openapi::{resp, BodyDoc, ContentDoc, RouteDoc};
 
@@ -119,6 +119,27 @@ pub(super) fn routes(l: &Limits, forward_timeout: Duration) -> Vec<Route> {
             limit: l.json_body,
             timeout: l.request_timeout,
             handler: get(cluster_status),
+        },
+        Route {
+            doc: RouteDoc {
+                method: Method::GET,
+                path: paths::LEADERSHIP_EVENTS.into(),
+                operation_id: "leadershipEvents".into(),
+                summary: "Server-Sent Events of this node's leadership (event `leadership`): the current snapshot first, then one per change; comment heartbeats; ends when the server drains",
+                tag: "cluster",
+                protected: true,
+                forwarded: false,
+                body: BodyDoc::None,
+                request_headers: &[],
+                responses: vec![resp(
+                    200,
+                    "an event stream of leadership snapshots",
+                    ContentDoc::events::<LeadershipEventDto>(),
+                )],
+            },
+            limit: l.json_body,
+            timeout: l.request_timeout,
+            handler: get(leadership_events),
         },
         Route {
             doc: RouteDoc {

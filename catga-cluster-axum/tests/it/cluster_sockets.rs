@@ -32,6 +32,8 @@ use tower::{Layer, ServiceExt};
 
 use crate::common::SERIAL;
 
+mod sse;
+
 const DEADLINE: Duration = Duration::from_secs(20);
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]

@@ -27,6 +27,8 @@ pub const OPENAPI: &str = "/cluster/openapi.json";
 pub const MEMBERS: &str = "/cluster/members";
 /// Membership: `DELETE` removes member `{id}`.
 pub const MEMBER: &str = "/cluster/members/{id}";
+/// Server-Sent Events of this node's leadership snapshots.
+pub const LEADERSHIP_EVENTS: &str = "/cluster/leadership/events";
 /// Leadership transfer.
 pub const LEADERSHIP_TRANSFER: &str = "/cluster/leadership/transfer";
 /// Lock acquire.
@@ -37,3 +39,6 @@ pub const LOCK_RENEW: &str = "/cluster/locks/{name}/renew";
 pub const LOCK_RELEASE: &str = "/cluster/locks/{name}/release";
 /// The key-value store (`{key}` may contain `/`).
 pub const KV: &str = "/cluster/kv/{*key}";
+/// The keys under a prefix (`?prefix=`): a list, or with `watch=true`
+/// Server-Sent Events of their changes.
+pub const KV_PREFIX: &str = "/cluster/kv";

@@ -169,6 +169,7 @@ use crate::types::{Command, CommandResponse, Operation, Raft};
 
 // The node itself is here; each other concern is a file of its own, which
 // extends `RaftNode` with an `impl` block where it adds methods.
+mod expiry; // the leader's ticks that expire keys with a time to live
 mod failover; // replacing a lost leader: the crash fast path, the timers
 mod forwarder; // group forwarding: a follower's writes to the leader, batched
 mod handover; // transfer_leadership, retire

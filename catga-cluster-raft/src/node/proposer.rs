@@ -231,7 +231,9 @@ async fn settle(raft: &Raft, ticket: Ticket, slot: OwnedSemaphorePermit) -> Outc
 /// What a command touches that another in the same batch must not.
 fn conflict_key(state: &impl BuildHasher, op: &Operation) -> Option<u64> {
     let (space, name) = match op {
-        Operation::Put { key, .. } | Operation::Delete { key, .. } => (0u8, key),
+        Operation::Put { key, .. }
+        | Operation::PutTtl { key, .. }
+        | Operation::Delete { key, .. } => (0u8, key),
         Operation::LockAcquire { name, .. }
         | Operation::LockRenew { name, .. }
         | Operation::LockRelease { name, .. }

@@ -248,6 +248,7 @@ impl RaftNodeBuilder {
         if inner.fast_failover {
             tokio::spawn(failover::fast::watch_leader(Arc::downgrade(&inner)));
         }
+        tokio::spawn(super::expiry::expire_keys(Arc::downgrade(&inner)));
         Ok(RaftNode { inner })
     }
 }
@@ -330,6 +331,8 @@ impl RaftNode {
             tracing::warn!(target: TARGET, error = %e, "raft did not shut down cleanly");
         }
         self.inner.shutdown.cancel();
+        // Key watches end: nothing is applied here any more.
+        self.inner.sm.close_watches();
         let watcher = self
             .inner
             .watcher

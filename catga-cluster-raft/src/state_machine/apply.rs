@@ -9,6 +9,7 @@ use openraft::EntryPayload;
 use super::locks::Outcome;
 use super::{limits, Data, DedupEntry, Lock, StateMachineConfig, StateMachineStore};
 use crate::types::{Command, CommandResponse, Entry, Operation, StoredMembership};
+use crate::watch::KeyEvent;
 
 impl StateMachineStore {
     /// Applies one log entry to `data` and answers it.
@@ -17,6 +18,7 @@ impl StateMachineStore {
         data: &mut Data,
         entry: &Entry,
         lock_changed: &mut bool,
+        events: &mut Vec<KeyEvent>,
     ) -> CommandResponse {
         data.last_applied = Some(entry.log_id);
         match &entry.payload {
@@ -29,10 +31,10 @@ impl StateMachineStore {
                 Operation::Batch(commands) => CommandResponse::Batch(
                     commands
                         .iter()
-                        .map(|c| self.apply_command(data, entry, c, lock_changed))
+                        .map(|c| self.apply_command(data, entry, c, lock_changed, events))
                         .collect(),
                 ),
-                _ => self.apply_command(data, entry, cmd, lock_changed),
+                _ => self.apply_command(data, entry, cmd, lock_changed, events),
             },
         }
     }
@@ -45,14 +47,16 @@ impl StateMachineStore {
         entry: &Entry,
         cmd: &Command,
         lock_changed: &mut bool,
+        events: &mut Vec<KeyEvent>,
     ) -> CommandResponse {
         advance_clock(data, entry.log_id.leader_id.term, cmd.leader_time_ms);
+        expire_keys(data, entry.log_id.index, events);
         if let Some(id) = &cmd.request_id {
             if let Some(seen) = data.dedup.get(id.as_str()) {
                 return seen.response.clone();
             }
         }
-        let response = execute(data, entry.log_id.index, cmd, lock_changed);
+        let response = execute(data, entry.log_id.index, cmd, lock_changed, events);
         if let Some(id) = &cmd.request_id {
             remember(data, id, &response, &self.shared.config);
         }
@@ -71,10 +75,30 @@ pub(super) fn advance_clock(data: &mut Data, term: u64, time_ms: u64) {
                 lock.rebase(old_now, time_ms);
             }
         }
+        if data.clock_term != 0 {
+            data.rebase_expiries(data.clock_ms, time_ms);
+        }
         data.clock_term = term;
         data.clock_ms = time_ms;
     } else {
         data.clock_ms = data.clock_ms.max(time_ms);
+    }
+}
+
+/// Deletes the keys whose time to live ran out by the state machine's
+/// clock, as of log index `index` (see [`Operation::PutTtl`]).
+fn expire_keys(data: &mut Data, index: u64, events: &mut Vec<KeyEvent>) {
+    while let Some((at, key)) = data.expiring.get_min().cloned() {
+        if at > data.clock_ms {
+            break;
+        }
+        data.set_expiry(&key, None);
+        if data.kv.remove(&key) {
+            events.push(KeyEvent::Delete {
+                key,
+                revision: index,
+            });
+        }
     }
 }
 
@@ -116,7 +140,14 @@ fn validate(cmd: &Command) -> Result<(), String> {
              nor nested"
                 .to_string(),
         ),
-        Operation::Put { key, value, .. } => {
+        Operation::Put { key, value, .. } | Operation::PutTtl { key, value, .. } => {
+            if let Operation::PutTtl { ttl_ms, .. } = &cmd.op {
+                if *ttl_ms == 0 || *ttl_ms > MAX_TTL_MS {
+                    return Err(format!(
+                        "the key's time to live must be 1 to {MAX_TTL_MS} ms, not {ttl_ms}"
+                    ));
+                }
+            }
             check_len("key", key, MAX_KEY_LEN)?;
             if value.len() > MAX_VALUE_LEN {
                 return Err(format!(
@@ -169,7 +200,13 @@ pub fn validate_command(cmd: &Command) -> Result<(), String> {
     validate(cmd)
 }
 
-fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) -> CommandResponse {
+fn execute(
+    data: &mut Data,
+    index: u64,
+    cmd: &Command,
+    lock_changed: &mut bool,
+    events: &mut Vec<KeyEvent>,
+) -> CommandResponse {
     if let Err(reason) = validate(cmd) {
         return CommandResponse::Rejected { reason };
     }
@@ -186,6 +223,30 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
                 return mismatch;
             }
             data.kv.insert(key, value, index);
+            data.set_expiry(key, None);
+            events.push(KeyEvent::Put {
+                key: key.clone(),
+                value: bytes::Bytes::copy_from_slice(value),
+                revision: index,
+            });
+            CommandResponse::Written { revision: index }
+        }
+        Operation::PutTtl {
+            key,
+            value,
+            expected_revision,
+            ttl_ms,
+        } => {
+            if let Some(mismatch) = check_revision(data, key, *expected_revision) {
+                return mismatch;
+            }
+            data.kv.insert(key, value, index);
+            data.set_expiry(key, Some(now.saturating_add(*ttl_ms)));
+            events.push(KeyEvent::Put {
+                key: key.clone(),
+                value: bytes::Bytes::copy_from_slice(value),
+                revision: index,
+            });
             CommandResponse::Written { revision: index }
         }
         Operation::Delete {
@@ -195,9 +256,15 @@ fn execute(data: &mut Data, index: u64, cmd: &Command, lock_changed: &mut bool) 
             if let Some(mismatch) = check_revision(data, key, *expected_revision) {
                 return mismatch;
             }
-            CommandResponse::Deleted {
-                existed: data.kv.remove(key),
+            let existed = data.kv.remove(key);
+            data.set_expiry(key, None);
+            if existed {
+                events.push(KeyEvent::Delete {
+                    key: key.clone(),
+                    revision: index,
+                });
             }
+            CommandResponse::Deleted { existed }
         }
         Operation::LockAcquire {
             name,

@@ -68,6 +68,7 @@ use tokio::sync::watch;
 use crate::snapshot_store::SnapshotStore;
 use crate::types::{CommandResponse, LogId, StoredMembership};
 pub use crate::types::{KvValue, LockState};
+use crate::watch::{WatchError, WatchHub, WatchLimits, WatchStream};
 
 mod apply;
 mod kv_map;
@@ -117,6 +118,15 @@ pub struct StateMachineConfig {
     /// under load the table sits at this bound; it must still cover the
     /// writes of the longest time a client retries.
     pub dedup_max_entries: usize,
+    /// The most key events kept for watches to start at a past revision
+    /// (see [`watch`](crate::watch)); default 10,000.
+    pub watch_history_events: usize,
+    /// The most bytes of key events (keys, values and 32 bytes each) kept
+    /// for watches; default 16 MiB. The history is cut to both bounds.
+    pub watch_history_bytes: usize,
+    /// How many revisions a watcher's buffer holds before the watcher is
+    /// cut off as too slow; default 1,024.
+    pub watch_buffer: usize,
 }
 
 impl Default for StateMachineConfig {
@@ -124,6 +134,9 @@ impl Default for StateMachineConfig {
         StateMachineConfig {
             dedup_horizon: Duration::from_secs(15 * 60),
             dedup_max_entries: 100_000,
+            watch_history_events: 10_000,
+            watch_history_bytes: 16 * 1024 * 1024,
+            watch_buffer: 1024,
         }
     }
 }
@@ -160,6 +173,79 @@ struct Data {
     dedup: imbl::OrdMap<Arc<str>, DedupEntry>,
     /// Request ids in the order they were recorded, for pruning.
     dedup_order: imbl::Vector<Arc<str>>,
+    /// When each key with a time to live expires, by the state machine's
+    /// clock ([`Operation::PutTtl`](crate::types::Operation::PutTtl)).
+    expiries: imbl::OrdMap<String, u64>,
+    /// The same, by expiry, for the sweep at every command.
+    expiring: imbl::OrdSet<(u64, String)>,
+}
+
+impl Data {
+    /// Sets (or with `None` clears) a key's expiry.
+    fn set_expiry(&mut self, key: &str, at: Option<u64>) {
+        if let Some(old) = self.expiries.remove(key) {
+            self.expiring.remove(&(old, key.to_owned()));
+        }
+        if let Some(at) = at {
+            self.expiries.insert(key.to_owned(), at);
+            self.expiring.insert((at, key.to_owned()));
+        }
+    }
+
+    /// Moves every expiry by the time a new term starts: the time a key
+    /// had left at `old_now` counts again from `new_now`, as lock leases
+    /// do.
+    fn rebase_expiries(&mut self, old_now: u64, new_now: u64) {
+        if self.expiries.is_empty() {
+            return;
+        }
+        let rebased: Vec<(String, u64)> = self
+            .expiries
+            .iter()
+            .map(|(k, at)| {
+                (
+                    k.clone(),
+                    new_now.saturating_add(at.saturating_sub(old_now)),
+                )
+            })
+            .collect();
+        self.expiries = imbl::OrdMap::new();
+        self.expiring = imbl::OrdSet::new();
+        for (key, at) in rebased {
+            self.set_expiry(&key, Some(at));
+        }
+    }
+}
+
+/// [`Data`] as snapshots of format 2 held it, before keys had a time to
+/// live.
+#[derive(Deserialize)]
+struct DataV2 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    clock_ms: u64,
+    clock_term: u64,
+    kv: KvMap,
+    locks: BTreeMap<String, Lock>,
+    dedup: imbl::OrdMap<Arc<str>, DedupEntry>,
+    dedup_order: imbl::Vector<Arc<str>>,
+}
+
+impl From<DataV2> for Data {
+    fn from(old: DataV2) -> Data {
+        Data {
+            last_applied: old.last_applied,
+            membership: old.membership,
+            clock_ms: old.clock_ms,
+            clock_term: old.clock_term,
+            kv: old.kv,
+            locks: old.locks,
+            dedup: old.dedup,
+            dedup_order: old.dedup_order,
+            expiries: imbl::OrdMap::new(),
+            expiring: imbl::OrdSet::new(),
+        }
+    }
 }
 
 /// [`Data`] as snapshots held it before locks had queues.
@@ -204,6 +290,8 @@ impl From<LegacyData> for Data {
             locks,
             dedup: old.dedup,
             dedup_order: old.dedup_order,
+            expiries: imbl::OrdMap::new(),
+            expiring: imbl::OrdSet::new(),
         }
     }
 }
@@ -225,6 +313,8 @@ struct Shared {
     /// memory beside the state it encodes.
     snapshots: SnapshotStore,
     applied: watch::Sender<Applied>,
+    /// The history of key events and the watchers.
+    watches: WatchHub,
     config: StateMachineConfig,
 }
 
@@ -282,11 +372,20 @@ impl StateMachineStore {
             index,
             lock_changes: 0,
         });
+        let watches = WatchHub::new(
+            index,
+            WatchLimits {
+                history_events: config.watch_history_events,
+                history_bytes: config.watch_history_bytes,
+                buffer: config.watch_buffer,
+            },
+        );
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 data: RwLock::new(data),
                 snapshots,
                 applied,
+                watches,
                 config,
             }),
         })
@@ -330,6 +429,13 @@ impl StateMachineStore {
         self.read().kv.list(prefix, limit)
     }
 
+    /// [`list`](Self::list), with the last index applied when it was read.
+    pub fn list_at_revision(&self, prefix: &str, limit: usize) -> (Vec<(String, KvValue)>, u64) {
+        let data = self.read();
+        let index = data.last_applied.map_or(0, |l| l.index);
+        (data.kv.list(prefix, limit), index)
+    }
+
     /// A lock's state as applied locally, with its expiry on the state
     /// machine's clock, and that clock.
     pub fn lock(&self, name: &str) -> (Option<LockState>, u64) {
@@ -363,6 +469,39 @@ impl StateMachineStore {
         (view, data.clock_ms, index)
     }
 
+    /// Watches the keys under `prefix` as applied locally, from revision
+    /// `from` (inclusive) or after the last entry applied; see
+    /// [`RaftNode::watch`](crate::RaftNode::watch), which starts from a
+    /// linearizable point.
+    pub fn watch(&self, prefix: &str, from: Option<u64>) -> Result<WatchStream, WatchError> {
+        self.shared.watches.watch(prefix, from)
+    }
+
+    /// Ends every watch (their streams end without an error), when the node
+    /// stops. Watches started afterwards run until the state machine is
+    /// dropped.
+    pub fn close_watches(&self) {
+        self.shared.watches.close();
+    }
+
+    /// The oldest revision a watch can start at on this node.
+    pub fn watch_oldest_revision(&self) -> u64 {
+        self.shared.watches.oldest()
+    }
+
+    /// The earliest expiry of a key with a time to live, by the state
+    /// machine's clock, with that clock.
+    pub fn next_expiry(&self) -> (Option<u64>, u64) {
+        let data = self.read();
+        (data.expiring.get_min().map(|(at, _)| *at), data.clock_ms)
+    }
+
+    /// When key `key` expires by the state machine's clock, if it has a
+    /// time to live.
+    pub fn expiry(&self, key: &str) -> Option<u64> {
+        self.read().expiries.get(key).copied()
+    }
+
     /// How many request ids the de-duplication table holds.
     pub fn dedup_len(&self) -> usize {
         self.read().dedup.len()
@@ -372,7 +511,10 @@ impl StateMachineStore {
 /// The tag that opens snapshot data since locks have queues: the format's
 /// version, after a byte that no untagged snapshot starts with (those open
 /// with the tag of an `Option`, 0 or 1).
-const SNAPSHOT_FORMAT: [u8; 2] = [0xca, 2];
+const SNAPSHOT_FORMAT: [u8; 2] = [0xca, 3];
+
+/// The tag of the format before keys had a time to live.
+const SNAPSHOT_FORMAT_V2: [u8; 2] = [0xca, 2];
 
 /// Writes the state for a snapshot to `out` as it encodes it:
 /// [`SNAPSHOT_FORMAT`], then the state. Fed to
@@ -396,9 +538,12 @@ fn encode_data(data: &Data) -> Result<Vec<u8>, String> {
 /// Decodes the state from a snapshot, of this format or of the untagged
 /// one written before locks had queues.
 fn decode_data(bytes: &[u8]) -> Result<Data, String> {
-    let decoded = match bytes.strip_prefix(&SNAPSHOT_FORMAT) {
-        Some(rest) => postcard::from_bytes::<Data>(rest),
-        None => postcard::from_bytes::<LegacyData>(bytes).map(Data::from),
+    let decoded = if let Some(rest) = bytes.strip_prefix(&SNAPSHOT_FORMAT) {
+        postcard::from_bytes::<Data>(rest)
+    } else if let Some(rest) = bytes.strip_prefix(&SNAPSHOT_FORMAT_V2) {
+        postcard::from_bytes::<DataV2>(rest).map(Data::from)
+    } else {
+        postcard::from_bytes::<LegacyData>(bytes).map(Data::from)
     };
     decoded.map_err(|e| format!("snapshot data does not decode: {e}"))
 }

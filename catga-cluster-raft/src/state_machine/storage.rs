@@ -28,13 +28,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut responses = Vec::new();
         let mut lock_changed = false;
+        let mut events = Vec::new();
         let last = {
             let mut data = self.write();
             for entry in entries {
-                responses.push(self.apply_one(&mut data, &entry, &mut lock_changed));
+                responses.push(self.apply_one(&mut data, &entry, &mut lock_changed, &mut events));
             }
             data.last_applied.map_or(0, |l| l.index)
         };
+        // Before `applied` moves: a watch that waited for an index finds
+        // its events published.
+        self.shared.watches.publish(last, events);
         self.shared.applied.send_modify(|a| {
             a.index = last;
             if lock_changed {
@@ -85,6 +89,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // workers (freeing a large state is slow too).
         let old = std::mem::replace(&mut *self.write(), data);
         drop(tokio::task::spawn_blocking(move || drop(old)));
+        self.shared.watches.reset(index);
         self.shared.applied.send_modify(|a| {
             a.index = index;
             a.lock_changes += 1;

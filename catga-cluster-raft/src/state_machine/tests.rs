@@ -9,6 +9,7 @@ use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
 
 use super::*;
 use crate::types::{Command, Entry, Operation, TypeConfig};
+use crate::watch::KeyEvent;
 
 fn entry(term: u64, index: u64, op: Operation, time: u64, id: Option<&str>) -> Entry {
     Entry {
@@ -120,6 +121,7 @@ async fn dedup_is_bounded_by_horizon_and_size() {
     let config = StateMachineConfig {
         dedup_horizon: Duration::from_secs(1),
         dedup_max_entries: 3,
+        ..StateMachineConfig::default()
     };
     let mut sm = StateMachineStore::open(SnapshotStore::memory(), config).unwrap();
     for i in 0..5u64 {
@@ -510,6 +512,7 @@ async fn dedup_table_holds_its_bound_well_past_it() {
     let config = StateMachineConfig {
         dedup_horizon: Duration::from_secs(3600),
         dedup_max_entries: 100,
+        ..StateMachineConfig::default()
     };
     let mut sm = StateMachineStore::open(SnapshotStore::memory(), config).unwrap();
     // 1,000 writes with request ids, ten to an entry.
@@ -672,13 +675,144 @@ async fn a_snapshot_written_with_the_map_of_strings_decodes_and_encodes_the_same
         (old, kv)
     };
     assert!(expected_keys.len() > 100);
-    let mut bytes = SNAPSHOT_FORMAT.to_vec();
-    bytes.extend(postcard::to_stdvec(&old).unwrap());
+    // Written in format 2, before keys had a time to live.
+    let body = postcard::to_stdvec(&old).unwrap();
+    let mut bytes = SNAPSHOT_FORMAT_V2.to_vec();
+    bytes.extend(&body);
     let data = decode_data(&bytes).unwrap();
     for (key, value) in &expected_keys {
         assert_eq!(data.kv.get(key).as_ref(), Some(value));
     }
     assert_eq!(data.kv.len(), expected_keys.len());
-    assert_eq!(encode_data(&data).unwrap(), bytes);
-    assert_eq!(encode_data(&sm.read()).unwrap(), bytes);
+    // Format 3 encodes the same, then the (empty) expiries.
+    let mut now = SNAPSHOT_FORMAT.to_vec();
+    now.extend(&body);
+    now.extend([0, 0]);
+    assert_eq!(encode_data(&data).unwrap(), now);
+    assert_eq!(encode_data(&sm.read()).unwrap(), now);
+}
+
+fn put_ttl(key: &str, ttl_ms: u64) -> Operation {
+    Operation::PutTtl {
+        key: key.into(),
+        value: b"v".to_vec(),
+        expected_revision: None,
+        ttl_ms,
+    }
+}
+
+#[tokio::test]
+async fn keys_with_a_ttl_expire_at_the_first_entry_whose_time_reaches_them() {
+    let mut sm = StateMachineStore::memory();
+    let mut watch = sm.watch("", None).unwrap();
+    apply(&mut sm, entry(1, 1, put_ttl("a", 100), 1_000, None)).await;
+    apply(&mut sm, entry(1, 2, put_ttl("b", 500), 1_000, None)).await;
+    // Refreshed: a lives until 1,050 + 100.
+    apply(&mut sm, entry(1, 3, put_ttl("a", 100), 1_050, None)).await;
+    apply(&mut sm, entry(1, 4, Operation::Noop, 1_149, None)).await;
+    assert!(sm.get("a").is_some(), "not expired before its time");
+    apply(&mut sm, entry(1, 5, Operation::Noop, 1_150, None)).await;
+    assert!(sm.get("a").is_none(), "expired at its time");
+    assert!(sm.get("b").is_some());
+    assert_eq!(sm.next_expiry().0, Some(1_500));
+    // A plain put makes b permanent.
+    apply(
+        &mut sm,
+        entry(
+            1,
+            6,
+            Operation::Put {
+                key: "b".into(),
+                value: b"w".to_vec(),
+                expected_revision: None,
+            },
+            1_200,
+            None,
+        ),
+    )
+    .await;
+    apply(&mut sm, entry(1, 7, Operation::Noop, 9_000, None)).await;
+    assert!(sm.get("b").is_some());
+    assert_eq!(sm.next_expiry().0, None);
+
+    let mut kinds = Vec::new();
+    for _ in 0..5 {
+        match watch.next_event().await.unwrap().unwrap() {
+            KeyEvent::Put { key, revision, .. } => kinds.push(("put", key, revision)),
+            KeyEvent::Delete { key, revision } => kinds.push(("delete", key, revision)),
+        }
+    }
+    let want: Vec<(&str, String, u64)> = vec![
+        ("put", "a".into(), 1),
+        ("put", "b".into(), 2),
+        ("put", "a".into(), 3),
+        ("delete", "a".into(), 5),
+        ("put", "b".into(), 6),
+    ];
+    assert_eq!(kinds, want);
+}
+
+#[tokio::test]
+async fn expiries_rebase_at_a_new_term_and_survive_a_snapshot() {
+    let mut sm = StateMachineStore::memory();
+    apply(&mut sm, entry(1, 1, put_ttl("a", 100), 1_000, None)).await;
+    apply(&mut sm, entry(1, 2, Operation::Noop, 1_060, None)).await;
+    // A new leader whose clock is far behind: a keeps its 40 ms left.
+    apply(&mut sm, entry(2, 3, Operation::Noop, 500, None)).await;
+    assert_eq!(sm.expiry("a"), Some(540));
+
+    let snap = sm.build_snapshot().await.unwrap();
+    let mut other = StateMachineStore::memory();
+    let stored = sm.get_current_snapshot().await.unwrap().unwrap();
+    other
+        .install_snapshot(&snap.meta, stored.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(other.expiry("a"), Some(540));
+    apply(&mut other, entry(2, 4, Operation::Noop, 540, None)).await;
+    assert!(other.get("a").is_none());
+}
+
+#[test]
+fn a_ttl_out_of_range_is_refused() {
+    for ttl in [0, limits::MAX_TTL_MS + 1] {
+        assert!(validate_command(&cmd(put_ttl("a", ttl), 1, None)).is_err());
+    }
+    assert!(validate_command(&cmd(put_ttl("a", 1), 1, None)).is_ok());
+}
+
+#[test]
+fn a_format_2_snapshot_still_decodes() {
+    #[derive(serde::Serialize)]
+    struct V2<'a> {
+        last_applied: Option<LogId>,
+        membership: &'a StoredMembership,
+        clock_ms: u64,
+        clock_term: u64,
+        kv: &'a KvMap,
+        locks: &'a BTreeMap<String, Lock>,
+        dedup: &'a imbl::OrdMap<Arc<str>, DedupEntry>,
+        dedup_order: &'a imbl::Vector<Arc<str>>,
+    }
+    let mut data = Data::default();
+    data.kv.insert("k", b"v", 3);
+    data.clock_ms = 77;
+    let mut bytes = SNAPSHOT_FORMAT_V2.to_vec();
+    bytes.extend(
+        postcard::to_allocvec(&V2 {
+            last_applied: None,
+            membership: &data.membership,
+            clock_ms: data.clock_ms,
+            clock_term: 0,
+            kv: &data.kv,
+            locks: &data.locks,
+            dedup: &data.dedup,
+            dedup_order: &data.dedup_order,
+        })
+        .unwrap(),
+    );
+    let decoded = decode_data(&bytes).unwrap();
+    assert_eq!(decoded.clock_ms, 77);
+    assert_eq!(decoded.kv.get("k").unwrap().revision, 3);
+    assert!(decoded.expiries.is_empty());
 }

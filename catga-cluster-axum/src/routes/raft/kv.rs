@@ -2,10 +2,12 @@
 //! compare-and-set with `If-Match: <revision>`.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use catga_cluster_core::protocol::REVISION_HEADER;
+use catga_cluster_raft::state_machine::limits::MAX_TTL_MS;
 use catga_cluster_raft::CasOutcome;
 use http::header::{CONTENT_TYPE, IF_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -71,21 +73,41 @@ pub(super) async fn kv_get(State(state): State<AppState>, Path(key): Path<String
     )
 }
 
+/// The query of `PUT /cluster/kv/{key}`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct PutQuery {
+    /// The key's time to live, in milliseconds.
+    ttl_ms: Option<u64>,
+}
+
 pub(super) async fn kv_put(
     State(state): State<AppState>,
     Path(key): Path<String>,
+    query: Result<Query<PutQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     finish(
         async {
             let node = node(&state)?;
+            let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
             let expected = if_match(&headers)?;
+            if let Some(ttl_ms) = query.ttl_ms {
+                if ttl_ms == 0 || ttl_ms > MAX_TTL_MS {
+                    return Err(Problem::bad_request(format!(
+                        "ttl_ms must be 1 to {MAX_TTL_MS}, not {ttl_ms}"
+                    )));
+                }
+            }
             let value = read_body(body).await?.to_vec();
             let write = async {
-                match expected {
-                    None => node.put(&key, value).await.map(CasOutcome::Written),
-                    Some(expected) => node.compare_and_set(&key, expected, value).await,
+                match (query.ttl_ms, expected) {
+                    (Some(ttl_ms), expected) => {
+                        let ttl = std::time::Duration::from_millis(ttl_ms);
+                        node.put_with_ttl(&key, value, ttl, expected).await
+                    }
+                    (None, None) => node.put(&key, value).await.map(CasOutcome::Written),
+                    (None, Some(expected)) => node.compare_and_set(&key, expected, value).await,
                 }
             };
             let result = observed(&state, node, write).await;

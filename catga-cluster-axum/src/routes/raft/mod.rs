@@ -19,6 +19,7 @@ pub(crate) mod locks;
 mod membership;
 mod rpc;
 mod table;
+pub(crate) mod watch;
 
 pub(super) use table::routes;
 

@@ -15,9 +15,11 @@ use super::kv::{kv_delete, kv_get, kv_put};
 use super::locks::{acquire_lock, release_lock, renew_lock};
 use super::membership::{add_member, remove_member, transfer_leadership};
 use super::rpc::{raft_rpc, raft_watch};
+use super::watch::kv_prefix;
 use crate::api::{
-    AcquireRequest, AddMemberRequest, KvDeletedDto, KvWrittenDto, LockGrantDto, MembersDto,
-    ReleaseRequest, ReleasedDto, RenewRequest, TransferDto, TransferRequest,
+    AcquireRequest, AddMemberRequest, KvDeletedDto, KvEntryDto, KvListDto, KvWrittenDto,
+    LockGrantDto, MembersDto, ReleaseRequest, ReleasedDto, RenewRequest, TransferDto,
+    TransferRequest,
 };
 use crate::limits::Limits;
 use crate::openapi::{resp, BodyDoc, ContentDoc, ResponseDoc, RouteDoc};
@@ -304,10 +306,47 @@ pub(in crate::routes) fn routes(l: &Limits, admin_timeout: Duration) -> Vec<Rout
     });
     table.push(Route {
         doc: RouteDoc {
+            method: Method::GET,
+            path: paths::KV_PREFIX.into(),
+            operation_id: "kvList".into(),
+            summary: "The keys under `prefix` (query), linearizable, with the revision read at; with `watch=true`, Server-Sent Events of their changes (`put`, `delete`) in revision order from `from_revision` (or now), resumed by `Last-Event-ID`",
+            tag: "kv",
+            protected: true,
+            forwarded: false,
+            body: BodyDoc::None,
+            request_headers: &[(
+                "Last-Event-ID",
+                "with watch=true: the id of the last event received; the stream resumes right after it",
+            )],
+            responses: vec![
+                resp(
+                    200,
+                    "the keys (JSON), or with watch=true an event stream whose data are KvEntry (a delete has no value)",
+                    ContentDoc::json_or_events::<KvListDto, KvEntryDto>(),
+                ),
+                resp(
+                    400,
+                    "bad-request: a malformed query or Last-Event-ID",
+                    ContentDoc::Problem,
+                ),
+                resp(
+                    410,
+                    "compacted: the start is older than the history this node keeps; oldest_revision says where a watch can start",
+                    ContentDoc::Problem,
+                ),
+                resp(503, "no-leader", ContentDoc::Problem),
+            ],
+        },
+        limit: l.json_body,
+        timeout: l.request_timeout,
+        handler: get(kv_prefix),
+    });
+    table.push(Route {
+        doc: RouteDoc {
             method: Method::PUT,
             path: paths::KV.into(),
             operation_id: "kvPut".into(),
-            summary: "Writes a key (the raw body is the value); If-Match: <revision> makes it a compare-and-set (0: only if absent)",
+            summary: "Writes a key (the raw body is the value); If-Match: <revision> makes it a compare-and-set (0: only if absent); `?ttl_ms=N` (1 ms to one day) makes it expire N ms later by the leader's clock (a delete; a later write sets its expiry again, a write without ttl_ms makes it permanent)",
             tag: "kv",
             protected: true,
             forwarded: false,

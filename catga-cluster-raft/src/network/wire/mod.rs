@@ -79,9 +79,19 @@ pub(crate) struct ProposeRequest {
 /// A read a follower forwards to the leader.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum ReadRequest {
-    Get { key: String },
-    List { prefix: String, limit: usize },
-    Lock { name: String },
+    Get {
+        key: String,
+    },
+    List {
+        prefix: String,
+        limit: usize,
+    },
+    Lock {
+        name: String,
+    },
+    /// The leader's applied index after a quorum round: a linearizable
+    /// start point (for watches).
+    Index,
 }
 
 /// The leader's answer to a [`ReadRequest`].
@@ -93,6 +103,7 @@ pub(crate) enum ReadAnswer {
         state: Option<LockState>,
         clock_ms: u64,
     },
+    Index(u64),
 }
 
 /// A cluster error as it crosses the wire.

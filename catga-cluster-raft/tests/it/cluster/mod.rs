@@ -22,6 +22,7 @@ use crate::support::{self, config, retry, Cluster};
 mod batching;
 mod failover;
 mod membership;
+mod watch;
 
 fn put(key: &str, value: &str) -> Operation {
     Operation::Put {

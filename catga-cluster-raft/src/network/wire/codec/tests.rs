@@ -91,8 +91,8 @@ fn trailing_bytes_are_refused() {
 
 #[test]
 fn unknown_enum_variants_are_refused() {
-    // ReadRequest has three variants: index 3 is unknown.
-    malformed::<ReadRequest>(&[3, 1, b'k']);
+    // ReadRequest has four variants: index 4 is unknown.
+    malformed::<ReadRequest>(&[4, 1, b'k']);
     // Operation has six (in a ProposeRequest: no request id, then the op).
     malformed::<ProposeRequest>(&[0, 6]);
     malformed::<ProposeRequest>(&[0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
