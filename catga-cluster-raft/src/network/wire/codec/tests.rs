@@ -93,8 +93,8 @@ fn trailing_bytes_are_refused() {
 fn unknown_enum_variants_are_refused() {
     // ReadRequest has four variants: index 4 is unknown.
     malformed::<ReadRequest>(&[4, 1, b'k']);
-    // Operation has six (in a ProposeRequest: no request id, then the op).
-    malformed::<ProposeRequest>(&[0, 6]);
+    // Operation has ten (in a ProposeRequest: no request id, then the op).
+    malformed::<ProposeRequest>(&[0, 10]);
     malformed::<ProposeRequest>(&[0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
     // An entry payload is Blank, Normal or Membership: index 3 is unknown.
     // vote (term 1, node 1, committed), no prev log id, one entry: log id
@@ -233,6 +233,49 @@ fn operation() -> impl Strategy<Value = Operation> {
             owner,
             token
         }),
+        (text(), text(), number(), number(), number()).prop_map(
+            |(name, owner, waiter, ttl_ms, wait_ms)| Operation::LockWait {
+                name,
+                owner,
+                waiter,
+                ttl_ms,
+                wait_ms,
+            }
+        ),
+        (text(), text(), number()).prop_map(|(name, owner, waiter)| Operation::LockCancel {
+            name,
+            owner,
+            waiter
+        }),
+        (
+            text(),
+            proptest::collection::vec(any::<u8>(), 0..16),
+            revision(),
+            number()
+        )
+            .prop_map(
+                |(key, value, expected_revision, ttl_ms)| Operation::PutTtl {
+                    key,
+                    value,
+                    expected_revision,
+                    ttl_ms
+                }
+            ),
+        proptest::collection::vec((proptest::option::of(text()), number(), text()), 0..4).prop_map(
+            |commands| Operation::Batch(
+                commands
+                    .into_iter()
+                    .map(|(request_id, leader_time_ms, key)| Command {
+                        request_id,
+                        leader_time_ms,
+                        op: Operation::Delete {
+                            key,
+                            expected_revision: None,
+                        },
+                    })
+                    .collect()
+            )
+        ),
     ]
 }
 
