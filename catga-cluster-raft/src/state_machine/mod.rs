@@ -281,7 +281,8 @@ impl From<LegacyData> for Data {
                 (name, lock)
             })
             .collect();
-        Data {
+        // The rest is what format 2 held.
+        Data::from(DataV2 {
             last_applied: old.last_applied,
             membership: old.membership,
             clock_ms: old.clock_ms,
@@ -290,9 +291,7 @@ impl From<LegacyData> for Data {
             locks,
             dedup: old.dedup,
             dedup_order: old.dedup_order,
-            expiries: imbl::OrdMap::new(),
-            expiring: imbl::OrdSet::new(),
-        }
+        })
     }
 }
 
